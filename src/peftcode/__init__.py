@@ -1,0 +1,1 @@
+"""peftcode: parameter-efficient fine-tuning of code LLMs for Python code generation, as a Snakemake study."""

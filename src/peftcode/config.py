@@ -1,0 +1,190 @@
+"""The study grid: a validated config resolved into cells, and each job's settings.
+
+One source of truth: every rule takes its ``params`` from the functions here, so a job's params hold exactly
+the settings that job depends on and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+TRAINED_KINDS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning")
+PEFT_KINDS = ("lora", "ia3", "prompt-tuning", "prefix-tuning")
+PROMPTED_KINDS = ("icl",)
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot run; the message is one line naming the offending key."""
+
+
+def _where(path) -> str:
+    where = ""
+    for part in path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "<top level>"
+
+
+def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
+    """Check ``config`` against the schema (filling defaults in place) and its names against each other."""
+    try:
+        validate(config, str(schema))
+    except WorkflowError as error:
+        # Snakemake raises its error while handling jsonschema's, whose path and message we report.
+        cause = error.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        cause = jsonschema.exceptions.best_match([cause, *cause.context]) or cause
+        raise ConfigError(f"config error at {_where(cause.absolute_path)}: {cause.message}") from None
+    for name, model in config["models"].items():
+        if "build" in model["source"] and "tokenizer" not in model:
+            raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
+    for index, block in enumerate(config["study"]):
+        for section in ("models", "methods", "datasets"):
+            for name in block[section]:
+                if name not in config[section]:
+                    known = ", ".join(sorted(config[section]))
+                    raise ConfigError(
+                        f"config error at study[{index}].{section}: unknown {section[:-1]} '{name}' "
+                        f"(known: {known})"
+                    )
+    return config
+
+
+def load_config(path: str | Path, schema: str | Path = DEFAULT_SCHEMA) -> dict:
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    return validate_config(config, schema)
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One job chain of the study: a model, a method variant and a dataset."""
+
+    model: str
+    method: str
+    dataset: str
+
+
+class Study:
+    """The resolved grid of a validated config."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.results = config.get("results", "results")
+        self._variants: dict[str, dict] = {}
+        cells: set[Cell] = set()
+        for block in config["study"]:
+            for method in block["methods"]:
+                for variant, settings in self._method_variants(method).items():
+                    self._variants[variant] = settings
+                    cells.update(Cell(m, variant, d) for m in block["models"] for d in block["datasets"])
+        self.cells = sorted(cells)
+
+    def _method_variants(self, method: str) -> dict[str, dict]:
+        settings = self.config["methods"][method]
+        if settings["kind"] not in PROMPTED_KINDS:
+            return {method: {"method": method, **settings}}
+        variants = {}
+        for shots in settings["shots"]:
+            for seed in settings["seeds"] if shots else settings["seeds"][:1]:
+                name = f"{method}-{shots}shot" + (f"-seed{seed}" if shots else "")
+                variants[name] = {"method": method, "kind": settings["kind"], "shots": shots, "seed": seed}
+        return variants
+
+    # --- lookups -----------------------------------------------------------------------------------
+    def kind(self, variant: str) -> str:
+        return self._variants[variant]["kind"]
+
+    def is_trained(self, variant: str) -> bool:
+        return self.kind(variant) in TRAINED_KINDS
+
+    @property
+    def trained_cells(self) -> list[Cell]:
+        return [cell for cell in self.cells if self.is_trained(cell.method)]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({cell.model for cell in self.cells})
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({cell.dataset for cell in self.cells})
+
+    # --- per-job settings (the rules' params) -------------------------------------------------------
+    def data_settings(self, dataset: str) -> dict:
+        return dict(self.config["datasets"][dataset])
+
+    def model_settings(self, model: str) -> dict:
+        return dict(self.config["models"][model])
+
+    def train_settings(self, model: str, method: str, dataset: str) -> dict:
+        """Everything a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
+        if not self.is_trained(method):
+            raise KeyError(f"method '{method}' is not trained")
+        data = self.config["datasets"][dataset]
+        model_config = self.config["models"][model]
+        return {
+            **self.config["training"],
+            **self._variants[method],
+            "family": model_config["family"],
+            "target_modules": model_config.get("target_modules", {}),
+            "max_input_length": data["max_input_length"],
+            "max_target_length": data["max_target_length"],
+        }
+
+    def infer_settings(self, model: str, method: str, dataset: str) -> dict:
+        data = self.config["datasets"][dataset]
+        variant = self._variants[method]
+        return {
+            "method": variant["method"],
+            "kind": variant["kind"],
+            "shots": variant.get("shots", 0),
+            "seed": variant.get("seed", self.config["training"]["seed"]),
+            "family": self.config["models"][model]["family"],
+            "max_input_length": data["max_input_length"],
+            "max_new_tokens": data["max_target_length"],
+            "stop": data["stop"],
+            **self.config["generation"],
+        }
+
+    def local_data_files(self, dataset: str) -> list[str]:
+        """The files a local dataset reads, so that editing one re-runs its chain; none for a hub dataset."""
+        settings = self.config["datasets"][dataset]
+        if "path" not in settings["source"]:
+            return []
+        folder = Path(settings["source"]["path"])
+        return [str(folder / f"{split}.{settings['format']}") for split in settings["splits"].values()]
+
+    def job_memory_mb(self, model: str, job: str) -> int:
+        """Memory to request for a job on a model: fp32 weights, plus gradients and AdamW state to train."""
+        bytes_per_param = {"prepare": 8, "infer": 6, "finetune": 20}[job]
+        return int(4000 + self.config["models"][model]["size_b"] * 1000 * bytes_per_param)
+
+    def job_runtime_min(self, model: str, job: str) -> int:
+        minutes_per_billion = {"infer": 60, "finetune": 240}[job]
+        return int(30 + self.config["models"][model]["size_b"] * minutes_per_billion)
+
+    def eval_settings(self) -> dict:
+        return dict(self.config["evaluation"])
+
+    def cell_info(self, cell: Cell) -> dict:
+        """The descriptive columns of a cell's row in the results table."""
+        variant = self._variants[cell.method]
+        return {
+            "model": cell.model,
+            "method": cell.method,
+            "method_group": variant["method"],
+            "kind": variant["kind"],
+            "shots": variant.get("shots"),
+            "seed": variant.get("seed"),
+            "dataset": cell.dataset,
+            "pretrained": self.config["models"][cell.model]["pretrained"],
+            "size_b": self.config["models"][cell.model]["size_b"],
+        }
