@@ -1,0 +1,95 @@
+"""Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
+
+Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``split`` (str).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+COLUMNS = ("id", "intent", "code", "split")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as configured; the message names the file and column."""
+
+
+def _load_split(source: dict, file_format: str, split: str) -> tuple[datasets.Dataset, str]:
+    """Load one split of the source; returns the rows and a name for error messages."""
+    if "hub" in source:
+        return datasets.load_dataset(source["hub"], split=split), f"{source['hub']}[{split}]"
+    path = Path(source["path"]) / f"{split}.{file_format}"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file for split '{split}'")
+    builder = "parquet" if file_format == "parquet" else "json"
+    return datasets.load_dataset(builder, data_files=str(path), split="train"), str(path)
+
+
+def _as_columns(spec) -> list[str]:
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _first_present(row: dict, columns: list[str]) -> str | None:
+    for column in columns:
+        value = row.get(column)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str) -> tuple[pd.DataFrame, int]:
+    """Map the source's columns onto our schema; rows missing intent or code are dropped and counted."""
+    wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
+    for ours, columns in wanted.items():
+        if not any(column in rows.column_names for column in columns):
+            raise DataError(
+                f"{origin}: missing column {' or '.join(map(repr, columns))} for field '{ours}' "
+                f"(columns present: {', '.join(rows.column_names)})"
+            )
+    records, dropped = [], 0
+    for index, row in enumerate(rows):
+        intent = _first_present(row, wanted["intent"])
+        code = _first_present(row, wanted["code"])
+        if intent is None or code is None:
+            dropped += 1
+            continue
+        extra = _first_present(row, wanted["input"]) if "input" in wanted else None
+        if extra:
+            intent = f"{intent.strip()}\n{extra.strip()}"
+        records.append(
+            {"id": f"{split}-{index}", "intent": intent.strip(), "code": code.strip("\n"), "split": split}
+        )
+    return pd.DataFrame.from_records(records, columns=COLUMNS), dropped
+
+
+def prepare_data(settings: dict, out_dir: str | Path) -> dict:
+    """Write ``{train,validation,test}.parquet`` and ``stats.json`` under ``out_dir``; returns the stats."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = {"source": settings["source"], "splits": {}}
+    for split in SPLITS:
+        rows, origin = _load_split(settings["source"], settings["format"], settings["splits"][split])
+        frame, dropped = normalise_rows(rows, settings["fields"], split, origin)
+        limit = settings.get("limit", {}).get(split)
+        if limit is not None:
+            frame = frame.head(limit)
+        if frame.empty:
+            raise DataError(f"{origin}: no usable rows for split '{split}'")
+        frame.to_parquet(out_dir / f"{split}.parquet", index=False)
+        stats["splits"][split] = {
+            "rows": len(frame),
+            "dropped_rows": dropped,
+            "mean_intent_chars": round(frame["intent"].str.len().mean(), 1),
+            "mean_code_chars": round(frame["code"].str.len().mean(), 1),
+        }
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def read_split(data_dir: str | Path, split: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(data_dir) / f"{split}.parquet")
