@@ -1,0 +1,154 @@
+"""The fine-tuning recipe: one cell's model, method and training split -> the checkpoint of the lowest
+validation loss, a per-step training log and the job's memory record.
+
+A plain loop: AdamW with a linear schedule, batches padded to their own longest example, the validation
+loss measured ``evals_per_epoch`` times per epoch, and the best trainable weights kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from peftcode.data import read_split
+from peftcode.memory import JobMeter, weight_footprint_mb
+from peftcode.methods import parameter_counts, prepare_for_training
+from peftcode.models import load_checkpoint
+from peftcode.prompts import IGNORE_INDEX, encode_example
+
+
+def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[str, list[int]]]:
+    return [
+        encode_example(
+            tokenizer,
+            settings["family"],
+            intent,
+            code,
+            settings["max_input_length"],
+            settings["max_target_length"],
+        )
+        for intent, code in zip(frame["intent"], frame["code"], strict=True)
+    ]
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example."""
+    inputs = max(len(e["input_ids"]) for e in examples)
+    labels = max(len(e["labels"]) for e in examples)
+    input_ids = torch.full((len(examples), inputs), pad_id)
+    attention = torch.zeros((len(examples), inputs), dtype=torch.long)
+    label_ids = torch.full((len(examples), labels), IGNORE_INDEX)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+        attention[row, : len(example["input_ids"])] = 1
+        label_ids[row, : len(example["labels"])] = torch.tensor(example["labels"])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+
+
+@torch.no_grad()
+def validation_loss(model, examples: list[dict], batch_size: int, pad_id: int) -> float:
+    """Mean loss per target token over the whole validation split."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_id)
+        count = int((batch["labels"] != IGNORE_INDEX).sum())
+        total += model(**batch).loss.item() * count
+        tokens += count
+    model.train()
+    return total / tokens
+
+
+def finetune(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    log_path: str | Path,
+    memory_path: str | Path,
+    settings: dict,
+    threads: int | None = None,
+) -> dict:
+    """Fine-tune one cell; returns its memory and cost record."""
+    meter = JobMeter()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(settings["seed"])
+    model, tokenizer = load_checkpoint(model_dir, settings["family"])
+    model = prepare_for_training(model, settings, str(model_dir))
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    train = encode_split(read_split(data_dir, "train"), tokenizer, settings)
+    validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
+
+    batch_size = settings["batch_size"]
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = math.ceil(steps_per_epoch * settings["epochs"])
+    eval_every = max(1, steps_per_epoch // settings["evals_per_epoch"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, round(settings["warmup_ratio"] * total_steps), total_steps
+    )
+    shuffler = torch.Generator().manual_seed(settings["seed"])
+
+    best_loss, best_step, best_state = validation_loss(model, validation, batch_size, pad_id), 0, None
+    log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
+    tokens, loop_started = 0, time.perf_counter()
+    progress = tqdm(range(1, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
+    for step in progress:
+        position = (step - 1) % steps_per_epoch
+        if position == 0:
+            order = torch.randperm(len(train), generator=shuffler).tolist()
+        batch = collate([train[i] for i in order[position * batch_size : (position + 1) * batch_size]], pad_id)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+        row = {
+            "step": step,
+            "epoch": round(step / steps_per_epoch, 4),
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": loss.item(),
+            "val_loss": None,
+            "tokens": tokens,
+        }
+        if step % eval_every == 0 or step == total_steps:
+            row["val_loss"] = validation_loss(model, validation, batch_size, pad_id)
+            if row["val_loss"] < best_loss:
+                best_loss, best_step = row["val_loss"], step
+                best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
+        log.append(row)
+
+    if best_state is not None:
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in best_state.items():
+                parameters[name].copy_(value)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    if settings["kind"] == "full-ft":
+        tokenizer.save_pretrained(out_dir)
+    train_time = time.perf_counter() - loop_started
+    pd.DataFrame(log).to_csv(log_path, index=False)
+    return meter.write(
+        memory_path,
+        job="finetune",
+        **parameter_counts(model),
+        weight_footprint_mb=weight_footprint_mb(model),
+        steps=total_steps,
+        train_tokens=tokens,
+        train_time_s=round(train_time, 3),
+        tokens_per_s=round(tokens / train_time, 1),
+        best_step=best_step,
+        best_val_loss=best_loss,
+        initial_val_loss=log[0]["val_loss"],
+    )

@@ -1,0 +1,115 @@
+"""The inference recipe: one cell's model (plus adapter) and test split -> the top-k beam-search candidates
+of every test example, batched across examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from peft import PeftModel
+from tqdm import tqdm
+
+from peftcode.data import read_split
+from peftcode.memory import JobMeter, weight_footprint_mb
+from peftcode.methods import parameter_counts
+from peftcode.models import load_checkpoint
+from peftcode.prompts import inference_prompts, prompt_ids
+
+MERGEABLE = ("LORA", "IA3")
+
+
+def stop_token_ids(tokenizer, stop: str | None) -> list[int]:
+    """End-of-sequence ids for generation: EOS, and every token whose text contains ``stop``."""
+    ids = [tokenizer.eos_token_id]
+    if stop:
+        ids += [i for i in range(len(tokenizer)) if i != tokenizer.eos_token_id and stop in tokenizer.decode([i])]
+    return ids
+
+
+def cut_at_stop(text: str, stop: str | None) -> str:
+    if stop and stop in text:
+        text = text[: text.index(stop)]
+    return text.strip()
+
+
+def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, family: str):
+    """The model to generate with; LoRA and IA3 adapters are merged into the weights, which computes the
+    same function without the adapters' extra matrix products at every step."""
+    model, tokenizer = load_checkpoint(model_dir, family)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if model.peft_config["default"].peft_type.value in MERGEABLE:
+            model = model.merge_and_unload()
+    model.eval()
+    return model, tokenizer
+
+
+@torch.no_grad()
+def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) -> list[list[str]]:
+    """Beam-search candidates per prompt, best first. Prompts are batched longest first to limit padding."""
+    family, shots = settings["family"], settings["shots"]
+    limit = settings["max_input_length"] if not shots else None
+    if family == "seq2seq":
+        encoded = [tokenizer(p, max_length=limit, truncation=True)["input_ids"] for p in prompts]
+    else:
+        encoded = [prompt_ids(tokenizer, p, limit) for p in prompts]
+    tokenizer.padding_side = "left"
+    returns = min(settings["num_return_sequences"], settings["num_beams"])
+    eos_ids = stop_token_ids(tokenizer, settings["stop"])
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    candidates: list[list[str]] = [[] for _ in prompts]
+    batch_size = settings["batch_size"]
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
+        rows = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
+        output = model.generate(
+            **batch,
+            num_beams=settings["num_beams"],
+            num_return_sequences=returns,
+            max_new_tokens=settings["max_new_tokens"],
+            do_sample=False,
+            early_stopping=settings["early_stopping"],
+            eos_token_id=eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = output if family == "seq2seq" else output[:, batch["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        for offset, row in enumerate(rows):
+            candidates[row] = [cut_at_stop(t, settings["stop"]) for t in texts[offset * returns : (offset + 1) * returns]]
+    return candidates
+
+
+def infer(
+    model_dir: str | Path,
+    adapter_dir: str | Path | None,
+    data_dir: str | Path,
+    out_path: str | Path,
+    memory_path: str | Path,
+    settings: dict,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Generate candidates for one cell's test split; writes them as parquet with the job's memory record."""
+    meter = JobMeter()
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings["family"])
+    test = read_split(data_dir, "test")
+    prompts = inference_prompts(
+        test, read_split(data_dir, "train"), settings["family"], settings["shots"], settings["seed"]
+    )
+    candidates = generate_candidates(model, tokenizer, prompts, settings)
+    generations = pd.DataFrame(
+        {"id": test["id"], "intent": test["intent"], "reference": test["code"], "prompt": prompts,
+         "candidates": candidates}
+    )
+    generations.to_parquet(out_path, index=False)
+    meter.write(
+        memory_path,
+        job="infer",
+        **parameter_counts(model),
+        weight_footprint_mb=weight_footprint_mb(model),
+        examples=len(test),
+        examples_per_s=round(len(test) / meter.snapshot()["wall_time_s"], 3),
+    )
+    return generations

@@ -1,0 +1,64 @@
+"""Fine-tuning methods as PEFT configs. Target modules come from the config, or else from PEFT's own
+per-architecture defaults (attention projections for LoRA; attention and feed-forward for IA3)."""
+
+from __future__ import annotations
+
+from peft import (
+    IA3Config,
+    LoraConfig,
+    PeftConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    PromptTuningInit,
+    TaskType,
+    get_peft_model,
+)
+from transformers import PreTrainedModel
+
+TASK_TYPES = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
+
+
+def peft_config(settings: dict, model_dir: str) -> PeftConfig:
+    """The PEFT config of a method's settings (a job's resolved ``train_settings``)."""
+    kind, task_type = settings["kind"], TASK_TYPES[settings["family"]]
+    targets = settings.get("target_modules", {})
+    if kind == "lora":
+        return LoraConfig(
+            task_type=task_type,
+            r=settings["r"],
+            lora_alpha=settings["alpha"],
+            lora_dropout=settings["dropout"],
+            target_modules=targets.get("attention"),
+        )
+    if kind == "ia3":
+        feedforward = targets.get("feedforward")
+        attention = targets.get("attention")
+        return IA3Config(
+            task_type=task_type,
+            target_modules=(attention or []) + (feedforward or []) if attention or feedforward else None,
+            feedforward_modules=feedforward,
+        )
+    if kind == "prompt-tuning":
+        return PromptTuningConfig(
+            task_type=task_type,
+            num_virtual_tokens=settings["num_virtual_tokens"],
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=settings["init_text"],
+            tokenizer_name_or_path=model_dir,
+        )
+    if kind == "prefix-tuning":
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=settings["num_virtual_tokens"])
+    raise ValueError(f"method kind '{kind}' has no PEFT config")
+
+
+def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str) -> PreTrainedModel:
+    """The model whose trainable parameters the method updates: all of them for full fine-tuning."""
+    if settings["kind"] == "full-ft":
+        return model
+    return get_peft_model(model, peft_config(settings, model_dir))
+
+
+def parameter_counts(model) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total}

@@ -1,0 +1,64 @@
+"""Prompts and training examples, as in Weyssow et al.
+
+Causal models read ``### Instruction:\\n{intent}\\n### Response:\\n`` and learn ``{code}<eos>``, with the loss on
+the target tokens only. Seq2seq models read the intent and learn the code. In-context examples are whole
+instruction/response pairs placed before the test prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+INSTRUCTION = "### Instruction:\n"
+RESPONSE = "\n### Response:\n"
+IGNORE_INDEX = -100
+
+
+def causal_prompt(intent: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+    examples = "".join(f"{INSTRUCTION}{shot_intent}{RESPONSE}{code}\n\n" for shot_intent, code in shots)
+    return f"{examples}{INSTRUCTION}{intent}{RESPONSE}"
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int | None) -> list[int]:
+    """Token ids of a causal prompt; a long one keeps its head and always ends with the response marker."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    marker = tokenizer(RESPONSE, add_special_tokens=False)["input_ids"]
+    return ids[: max_length - len(marker)] + marker
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase,
+    family: str,
+    intent: str,
+    code: str,
+    max_input_length: int,
+    max_target_length: int,
+) -> dict[str, list[int]]:
+    """One training example: ``input_ids`` and ``labels`` (prompt positions masked for causal models)."""
+    if family == "seq2seq":
+        source = tokenizer(intent, max_length=max_input_length, truncation=True)["input_ids"]
+        target = tokenizer(code, max_length=max_target_length, truncation=True)["input_ids"]
+        return {"input_ids": source, "labels": target}
+    prompt = prompt_ids(tokenizer, causal_prompt(intent), max_input_length)
+    target = tokenizer(code, add_special_tokens=False)["input_ids"][: max_target_length - 1]
+    target.append(tokenizer.eos_token_id)
+    return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+
+
+def inference_prompts(
+    test: pd.DataFrame, train: pd.DataFrame, family: str, shots: int = 0, seed: int = 0
+) -> list[str]:
+    """The prompt of every test example; with ``shots`` > 0 each gets its own random training examples."""
+    if family == "seq2seq":
+        if shots:
+            raise ValueError("in-context examples need a causal model")
+        return list(test["intent"])
+    rng = random.Random(seed)
+    pairs = list(zip(train["intent"], train["code"], strict=True))
+    return [causal_prompt(intent, rng.sample(pairs, shots) if shots else ()) for intent in test["intent"]]
