@@ -1,0 +1,52 @@
+# Paths of every cell's targets, and the input functions that route a cell to its upstream jobs.
+from peftcode.config import PEFT_KINDS, Cell
+
+
+wildcard_constraints:
+    model=r"[^/]+",
+    method=r"[^/]+",
+    dataset=r"[^/]+",
+
+
+def data_dir(dataset):
+    return f"{R}/data/{dataset}"
+
+
+def model_dir(model):
+    return f"{R}/models/{model}"
+
+
+def finetune_dir(model, method, dataset):
+    return f"{R}/finetune/{model}/{method}/{dataset}"
+
+
+def generations_path(model, method, dataset):
+    return f"{R}/generations/{model}/{method}/{dataset}.parquet"
+
+
+def metrics_path(model, method, dataset):
+    return f"{R}/metrics/{model}/{method}/{dataset}.json"
+
+
+def infer_inputs(w):
+    """Full fine-tunes infer from their own checkpoint, PEFT methods from the base model plus adapter."""
+    kind = study.kind(w.method)
+    trained = f"{finetune_dir(w.model, w.method, w.dataset)}/checkpoint"
+    inputs = {
+        "model": trained if kind == "full-ft" else model_dir(w.model),
+        "test": f"{data_dir(w.dataset)}/test.parquet",
+        "train": f"{data_dir(w.dataset)}/train.parquet",
+    }
+    if kind in PEFT_KINDS:
+        inputs["adapter"] = trained
+    return inputs
+
+
+def evaluate_inputs(w):
+    inputs = {
+        "generations": generations_path(w.model, w.method, w.dataset),
+        "infer_memory": generations_path(w.model, w.method, w.dataset).replace(".parquet", ".memory.json"),
+    }
+    if study.is_trained(w.method):
+        inputs["finetune_memory"] = f"{finetune_dir(w.model, w.method, w.dataset)}/memory.json"
+    return inputs

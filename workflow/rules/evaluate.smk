@@ -1,0 +1,23 @@
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        f"{R}/metrics/{{model}}/{{method}}/{{dataset}}.json",
+    params:
+        cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
+        settings=study.eval_settings(),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule aggregate:
+    input:
+        [metrics_path(c.model, c.method, c.dataset) for c in study.cells],
+    output:
+        table=f"{R}/results.parquet",
+        csv=f"{R}/results.csv",
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,17 @@
+rule finetune:
+    input:
+        model=lambda w: model_dir(w.model),
+        train=lambda w: f"{data_dir(w.dataset)}/train.parquet",
+        validation=lambda w: f"{data_dir(w.dataset)}/validation.parquet",
+    output:
+        checkpoint=directory(f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/checkpoint"),
+        log=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/train_log.csv",
+        memory=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/memory.json",
+    params:
+        settings=lambda w: study.train_settings(w.model, w.method, w.dataset),
+    threads: config["threads"]
+    resources:
+        mem_mb=lambda w: study.job_memory_mb(w.model, "finetune"),
+        runtime=lambda w: study.job_runtime_min(w.model, "finetune"),
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from peftcode.finetune import finetune
+
+finetune(
+    model_dir=snakemake.input.model,  # noqa: F821
+    data_dir=Path(snakemake.input.train).parent,  # noqa: F821
+    out_dir=snakemake.output.checkpoint,  # noqa: F821
+    log_path=snakemake.output.log,  # noqa: F821
+    memory_path=snakemake.output.memory,  # noqa: F821
+    settings=snakemake.params.settings,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)

@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from peftcode.infer import infer
+
+infer(
+    model_dir=snakemake.input.model,  # noqa: F821
+    adapter_dir=snakemake.input.get("adapter"),  # noqa: F821
+    data_dir=Path(snakemake.input.test).parent,  # noqa: F821
+    out_path=snakemake.output.generations,  # noqa: F821
+    memory_path=snakemake.output.memory,  # noqa: F821
+    settings=snakemake.params.settings,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)
