@@ -1,0 +1,135 @@
+import pytest
+
+from peftcode.config import Cell, ConfigError, Study, validate_config
+from tests.conftest import SCHEMA
+
+
+def test_default_config_is_valid_and_filled_with_paper_defaults(default_config):
+    config = validate_config(default_config, SCHEMA)
+    assert config["generation"] == {
+        "num_beams": 10,
+        "num_return_sequences": 10,
+        "batch_size": 8,
+        "early_stopping": True,
+    }
+    assert config["evaluation"]["k"] == [1, 2, 5, 10]
+    assert config["methods"]["prompt-tuning"]["init_text"] == (
+        "Generate Python code given a natural language instruction."
+    )
+    assert config["datasets"]["conala-style"]["splits"] == {
+        "train": "train",
+        "validation": "validation",
+        "test": "test",
+    }
+
+
+def test_method_defaults_are_the_papers(tiny_config):
+    tiny_config["methods"] = {
+        kind: {"kind": kind} for kind in ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "icl")
+    }
+    tiny_config["training"] = {}
+    methods = validate_config(tiny_config, SCHEMA)["methods"]
+    assert methods["full-ft"]["lr"] == 5e-5
+    assert (methods["lora"]["lr"], methods["lora"]["r"], methods["lora"]["alpha"]) == (3e-4, 8, 16)
+    assert methods["lora"]["dropout"] == 0.05
+    assert methods["ia3"]["lr"] == 3e-3
+    assert (methods["prompt-tuning"]["lr"], methods["prompt-tuning"]["num_virtual_tokens"]) == (3e-3, 20)
+    assert (methods["prefix-tuning"]["lr"], methods["prefix-tuning"]["num_virtual_tokens"]) == (3e-2, 10)
+    assert methods["icl"]["seeds"] == [42, 777, 5432, 55555, 97]
+    assert tiny_config["training"]["epochs"] == 5 and tiny_config["training"]["batch_size"] == 8
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["study"][0]["methods"].append("lorra"), "study[0].methods: unknown method 'lorra'"),
+        (lambda c: c["study"][0]["models"].append("smol"), "study[0].models: unknown model 'smol'"),
+        (lambda c: c["study"][0]["datasets"].append("conala"), "study[0].datasets: unknown dataset 'conala'"),
+        (
+            lambda c: c["methods"]["lora"].update(rank=8),
+            "methods.lora: Additional properties are not allowed",
+        ),
+        (lambda c: c.update(trainig={}), "<top level>: Additional properties are not allowed ('trainig'"),
+        (lambda c: c["methods"]["lora"].update(kind="loraa"), "methods.lora.kind: 'loraa' is not one of"),
+        (
+            lambda c: c["datasets"]["conala-style"].pop("fields"),
+            "datasets.conala-style: 'fields' is a required",
+        ),
+        (lambda c: c["generation"].update(num_beams=0), "generation.num_beams: 0 is less than the minimum"),
+        (lambda c: c["models"]["tiny-llama"].pop("tokenizer"), "models.tiny-llama: a built model needs"),
+    ],
+)
+def test_bad_config_stops_with_one_line_naming_the_key(tiny_config, edit, message):
+    edit(tiny_config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(tiny_config, SCHEMA)
+    text = str(error.value)
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_cells_expand_models_methods_datasets_and_icl_shots_and_seeds(tiny_config):
+    study = Study(validate_config(tiny_config, SCHEMA))
+    methods = sorted({cell.method for cell in study.cells})
+    assert methods == sorted(
+        [
+            "full-ft",
+            "lora",
+            "ia3",
+            "prompt-tuning",
+            "prefix-tuning",
+            "icl-0shot",
+            "icl-1shot-seed42",
+            "icl-1shot-seed777",
+        ]
+    )
+    assert len(study.cells) == 8 * 2
+    assert len(study.trained_cells) == 5 * 2
+    assert study.kind("icl-1shot-seed777") == "icl" and not study.is_trained("icl-0shot")
+    assert Cell("tiny-llama", "lora", "conala-style") in study.cells
+
+
+def test_study_blocks_union_without_duplicates(tiny_config):
+    tiny_config["study"] = [
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["conala-style"]},
+        {"models": ["tiny-llama"], "methods": ["lora", "full-ft"], "datasets": ["conala-style"]},
+    ]
+    study = Study(validate_config(tiny_config, SCHEMA))
+    assert [c.method for c in study.cells] == ["full-ft", "lora"]
+
+
+def test_train_settings_merge_training_defaults_under_method_settings(tiny_config):
+    tiny_config["methods"]["lora"]["epochs"] = 3
+    study = Study(validate_config(tiny_config, SCHEMA))
+    settings = study.train_settings("tiny-llama", "lora", "conala-style")
+    assert settings["epochs"] == 3 and settings["batch_size"] == 4
+    assert settings["lr"] == 1e-2 and settings["r"] == 8
+    assert (settings["max_input_length"], settings["max_target_length"]) == (48, 12)
+    assert study.train_settings("tiny-llama", "ia3", "conala-style")["epochs"] == 1
+
+
+def test_editing_one_method_changes_only_that_methods_params(tiny_config):
+    import copy
+
+    before = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
+    tiny_config["methods"]["lora"]["lr"] = 5e-3
+    after = Study(validate_config(tiny_config, SCHEMA))
+    changed = {
+        cell
+        for cell in before.trained_cells
+        if before.train_settings(*_key(cell)) != after.train_settings(*_key(cell))
+    }
+    assert changed == {c for c in before.trained_cells if c.method == "lora"}
+    assert all(before.infer_settings(*_key(c)) == after.infer_settings(*_key(c)) for c in before.cells)
+    assert before.data_settings("conala-style") == after.data_settings("conala-style")
+
+
+def _key(cell):
+    return cell.model, cell.method, cell.dataset
+
+
+def test_icl_infer_settings_carry_shots_and_seed(tiny_config):
+    study = Study(validate_config(tiny_config, SCHEMA))
+    settings = study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")
+    assert (settings["shots"], settings["seed"], settings["stop"]) == (1, 777, "\n")
+    assert settings["max_new_tokens"] == 12 and settings["num_beams"] == 3

