@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 
-def aggregate(metrics_paths: Iterable[str | Path], table_path: str | Path, csv_path: str | Path) -> pd.DataFrame:
+def aggregate(
+    metrics_paths: Iterable[str | Path], table_path: str | Path, csv_path: str | Path
+) -> pd.DataFrame:
     rows = [json.loads(Path(path).read_text()) for path in metrics_paths]
     table = pd.DataFrame(rows).sort_values(["dataset", "model", "method"], ignore_index=True)
     table.to_parquet(table_path, index=False)

@@ -125,7 +125,7 @@ class Study:
         return dict(self.config["models"][model])
 
     def train_settings(self, model: str, method: str, dataset: str) -> dict:
-        """Everything a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
+        """All a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
         if not self.is_trained(method):
             raise KeyError(f"method '{method}' is not trained")
         data = self.config["datasets"][dataset]

@@ -105,7 +105,9 @@ def finetune(
         position = (step - 1) % steps_per_epoch
         if position == 0:
             order = torch.randperm(len(train), generator=shuffler).tolist()
-        batch = collate([train[i] for i in order[position * batch_size : (position + 1) * batch_size]], pad_id)
+        batch = collate(
+            [train[i] for i in order[position * batch_size : (position + 1) * batch_size]], pad_id
+        )
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()

@@ -23,7 +23,9 @@ def stop_token_ids(tokenizer, stop: str | None) -> list[int]:
     """End-of-sequence ids for generation: EOS, and every token whose text contains ``stop``."""
     ids = [tokenizer.eos_token_id]
     if stop:
-        ids += [i for i in range(len(tokenizer)) if i != tokenizer.eos_token_id and stop in tokenizer.decode([i])]
+        ids += [
+            i for i in range(len(tokenizer)) if i != tokenizer.eos_token_id and stop in tokenizer.decode([i])
+        ]
     return ids
 
 
@@ -76,7 +78,9 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
         new_tokens = output if family == "seq2seq" else output[:, batch["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for offset, row in enumerate(rows):
-            candidates[row] = [cut_at_stop(t, settings["stop"]) for t in texts[offset * returns : (offset + 1) * returns]]
+            candidates[row] = [
+                cut_at_stop(t, settings["stop"]) for t in texts[offset * returns : (offset + 1) * returns]
+            ]
     return candidates
 
 
@@ -100,8 +104,13 @@ def infer(
     )
     candidates = generate_candidates(model, tokenizer, prompts, settings)
     generations = pd.DataFrame(
-        {"id": test["id"], "intent": test["intent"], "reference": test["code"], "prompt": prompts,
-         "candidates": candidates}
+        {
+            "id": test["id"],
+            "intent": test["intent"],
+            "reference": test["code"],
+            "prompt": prompts,
+            "candidates": candidates,
+        }
     )
     generations.to_parquet(out_path, index=False)
     meter.write(

@@ -1,8 +1,8 @@
 """Prompts and training examples, as in Weyssow et al.
 
-Causal models read ``### Instruction:\\n{intent}\\n### Response:\\n`` and learn ``{code}<eos>``, with the loss on
-the target tokens only. Seq2seq models read the intent and learn the code. In-context examples are whole
-instruction/response pairs placed before the test prompt.
+Causal models read ``### Instruction:\\n{intent}\\n### Response:\\n`` and learn ``{code}<eos>``, with the
+loss on the target tokens only. Seq2seq models read the intent and learn the code. In-context examples are
+whole instruction/response pairs placed before the test prompt.
 """
 
 from __future__ import annotations

@@ -67,10 +67,11 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> str:
         full, peft = rows[rows["kind"] == "full-ft"], rows[rows["kind"].isin(PEFT_KINDS)]
         if not full.empty and not peft.empty:
             best_peft, best_full = peft.loc[peft[top].idxmax()], full.loc[full[top].idxmax()]
+            gain = relative_gain(best_peft[top], best_full[top])
             lines += [
                 f"Best PEFT cell ({best_peft['model']}, {best_peft['method']}) reaches {top} "
                 f"{best_peft[top]:.3f} against {best_full[top]:.3f} for the best full fine-tune "
-                f"({best_full['model']}): {_fmt_gain(relative_gain(best_peft[top], best_full[top]))} relative.",
+                f"({best_full['model']}): {_fmt_gain(gain)} relative.",
                 "",
             ]
     datasets = sorted(trained["dataset"].unique())
@@ -122,7 +123,11 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> str:
     for axis, dataset in zip(axes[0], datasets, strict=True):
         for model, rows in summary[summary["dataset"] == dataset].groupby("model"):
             axis.errorbar(
-                rows["shots"], rows[f"{top} mean"], yerr=rows[f"{top} std"], marker="o", capsize=4,
+                rows["shots"],
+                rows[f"{top} mean"],
+                yerr=rows[f"{top} std"],
+                marker="o",
+                capsize=4,
                 label=f"{model}: ICL",
             )
             best = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
