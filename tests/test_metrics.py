@@ -30,7 +30,11 @@ def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
     worse = codebleu(code, ["def add(a, b):\n    return a - b", "def longest(words):\n    return words[0]"])
     assert 0 < worse["codebleu"] < 1
     assert set(worse) == {
-        "codebleu", "codebleu_ngram", "codebleu_weighted_ngram", "codebleu_syntax", "codebleu_dataflow",
+        "codebleu",
+        "codebleu_ngram",
+        "codebleu_weighted_ngram",
+        "codebleu_syntax",
+        "codebleu_dataflow",
     }
 
 

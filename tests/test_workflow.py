@@ -93,6 +93,9 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
     ems = [metrics[f"em@{k}"] for k in config["evaluation"]["k"]]
     assert ems == sorted(ems) and all(0 <= e <= 1 for e in ems)
     assert 0 <= metrics["codebleu"] <= 1
+    for name in [f"em@{k}" for k in config["evaluation"]["k"]] + ["codebleu"]:
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+    assert len(metrics["ranks"]) == len(test)
     assert (metrics["model"], metrics["method"], metrics["dataset"], metrics["n_test"]) == (
         "tiny-llama",
         method,
@@ -147,3 +150,13 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
         "report": 1,
         "all": 1,
     }
+
+
+def test_partial_report_lists_what_has_not_run(tmp_path):
+    config = tiny_study(tmp_path / "results")
+    config["study"].append({"models": ["tiny-llama"], "methods": ["ia3"], "datasets": ["codealpaca-style"]})
+    result = snakemake(write_study(config, tmp_path), "--cores", "1", "partial_report")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "results" / "reports" / "partial" / "rq1.md").read_text()
+    assert "10 of 10 cells have not finished" in text
+    assert "- tiny-llama / ia3 / codealpaca-style" in text

@@ -1,13 +1,17 @@
-"""Metrics of a cell's generations: EM@k over the ranked candidates and CodeBLEU on the top-1 candidate."""
+"""Metrics of a cell's generations: EM@k over the ranked candidates and CodeBLEU on the top-1 candidate,
+each with a 95% bootstrap confidence interval over the test examples."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from codebleu import calc_codebleu
+
+from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
 
 
 def normalise(code: str) -> str:
@@ -15,20 +19,40 @@ def normalise(code: str) -> str:
     return " ".join(code.split())
 
 
+def match_ranks(references: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[int]:
+    """Per example, the 0-based rank of the first candidate equal to the reference after whitespace
+    normalisation, or -1 when none is."""
+    ranks = []
+    for reference, ranked in zip(references, candidates, strict=True):
+        target = normalise(reference)
+        ranks.append(next((i for i, c in enumerate(ranked) if normalise(c) == target), -1))
+    return ranks
+
+
+def hits_at_k(ranks: Sequence[int], k: int) -> list[bool]:
+    return [0 <= rank < k for rank in ranks]
+
+
 def exact_match_at_k(
     references: Sequence[str], candidates: Sequence[Sequence[str]], ks: Sequence[int]
 ) -> dict[str, float]:
     """Share of examples whose normalised reference is among their first k normalised candidates."""
-    ranks = []
-    for reference, ranked in zip(references, candidates, strict=True):
-        target = normalise(reference)
-        ranks.append(next((i for i, c in enumerate(ranked) if normalise(c) == target), None))
-    return {f"em@{k}": sum(r is not None and r < k for r in ranks) / len(ranks) for k in ks}
+    ranks = match_ranks(references, candidates)
+    return {f"em@{k}": sum(hits_at_k(ranks, k)) / len(ranks) for k in ks}
 
 
-def codebleu(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Corpus CodeBLEU and its four components, as the ``codebleu`` package computes them for Python."""
-    scores = calc_codebleu(list(references), list(predictions), lang="python")
+def codebleu(references: Sequence[str], predictions: Sequence[str], quiet: bool = False) -> dict[str, float]:
+    """Corpus CodeBLEU and its four components, as the ``codebleu`` package computes them for Python.
+
+    ``quiet`` silences the package's warning that a corpus without data flow scores 0 on that component,
+    for the many resamples of a bootstrap (the full corpus still warns once).
+    """
+    if quiet:
+        logging.disable(logging.WARNING)
+    try:
+        scores = calc_codebleu(list(references), list(predictions), lang="python")
+    finally:
+        logging.disable(logging.NOTSET)
     return {
         "codebleu": scores["codebleu"],
         "codebleu_ngram": scores["ngram_match_score"],
@@ -48,14 +72,22 @@ def evaluate(
 ) -> dict:
     """Score one cell and write its row of the results table: cell, metrics, and the jobs' costs."""
     generations = pd.read_parquet(generations_path)
+    references = list(generations["reference"])
     candidates = [list(c) for c in generations["candidates"]]
     top1 = [c[0] if c else "" for c in candidates]
-    row = {
-        **cell,
-        "n_test": len(generations),
-        **exact_match_at_k(generations["reference"], candidates, settings["k"]),
-        **codebleu(generations["reference"], top1),
-    }
+    ranks = match_ranks(references, candidates)
+    row = {**cell, "n_test": len(generations), "ranks": ranks}
+    for k in settings["k"]:
+        hits = hits_at_k(ranks, k)
+        low, high = bootstrap_mean_ci(hits, settings["bootstrap_samples"])
+        row.update({f"em@{k}": sum(hits) / len(hits), f"em@{k}_ci_low": low, f"em@{k}_ci_high": high})
+    row.update(codebleu(references, top1))
+    row["codebleu_ci_low"], row["codebleu_ci_high"] = bootstrap_corpus_ci(
+        references,
+        top1,
+        lambda r, p: codebleu(r, p, quiet=True)["codebleu"],
+        settings["codebleu_bootstrap_samples"],
+    )
     inference = json.loads(Path(infer_memory_path).read_text())
     row.update(
         infer_peak_rss_mb=inference["peak_rss_mb"],

@@ -17,5 +17,19 @@ rule report:
             )
             for rq in RESEARCH_QUESTIONS
         },
+    params:
+        expected=[study.cell_info(c) for c in study.cells],
     script:
         "../scripts/report.py"
+
+
+# Reports from whatever cells have finished, e.g. while a long study runs or after some jobs failed:
+#   snakemake partial_report --forcerun partial_report
+rule partial_report:
+    output:
+        directory(f"{R}/reports/partial"),
+    params:
+        expected=[study.cell_info(c) for c in study.cells],
+        metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
+    script:
+        "../scripts/partial_report.py"

@@ -1,0 +1,91 @@
+"""Reports built from a small synthetic results table."""
+
+import pandas as pd
+import pytest
+
+from peftcode.report import agreement, relative_gain, write_reports
+
+
+def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=None, memory=None):
+    hits = {k: sum(0 <= r < k for r in ranks) / len(ranks) for k in (1, 10)}
+    return {
+        "model": model,
+        "method": method,
+        "dataset": dataset,
+        "kind": kind,
+        "shots": shots,
+        "seed": seed,
+        "pretrained": True,
+        "n_test": len(ranks),
+        "ranks": ranks,
+        "em@1": hits[1],
+        "em@1_ci_low": max(0.0, hits[1] - 0.1),
+        "em@1_ci_high": min(1.0, hits[1] + 0.1),
+        "em@10": hits[10],
+        "em@10_ci_low": max(0.0, hits[10] - 0.1),
+        "em@10_ci_high": min(1.0, hits[10] + 0.1),
+        "codebleu": 0.5,
+        "codebleu_ci_low": 0.4,
+        "codebleu_ci_high": 0.6,
+        "trainable_params": 0 if kind == "icl" else 1000,
+        "finetune_peak_rss_mb": memory,
+    }
+
+
+@pytest.fixture
+def table():
+    n = 20
+    return pd.DataFrame(
+        [
+            row("lora", "lora", [0] * 12 + [-1] * 8, memory=2000.0),  # EM@1 0.6
+            row("ia3", "ia3", [0] * 4 + [3] * 4 + [-1] * 12, memory=1900.0),  # EM@1 0.2, EM@10 0.4
+            row("full-ft", "full-ft", [0] * 8 + [-1] * 12, memory=3000.0),  # EM@1 0.4
+            row("icl-0shot", "icl", [-1] * n, shots=0, seed=42),
+            row("icl-1shot-seed42", "icl", [0] * 2 + [-1] * 18, shots=1, seed=42),
+            row("icl-1shot-seed777", "icl", [0] * 4 + [-1] * 16, shots=1, seed=777),
+        ]
+    )
+
+
+def test_reports_hold_the_numbers_intervals_tests_and_paper_claims(table, tmp_path):
+    write_reports(table, tmp_path)
+    rq1 = (tmp_path / "rq1.md").read_text()
+    assert "| llm     | lora     | 0.600 [0.500, 0.700]" in rq1
+    # lora 0.6 vs full-ft 0.4 on EM@10: +50% relative, inside the paper's 39.8-72.3% range
+    assert "+50.0% relative" in rq1 and "Our run agrees." in rq1
+    # 12 vs 8 EM@1 hits, all of full-ft's hits shared: 4 discordant pairs, p = 2 * (1/16) = 0.125
+    assert "p = 0.125 (not significant at 0.05)" in rq1
+    rq2 = (tmp_path / "rq2.md").read_text()
+    # ICL 1-shot: mean of 0.1 and 0.2 over two seeds
+    assert "|       1 |       2 |        0.150 |       0.071 |" in rq2
+    # lora (0.6) vs best ICL cell (0.2): +200%, above the paper's 22.8-150%
+    assert "+200.0% relative" in rq2 and "agrees in direction, not in size" in rq2
+    assert "No jointly trained cells" in (tmp_path / "rq3.md").read_text()
+    rq4 = (tmp_path / "rq4.md").read_text()
+    assert "3000.0" in rq4 and "no QLoRA cells" in rq4
+    for name in ("rq1", "rq2", "rq3", "rq4"):
+        figure = (tmp_path / f"{name}.png").read_bytes()
+        assert figure.startswith(b"\x89PNG") and len(figure) > 5000
+
+
+def test_partial_report_lists_missing_cells_instead_of_failing(table, tmp_path):
+    expected = [{"model": "llm", "method": m, "dataset": "conala"} for m in table["method"]]
+    expected.append({"model": "llm", "method": "prefix-tuning", "dataset": "conala"})
+    partial = table[table["method"] != "full-ft"]
+    write_reports(partial, tmp_path, expected)
+    text = (tmp_path / "rq1.md").read_text()
+    assert "2 of 7 cells have not finished" in text
+    assert "- llm / full-ft / conala" in text and "- llm / prefix-tuning / conala" in text
+    assert "Best PEFT vs best full fine-tune" not in text
+
+
+def test_an_empty_table_still_reports(tmp_path):
+    write_reports(pd.DataFrame(), tmp_path, [{"model": "m", "method": "lora", "dataset": "d"}])
+    assert "1 of 1 cells have not finished" in (tmp_path / "rq2.md").read_text()
+
+
+def test_agreement_with_the_papers_range():
+    assert relative_gain(0.6, 0.4) == pytest.approx(50.0) and relative_gain(1, 0) is None
+    assert agreement(50.0, [39.8, 72.3]) == "agrees"
+    assert agreement(10.0, [39.8, 72.3]) == "agrees in direction, not in size"
+    assert agreement(-5.0, [39.8, 72.3]) == "disagrees"
