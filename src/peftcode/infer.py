@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from peft import PeftModel
 from tqdm import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from peftcode.data import read_split
 from peftcode.memory import JobMeter, weight_footprint_mb
@@ -19,14 +20,20 @@ from peftcode.prompts import inference_prompts, prompt_ids
 MERGEABLE = ("LORA", "IA3")
 
 
-def stop_token_ids(tokenizer, stop: str | None) -> list[int]:
-    """End-of-sequence ids for generation: EOS, and every token whose text contains ``stop``."""
-    ids = [tokenizer.eos_token_id]
-    if stop:
-        ids += [
-            i for i in range(len(tokenizer)) if i != tokenizer.eos_token_id and stop in tokenizer.decode([i])
-        ]
-    return ids
+class StopTokens(StoppingCriteria):
+    """Ends a beam whose newest token's text contains the stop string (a newline for CoNaLa).
+
+    Beam search finishes such a beam as it does one that emits EOS. Checking the newest token id against a
+    precomputed set costs one tensor lookup a step; listing those tokens as extra EOS ids instead would make
+    beam search keep (1 + number of EOS ids) x beams candidates at every step.
+    """
+
+    def __init__(self, tokenizer, stop: str):
+        ids = [i for i in range(len(tokenizer)) if stop in tokenizer.decode([i])]
+        self.stop_ids = torch.tensor(ids)
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
 
 
 def cut_at_stop(text: str, stop: str | None) -> str:
@@ -58,7 +65,7 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
         encoded = [prompt_ids(tokenizer, p, limit) for p in prompts]
     tokenizer.padding_side = "left"
     returns = min(settings["num_return_sequences"], settings["num_beams"])
-    eos_ids = stop_token_ids(tokenizer, settings["stop"])
+    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings["stop"])] if settings["stop"] else [])
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     candidates: list[list[str]] = [[] for _ in prompts]
     batch_size = settings["batch_size"]
@@ -72,7 +79,7 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
             max_new_tokens=settings["max_new_tokens"],
             do_sample=False,
             early_stopping=settings["early_stopping"],
-            eos_token_id=eos_ids,
+            stopping_criteria=stopping,
             pad_token_id=tokenizer.pad_token_id,
         )
         new_tokens = output if family == "seq2seq" else output[:, batch["input_ids"].shape[1] :]
