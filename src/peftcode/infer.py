@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from peft import PeftModel
+from peft import PeftModel, PeftType
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -42,6 +42,32 @@ def cut_at_stop(text: str, stop: str | None) -> str:
     return text.strip()
 
 
+def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple[object, dict]:
+    """The model and inputs to call ``generate`` with, so that soft prompts condition every step.
+
+    PEFT's own ``generate`` for prompt and prefix tuning drops them after the first step with the
+    transformers release we pin (the cache is not carried, so later steps see the virtual tokens and the
+    newest token only). We hand the base model the same conditioning as training does instead: virtual
+    token embeddings in front of the prompt's, or the prefix as the key/value cache it starts from.
+    """
+    if not isinstance(model, PeftModel) or family != "causal":
+        return model, batch
+    config = model.peft_config["default"]
+    if config.peft_type not in (PeftType.PROMPT_TUNING, PeftType.PREFIX_TUNING):
+        return model, batch
+    rows = batch["input_ids"].shape[0]
+    virtual = torch.ones(rows, config.num_virtual_tokens, dtype=batch["attention_mask"].dtype)
+    attention = torch.cat([virtual, batch["attention_mask"]], dim=1)
+    base = model.get_base_model()
+    if config.peft_type == PeftType.PROMPT_TUNING:
+        embeddings = base.get_input_embeddings()(batch["input_ids"])
+        prompts = model.get_prompt(batch_size=rows).to(embeddings.dtype)
+        return base, {"inputs_embeds": torch.cat([prompts, embeddings], dim=1), "attention_mask": attention}
+    # generate() repeats each row once per beam but leaves a given cache as it is: build it per beam.
+    prefix = model.get_prompt(batch_size=rows * beams)
+    return base, {"input_ids": batch["input_ids"], "attention_mask": attention, "past_key_values": prefix}
+
+
 def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, family: str):
     """The model to generate with; LoRA and IA3 adapters are merged into the weights, which computes the
     same function without the adapters' extra matrix products at every step."""
@@ -72,8 +98,9 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
     for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
         rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-        output = model.generate(
-            **batch,
+        generator, inputs = conditioned_inputs(model, batch, family, settings["num_beams"])
+        output = generator.generate(
+            **inputs,
             num_beams=settings["num_beams"],
             num_return_sequences=returns,
             max_new_tokens=settings["max_new_tokens"],
@@ -82,7 +109,9 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
             stopping_criteria=stopping,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new_tokens = output if family == "seq2seq" else output[:, batch["input_ids"].shape[1] :]
+        # Encoder-decoder models and generation from embeddings return the new tokens only.
+        returns_prompt = family == "causal" and "input_ids" in inputs
+        new_tokens = output[:, batch["input_ids"].shape[1] :] if returns_prompt else output
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for offset, row in enumerate(rows):
             candidates[row] = [

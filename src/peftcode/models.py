@@ -45,7 +45,11 @@ def _load_source(settings: dict) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     tokenizer = load_tokenizer_from(settings.get("tokenizer", source))
     if "build" in source:
         build = dict(source["build"])
-        config = AutoConfig.for_model(build.pop("model_type"), vocab_size=len(tokenizer), **build)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        special = {"pad_token_id": pad, "eos_token_id": tokenizer.eos_token_id}
+        if settings["family"] == "seq2seq":
+            special["decoder_start_token_id"] = pad
+        config = AutoConfig.for_model(build.pop("model_type"), vocab_size=len(tokenizer), **special, **build)
         torch.manual_seed(0)
         return model_class.from_config(config), tokenizer
     if "gguf" in source:

@@ -1,0 +1,60 @@
+"""Generation with soft prompts conditions every step as the training forward pass does."""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from peftcode.infer import conditioned_inputs, cut_at_stop
+from peftcode.methods import peft_config
+from peftcode.models import load_checkpoint, prepare_model
+from tests.conftest import read_yaml, REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], folder)
+    return folder
+
+
+def greedy_by_forward(model, ids: torch.Tensor, steps: int) -> list[int]:
+    """Greedy decoding through the training forward pass, recomputing everything each step."""
+    current = ids
+    for _ in range(steps):
+        logits = model(input_ids=current, attention_mask=torch.ones_like(current)).logits
+        current = torch.cat([current, logits[:, -1:].argmax(-1)], dim=1)
+    return current[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"kind": "prompt-tuning", "num_virtual_tokens": 4, "init_text": "Generate Python code."},
+        {"kind": "prefix-tuning", "num_virtual_tokens": 4},
+    ],
+)
+def test_soft_prompt_generation_matches_the_training_forward_pass(tiny_llama, settings):
+    torch.manual_seed(0)
+    base, tokenizer = load_checkpoint(tiny_llama, "causal")
+    model = get_peft_model(base, peft_config({**settings, "family": "causal"}, str(tiny_llama))).eval()
+    tokenizer.padding_side = "left"
+    prompts = [
+        "### Instruction:\nreverse `s`\n### Response:\n",
+        "### Instruction:\nsum of `a`\n### Response:\n",
+    ]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        generator, inputs = conditioned_inputs(model, batch, "causal")
+        output = generator.generate(
+            **inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        if "input_ids" in inputs:
+            output = output[:, batch["input_ids"].shape[1] :]
+        for row, prompt in enumerate(prompts):
+            ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+            assert output[row].tolist() == greedy_by_forward(model, ids, 6)
+
+
+def test_candidates_are_cut_at_the_stop_string():
+    assert cut_at_stop("s[::-1]\nprint(s)", "\n") == "s[::-1]"
+    assert cut_at_stop("  def f():\n    pass\n", None) == "def f():\n    pass"
