@@ -7,7 +7,7 @@ from peft import get_peft_model
 from peftcode.infer import conditioned_inputs, cut_at_stop
 from peftcode.methods import peft_config
 from peftcode.models import load_checkpoint, prepare_model
-from tests.conftest import read_yaml, REPO
+from tests.conftest import REPO, read_yaml
 
 
 @pytest.fixture(scope="module")

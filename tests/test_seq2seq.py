@@ -1,4 +1,4 @@
-"""The seq2seq path (CodeT5+-style models): an untrained tiny T5 built from a config with SmolLM2's tokenizer."""
+"""The seq2seq path (CodeT5+-style): an untrained tiny T5 built from a config with SmolLM2's tokenizer."""
 
 import pandas as pd
 import pytest
