@@ -144,6 +144,8 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
         axis.set_ylim(0, 1)
         axis.set_title(dataset)
         axis.legend(fontsize=9, title="95% bootstrap CI", title_fontsize=8)
+        if rows[ems].to_numpy().max() == 0:
+            axis.text(0.5, 0.5, "no exact match in any cell", transform=axis.transAxes, ha="center")
     figure.suptitle("RQ1: exact match at k by fine-tuning method")
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
@@ -242,12 +244,16 @@ def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
             f"The paper: {PAPER['rq4']['claim']} This run has no QLoRA cells, so it cannot check that."
         )
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(sorted(trained["method"].unique()))}
+    markers = {d: "osD^v<>ph*"[i % 10] for i, d in enumerate(sorted(trained["dataset"].unique()))}
     for (dataset, method), rows in trained.groupby(["dataset", "method"]):
         axis.errorbar(
             rows["finetune_peak_rss_mb"],
             rows[top],
             yerr=_error_bars(rows, top),
-            fmt="o",
+            fmt=markers[dataset],
+            color=colours[method],
             capsize=3,
             label=f"{method} ({dataset})",
         )
