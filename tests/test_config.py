@@ -133,3 +133,15 @@ def test_icl_infer_settings_carry_shots_and_seed(tiny_config):
     settings = study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")
     assert (settings["shots"], settings["seed"], settings["stop"]) == (1, 777, "\n")
     assert settings["max_new_tokens"] == 12 and settings["num_beams"] == 3
+
+
+def test_rag_methods_get_one_cell_per_number_of_retrieved_examples(tiny_config):
+    tiny_config["methods"]["rag"] = {"kind": "rag", "shots": [1, 3]}
+    tiny_config["study"][0]["methods"].append("rag")
+    study = Study(validate_config(tiny_config, SCHEMA))
+    rag = sorted(cell.method for cell in study.cells if cell.method.startswith("rag"))
+    assert rag == ["rag-1shot", "rag-1shot", "rag-3shot", "rag-3shot"]  # on both datasets
+    settings = study.infer_settings("tiny-llama", "rag-3shot", "conala-style")
+    assert (settings["shots"], settings["retriever"]) == (3, "bm25")
+    assert study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")["retriever"] is None
+    assert not study.is_trained("rag-3shot")

@@ -4,9 +4,9 @@ from tests.workflow import planned_jobs
 
 def test_paper_grid_dry_run_lists_every_cell():
     counts = planned_jobs(REPO / "studies" / "paper.yaml")
-    small, peft_models, icl_models, datasets = 3, 9, 6, 2
+    small, peft_models, icl_models, qlora_models, datasets = 3, 9, 6, 3, 2
     icl_variants = 1 + 3 * 5  # 0-shot once, then 1, 2 and 3 shots over 5 seeds
-    trained = (small * 1 + peft_models * 4) * datasets
+    trained = (small * 1 + peft_models * 4 + qlora_models * 2) * datasets
     cells = trained + icl_models * icl_variants * datasets
     assert counts == {
         "prepare_data": datasets,

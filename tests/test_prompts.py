@@ -55,3 +55,27 @@ def test_icl_prompts_sample_shots_per_example_reproducibly_by_seed():
     assert inference_prompts(test, train, "causal", shots=0) == [causal_prompt(i) for i in "abc"]
     with pytest.raises(ValueError, match="causal"):
         inference_prompts(test, train, "seq2seq", shots=1)
+
+
+def test_rag_prompts_hold_the_most_similar_training_examples_most_similar_last():
+    train = pd.DataFrame(
+        {
+            "intent": [
+                "sort list `l` in reverse order",
+                "open file `f` for reading",
+                "sort list `l`",
+                "convert string `s` to integer",
+                "reverse string `s`",
+            ],
+            "code": ["sorted(l, reverse=True)", "open(f)", "sorted(l)", "int(s)", "s[::-1]"],
+        }
+    )
+    test = pd.DataFrame({"intent": ["sort list `items` in reverse order", "read file `path`"]})
+    sort_prompt, file_prompt = inference_prompts(test, train, "causal", shots=2, retriever="bm25")
+    assert sort_prompt == causal_prompt(
+        test["intent"][0],
+        [("sort list `l`", "sorted(l)"), ("sort list `l` in reverse order", "sorted(l, reverse=True)")],
+    )
+    assert file_prompt.count("### Instruction:") == 3
+    # The only training intent sharing a word with the query comes last, next to it.
+    assert file_prompt.split("### Instruction:\nread file")[0].endswith("open(f)\n\n")

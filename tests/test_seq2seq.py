@@ -71,6 +71,8 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "evals_per_epoch": 1,
         "eval_batch_size": 4,
         "seed": 42,
+        "gradient_checkpointing": False,
+        "quantization": None,
         "family": "seq2seq",
         "target_modules": {"attention": ["q", "v"]} if method == "lora" else {},
         "max_input_length": 32,
@@ -91,6 +93,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "num_return_sequences": 2,
         "batch_size": 4,
         "early_stopping": True,
+        "quantization": None,
     }
     model_dir, adapter = (out, None) if method == "full-ft" else (folder / "model", out)
     generations = infer(

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO, read_yaml
 from tests.workflow import planned_jobs, snakemake, write_study
 
-PEFT_METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning")
+PEFT_METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-4bit")
 TRAINED = ("full-ft", *PEFT_METHODS)
 ICL = ("icl-0shot", "icl-1shot-seed42", "icl-1shot-seed777")
 
@@ -75,6 +75,7 @@ def test_finetune_targets(tiny_run, method):
     assert 0 < memory["trainable_params"] <= memory["total_params"]
     if method != "full-ft":
         assert memory["trainable_params"] < memory["total_params"] / 10
+    assert memory["quantization_bits"] == (4 if method == "qlora-4bit" else None)
 
 
 @pytest.mark.parametrize(("dataset", "method"), list(cells()))
@@ -116,8 +117,9 @@ def test_results_table_and_reports(tiny_run):
     for rq in ("rq1", "rq2", "rq3", "rq4"):
         text = (results / "reports" / f"{rq}.md").read_text()
         assert text.startswith(f"# {rq.upper()}:") and f"({rq}.png)" in text
-        figure = (results / "reports" / f"{rq}.png").read_bytes()
-        assert figure.startswith(b"\x89PNG") and len(figure) > 5000
+    for figure in ("rq1.png", "rq2.png", "rq3.png", "rq4.png", "figure1_memory.png"):
+        image = (results / "reports" / figure).read_bytes()
+        assert image.startswith(b"\x89PNG") and len(image) > 5000, figure
     rq1 = (results / "reports" / "rq1.md").read_text()
     assert "tiny-llama (untrained)" in rq1 and "prefix-tuning" in rq1
     assert "No jointly trained cells" in (results / "reports" / "rq3.md").read_text()

@@ -14,9 +14,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-TRAINED_KINDS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning")
-PEFT_KINDS = ("lora", "ia3", "prompt-tuning", "prefix-tuning")
-PROMPTED_KINDS = ("icl",)
+QLORA_BITS = {"qlora-8bit": 8, "qlora-4bit": 4}
+PEFT_KINDS = ("lora", *QLORA_BITS, "ia3", "prompt-tuning", "prefix-tuning")
+TRAINED_KINDS = ("full-ft", *PEFT_KINDS)
+PROMPTED_KINDS = ("icl", "rag")
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -63,6 +64,17 @@ def load_config(path: str | Path, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     return validate_config(config, schema)
 
 
+def quantization_settings(method: dict) -> dict | None:
+    """How a QLoRA method quantizes its base model, for training and inference alike; None otherwise."""
+    bits = QLORA_BITS.get(method["kind"])
+    if bits is None:
+        return None
+    if bits == 8:
+        return {"bits": 8}
+    keys = ("quant_type", "double_quant", "compute_dtype")
+    return {"bits": 4, **{key: method[key] for key in keys}}
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One job chain of the study: a model, a method variant and a dataset."""
@@ -91,6 +103,16 @@ class Study:
         settings = self.config["methods"][method]
         if settings["kind"] not in PROMPTED_KINDS:
             return {method: {"method": method, **settings}}
+        if settings["kind"] == "rag":
+            return {
+                f"{method}-{shots}shot": {
+                    "method": method,
+                    "kind": "rag",
+                    "shots": shots,
+                    "retriever": settings["retriever"],
+                }
+                for shots in settings["shots"]
+            }
         variants = {}
         for shots in settings["shots"]:
             for seed in settings["seeds"] if shots else settings["seeds"][:1]:
@@ -133,6 +155,7 @@ class Study:
         return {
             **self.config["training"],
             **self._variants[method],
+            "quantization": quantization_settings(self._variants[method]),
             "family": model_config["family"],
             "target_modules": model_config.get("target_modules", {}),
             "max_input_length": data["max_input_length"],
@@ -145,8 +168,10 @@ class Study:
         return {
             "method": variant["method"],
             "kind": variant["kind"],
+            "quantization": quantization_settings(variant),
             "shots": variant.get("shots", 0),
             "seed": variant.get("seed", self.config["training"]["seed"]),
+            "retriever": variant.get("retriever"),
             "family": self.config["models"][model]["family"],
             "max_input_length": data["max_input_length"],
             "max_new_tokens": data["max_target_length"],

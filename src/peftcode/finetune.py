@@ -7,6 +7,7 @@ loss measured ``evals_per_epoch`` times per epoch, and the best trainable weight
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts, prepare_for_training
 from peftcode.models import load_checkpoint
 from peftcode.prompts import IGNORE_INDEX, encode_example
+
+PROBE_FILE = "validation_probe.json"
 
 
 def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[str, list[int]]]:
@@ -37,7 +40,9 @@ def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[st
     ]
 
 
-def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(
+    examples: list[dict[str, list[int]]], pad_id: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example."""
     inputs = max(len(e["input_ids"]) for e in examples)
     labels = max(len(e["labels"]) for e in examples)
@@ -48,7 +53,8 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
         input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
         attention[row, : len(example["input_ids"])] = 1
         label_ids[row, : len(example["labels"])] = torch.tensor(example["labels"])
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+    return {key: value.to(device) for key, value in batch.items()} if device else batch
 
 
 @torch.no_grad()
@@ -57,12 +63,27 @@ def validation_loss(model, examples: list[dict], batch_size: int, pad_id: int) -
     model.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], pad_id)
+        batch = collate(examples[start : start + batch_size], pad_id, model.device)
         count = int((batch["labels"] != IGNORE_INDEX).sum())
         total += model(**batch).loss.item() * count
         tokens += count
     model.train()
     return total / tokens
+
+
+@torch.no_grad()
+def probe_predictions(model, example: dict[str, list[int]], pad_id: int) -> list[int]:
+    """The model's top-1 token at every position of one validation example, under teacher forcing."""
+    model.eval()
+    logits = model(**collate([example], pad_id, model.device)).logits
+    return logits[0].argmax(-1).tolist()
+
+
+def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path) -> None:
+    """Record what the kept checkpoint predicts on a fixed validation example, so that inference can check
+    it loaded the same model (adapter, quantization and all)."""
+    top1 = probe_predictions(model, example, pad_id)
+    path.write_text(json.dumps({"example": example, "pad_id": pad_id, "top1": top1}))
 
 
 def finetune(
@@ -79,7 +100,7 @@ def finetune(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings["seed"])
-    model, tokenizer = load_checkpoint(model_dir, settings["family"])
+    model, tokenizer = load_checkpoint(model_dir, settings["family"], settings["quantization"])
     model = prepare_for_training(model, settings, str(model_dir))
     model.train()
     pad_id = tokenizer.pad_token_id
@@ -106,7 +127,9 @@ def finetune(
         if position == 0:
             order = torch.randperm(len(train), generator=shuffler).tolist()
         batch = collate(
-            [train[i] for i in order[position * batch_size : (position + 1) * batch_size]], pad_id
+            [train[i] for i in order[position * batch_size : (position + 1) * batch_size]],
+            pad_id,
+            model.device,
         )
         loss = model(**batch).loss
         loss.backward()
@@ -139,6 +162,7 @@ def finetune(
     model.save_pretrained(out_dir)
     if settings["kind"] == "full-ft":
         tokenizer.save_pretrained(out_dir)
+    write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE)
     train_time = time.perf_counter() - loop_started
     pd.DataFrame(log).to_csv(log_path, index=False)
     return meter.write(
@@ -146,6 +170,8 @@ def finetune(
         job="finetune",
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
+        quantization_bits=(settings["quantization"] or {}).get("bits"),
+        gradient_checkpointing=settings["gradient_checkpointing"],
         steps=total_steps,
         train_tokens=tokens,
         train_time_s=round(train_time, 3),

@@ -3,6 +3,8 @@ of every test example, batched across examples."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +14,15 @@ from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from peftcode.data import read_split
+from peftcode.finetune import PROBE_FILE, probe_predictions
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts
 from peftcode.models import load_checkpoint
 from peftcode.prompts import inference_prompts, prompt_ids
 
 MERGEABLE = ("LORA", "IA3")
+# Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
+MIN_PROBE_AGREEMENT = 0.9
 
 
 class StopTokens(StoppingCriteria):
@@ -56,8 +61,9 @@ def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple
     if config.peft_type not in (PeftType.PROMPT_TUNING, PeftType.PREFIX_TUNING):
         return model, batch
     rows = batch["input_ids"].shape[0]
-    virtual = torch.ones(rows, config.num_virtual_tokens, dtype=batch["attention_mask"].dtype)
-    attention = torch.cat([virtual, batch["attention_mask"]], dim=1)
+    mask = batch["attention_mask"]
+    virtual = torch.ones(rows, config.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
+    attention = torch.cat([virtual, mask], dim=1)
     base = model.get_base_model()
     if config.peft_type == PeftType.PROMPT_TUNING:
         embeddings = base.get_input_embeddings()(batch["input_ids"])
@@ -68,16 +74,30 @@ def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple
     return base, {"input_ids": batch["input_ids"], "attention_mask": attention, "past_key_values": prefix}
 
 
-def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, family: str):
-    """The model to generate with; LoRA and IA3 adapters are merged into the weights, which computes the
-    same function without the adapters' extra matrix products at every step."""
-    model, tokenizer = load_checkpoint(model_dir, family)
+def load_for_inference(
+    model_dir: str | Path, adapter_dir: str | Path | None, family: str, quantization: dict | None = None
+):
+    """The model to generate with; LoRA and IA3 adapters are merged into fp32 weights, which computes the
+    same function without the adapters' extra matrix products at every step. A QLoRA adapter stays apart
+    from its quantized base, as in training: merging would re-quantize the merged weights."""
+    model, tokenizer = load_checkpoint(model_dir, family, quantization)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-        if model.peft_config["default"].peft_type.value in MERGEABLE:
+        if model.peft_config["default"].peft_type.value in MERGEABLE and not quantization:
             model = model.merge_and_unload()
     model.eval()
     return model, tokenizer
+
+
+def probe_agreement(model, checkpoint_dir: Path) -> float | None:
+    """The share of the fine-tune's recorded top-1 predictions on its probe example that the loaded model
+    reproduces; None for a checkpoint without a probe (an untuned base model)."""
+    path = checkpoint_dir / PROBE_FILE
+    if not path.is_file():
+        return None
+    probe = json.loads(path.read_text())
+    top1 = probe_predictions(model, probe["example"], probe["pad_id"])
+    return sum(a == b for a, b in zip(top1, probe["top1"], strict=True)) / len(top1)
 
 
 @torch.no_grad()
@@ -97,7 +117,7 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
     batch_size = settings["batch_size"]
     for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
         rows = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
         generator, inputs = conditioned_inputs(model, batch, family, settings["num_beams"])
         output = generator.generate(
             **inputs,
@@ -133,12 +153,29 @@ def infer(
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings["family"])
+    model, tokenizer = load_for_inference(
+        model_dir, adapter_dir, settings["family"], settings["quantization"]
+    )
+    checkpoint_dir = Path(adapter_dir or model_dir)
+    agreement = probe_agreement(model, checkpoint_dir)
+    if agreement is not None and agreement < MIN_PROBE_AGREEMENT:
+        raise RuntimeError(
+            f"{checkpoint_dir}: the loaded model reproduces only {agreement:.0%} of the fine-tune's top-1 "
+            f"predictions on its probe example ({PROBE_FILE}); the checkpoint did not load as trained"
+        )
     test = read_split(data_dir, "test")
     prompts = inference_prompts(
-        test, read_split(data_dir, "train"), settings["family"], settings["shots"], settings["seed"]
+        test,
+        read_split(data_dir, "train"),
+        settings["family"],
+        settings["shots"],
+        settings["seed"],
+        settings["retriever"],
     )
+    started = time.perf_counter()
     candidates = generate_candidates(model, tokenizer, prompts, settings)
+    generation_time = time.perf_counter() - started
+    candidate_tokens = sum(len(tokenizer(c)["input_ids"]) for row in candidates for c in row)
     generations = pd.DataFrame(
         {
             "id": test["id"],
@@ -154,7 +191,11 @@ def infer(
         job="infer",
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
+        quantization_bits=(settings["quantization"] or {}).get("bits"),
+        checkpoint_probe_agreement=agreement,
         examples=len(test),
-        examples_per_s=round(len(test) / meter.snapshot()["wall_time_s"], 3),
+        examples_per_s=round(len(test) / generation_time, 3),
+        candidate_tokens=candidate_tokens,
+        tokens_per_s=round(candidate_tokens / generation_time, 1),
     )
     return generations

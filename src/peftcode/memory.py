@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, from the kernel's accounting.
+
+    On Linux it is /proc's VmHWM, the high-water mark of the process's own memory since it started its
+    program. getrusage's ru_maxrss would not do: Linux carries into it the parent's resident set at the
+    fork, so a job started by a large process (Snakemake, a benchmark holding a model) would report at least
+    its parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 class JobMeter:
@@ -27,7 +47,7 @@ class JobMeter:
         record = {
             "device": torch.cuda.get_device_name() if self.cuda else "cpu",
             "wall_time_s": round(time.perf_counter() - self.started, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
         if self.cuda:
             record["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

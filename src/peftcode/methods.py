@@ -12,6 +12,7 @@ from peft import (
     PromptTuningInit,
     TaskType,
     get_peft_model,
+    prepare_model_for_kbit_training,
 )
 from transformers import PreTrainedModel
 
@@ -22,7 +23,7 @@ def peft_config(settings: dict, model_dir: str) -> PeftConfig:
     """The PEFT config of a method's settings (a job's resolved ``train_settings``)."""
     kind, task_type = settings["kind"], TASK_TYPES[settings["family"]]
     targets = settings.get("target_modules", {})
-    if kind == "lora":
+    if kind in ("lora", "qlora-8bit", "qlora-4bit"):
         return LoraConfig(
             task_type=task_type,
             r=settings["r"],
@@ -52,7 +53,22 @@ def peft_config(settings: dict, model_dir: str) -> PeftConfig:
 
 
 def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str) -> PreTrainedModel:
-    """The model whose trainable parameters the method updates: all of them for full fine-tuning."""
+    """The model whose trainable parameters the method updates: all of them for full fine-tuning.
+
+    A quantized base goes through PEFT's k-bit preparation (norms kept in fp32, input gradients on for
+    checkpointing), which is where QLoRA's gradient checkpointing is turned on, as in the QLoRA recipe.
+    """
+    checkpointing = settings["gradient_checkpointing"]
+    # Non-reentrant checkpointing needs no gradient on the (frozen) inputs to reach the adapters.
+    checkpointing_kwargs = {"use_reentrant": False}
+    if settings["quantization"]:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs=checkpointing_kwargs,
+        )
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
     if settings["kind"] == "full-ft":
         return model
     return get_peft_model(model, peft_config(settings, model_dir))

@@ -92,6 +92,7 @@ def evaluate(
     row.update(
         infer_peak_rss_mb=inference["peak_rss_mb"],
         infer_time_s=inference["wall_time_s"],
+        infer_tokens_per_s=inference["tokens_per_s"],
         total_params=inference["total_params"],
         device=inference["device"],
     )
@@ -99,7 +100,12 @@ def evaluate(
         training = json.loads(Path(finetune_memory_path).read_text())
         row.update(
             trainable_params=training["trainable_params"],
+            quantization_bits=training["quantization_bits"],
+            gradient_checkpointing=training["gradient_checkpointing"],
+            finetune_weight_mb=training["weight_footprint_mb"],
             finetune_peak_rss_mb=training["peak_rss_mb"],
+            # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
+            finetune_peak_mb=training.get("cuda_max_allocated_mb", training["peak_rss_mb"]),
             finetune_time_s=training["wall_time_s"],
             train_tokens_per_s=training["tokens_per_s"],
             best_val_loss=training["best_val_loss"],

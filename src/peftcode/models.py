@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 from pathlib import Path
@@ -13,11 +14,16 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
+
+
+class QuantizationError(RuntimeError):
+    """A QLoRA run asked of a model or device that bitsandbytes cannot quantize."""
 
 
 def gguf_location(spec: dict) -> tuple[str, str]:
@@ -84,9 +90,84 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
     return info
 
 
-def load_checkpoint(model_dir: str | Path, family: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a checkpoint written by :func:`prepare_model` (or a full fine-tune) for training or inference."""
-    model = MODEL_CLASSES[family].from_pretrained(model_dir, dtype=torch.float32)
+def job_device() -> torch.device:
+    """Where a fine-tune or inference job computes: its GPU when it has one (SLURM and Snakemake give each
+    GPU job its own), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def quantization_problem(model_dir: str | Path, device: torch.device) -> str | None:
+    """Why bitsandbytes cannot quantize the checkpoint in ``model_dir`` on ``device``, or None if it can.
+    Reads only the checkpoint's config, so that a run that cannot work stops before loading any weights."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed (pip install bitsandbytes)"
+    import bitsandbytes
+
+    supported = getattr(bitsandbytes, "supported_torch_devices", {"cuda"})
+    if device.type not in supported:
+        return (
+            f"bitsandbytes {bitsandbytes.__version__} cannot run on device '{device.type}' "
+            f"(supported: {', '.join(sorted(supported))})"
+        )
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    already = config.get("quantization_config")
+    if already:
+        return (
+            f"{model_dir} holds a model already quantized with '{already.get('quant_method', 'unknown')}'; "
+            "bitsandbytes needs unquantized weights to quantize"
+        )
+    return None
+
+
+def bitsandbytes_config(quantization: dict) -> BitsAndBytesConfig:
+    if quantization["bits"] == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization["quant_type"],
+        bnb_4bit_use_double_quant=quantization["double_quant"],
+        bnb_4bit_compute_dtype=getattr(torch, quantization["compute_dtype"]),
+    )
+
+
+def _load_quantized(model_class, model_dir: str | Path, quantization: dict, device: torch.device):
+    problem = quantization_problem(model_dir, device)
+    if problem is not None:
+        raise QuantizationError(f"cannot run {quantization['bits']}-bit QLoRA: {problem}")
+    model = model_class.from_pretrained(
+        model_dir,
+        dtype=torch.float32,
+        quantization_config=bitsandbytes_config(quantization),
+        device_map={"": device.index or 0} if device.type == "cuda" else {"": device.type},
+    )
+    # The weights bitsandbytes leaves unquantized (embeddings, norms) are views into the memory-mapped
+    # checkpoint, which keeps every page of its fp32 weights resident: copy them out so that the mapping,
+    # and the fp32 copy of the quantized weights with it, is released.
+    if device.type == "cpu":
+        # bitsandbytes 0.50 repacks a 4-bit weight for a faster CPU kernel at the first no-grad forward in
+        # eval mode (a validation pass), and that kernel has no backward: every later gradient through the
+        # layer is silently dropped and the adapters stop learning. Keep the trainable layout throughout.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dtype.is_floating_point:
+                tensor.data = tensor.data.clone()
+        gc.collect()
+    return model
+
+
+def load_checkpoint(
+    model_dir: str | Path, family: str, quantization: dict | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a checkpoint written by :func:`prepare_model` (or a full fine-tune) for training or inference,
+    on the job's device; quantized by bitsandbytes when ``quantization`` says how."""
+    device = job_device()
+    model_class = MODEL_CLASSES[family]
+    if quantization:
+        model = _load_quantized(model_class, model_dir, quantization, device)
+    else:
+        model = model_class.from_pretrained(model_dir, dtype=torch.float32).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 
+import bm25s
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
@@ -51,14 +53,40 @@ def encode_example(
     return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
 
 
+def retrieved_examples(
+    queries: Sequence[str], pairs: Sequence[tuple[str, str]], shots: int
+) -> list[list[tuple[str, str]]]:
+    """For each query, the ``shots`` (intent, code) pairs whose intents score highest under BM25 against
+    it, most similar last."""
+    tokenize = partial(bm25s.tokenize, stopwords="en", return_ids=False, show_progress=False)
+    retriever = bm25s.BM25()
+    retriever.index(tokenize([intent for intent, _ in pairs]), show_progress=False)
+    hits, _ = retriever.retrieve(tokenize(list(queries)), k=min(shots, len(pairs)), show_progress=False)
+    return [[pairs[i] for i in reversed(row)] for row in hits.tolist()]
+
+
 def inference_prompts(
-    test: pd.DataFrame, train: pd.DataFrame, family: str, shots: int = 0, seed: int = 0
+    test: pd.DataFrame,
+    train: pd.DataFrame,
+    family: str,
+    shots: int = 0,
+    seed: int = 0,
+    retriever: str | None = None,
 ) -> list[str]:
-    """The prompt of every test example; with ``shots`` > 0 each gets its own random training examples."""
+    """The prompt of every test example, after ``shots`` training examples of its own: drawn at random
+    from ``seed``, or retrieved as the most similar (``retriever``: "bm25")."""
     if family == "seq2seq":
         if shots:
             raise ValueError("in-context examples need a causal model")
         return list(test["intent"])
-    rng = random.Random(seed)
     pairs = list(zip(train["intent"], train["code"], strict=True))
-    return [causal_prompt(intent, rng.sample(pairs, shots) if shots else ()) for intent in test["intent"]]
+    intents = list(test["intent"])
+    if not shots:
+        return [causal_prompt(intent) for intent in intents]
+    if retriever == "bm25":
+        return [
+            causal_prompt(intent, examples)
+            for intent, examples in zip(intents, retrieved_examples(intents, pairs, shots), strict=True)
+        ]
+    rng = random.Random(seed)
+    return [causal_prompt(intent, rng.sample(pairs, shots)) for intent in intents]

@@ -1,4 +1,5 @@
-"""RQ1-RQ4 reports: markdown tables and one PNG figure per research question, from the results table alone.
+"""RQ1-RQ4 reports: markdown tables and one PNG figure per research question, plus the study's Figure 1
+(peak fine-tuning memory by method), from the results table alone.
 
 Every number carries its 95% bootstrap interval; a claim that one method beats another carries an exact
 McNemar test on EM@1 over the same test examples, and the study's published claim beside ours. A question
@@ -17,12 +18,12 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from peftcode.config import PEFT_KINDS  # noqa: E402
+from peftcode.config import PEFT_KINDS, TRAINED_KINDS  # noqa: E402
 from peftcode.metrics import hits_at_k  # noqa: E402
 from peftcode.stats import mcnemar_exact  # noqa: E402
 
-TRAINED_KINDS = ("full-ft", *PEFT_KINDS)
 CELL_COLUMNS = ["model", "method", "dataset"]
 PAPER = yaml.safe_load(files("peftcode").joinpath("paper_claims.yaml").read_text())
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "figure.dpi": 120})
@@ -38,11 +39,14 @@ def relative_gain(ours: float, baseline: float) -> float | None:
     return None if baseline == 0 else 100 * (ours - baseline) / baseline
 
 
-def agreement(value: float | None, expected: list[float]) -> str:
-    """Whether our value agrees with the paper's range: in it, the same direction only, or against it."""
-    low, high = expected
+def agreement(value: float | None, expected: list[float] | None) -> str:
+    """Whether our value agrees with the paper's range: in it, the same direction only, or against it. A
+    claim without a range (``expected`` None) is a claim of a gain."""
     if value is None:
         return "cannot be compared (our baseline scores 0)"
+    if expected is None:
+        return "agrees in direction" if value > 0 else "disagrees"
+    low, high = expected
     if low <= value <= high:
         return "agrees"
     if (value > 0) == (low > 0):
@@ -81,7 +85,7 @@ def _comparison(name: str, ours, baseline, column: str, claim: dict) -> list[str
         f"{_with_ci(baseline, column)} for {baseline['method']} ({baseline['model']}), "
         f"{_gain_text(gain)} relative; exact McNemar test on EM@1: p = {p_value:.3g}"
         f"{' (significant at 0.05)' if p_value < 0.05 else ' (not significant at 0.05)'}.",
-        f"The paper: {claim['claim']} Our run {agreement(gain, claim['relative_gain'])}.",
+        f"The paper: {claim['claim']} Our run {agreement(gain, claim.get('relative_gain'))}.",
         "",
     ]
 
@@ -153,14 +157,8 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
 
 
 # --- RQ2 -----------------------------------------------------------------------------------------------
-def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
-    icl, peft = table[table["kind"] == "icl"], table[table["kind"].isin(PEFT_KINDS)]
-    icl = icl.astype({"shots": int, "seed": int})
-    if icl.empty:
-        _no_cells_figure(figure_path, "No in-context learning cells in this study")
-        return ["No in-context learning cells in this study."]
-    top = em_columns(table)[-1]
-    summary = (
+def _icl_summary(icl: pd.DataFrame, top: str) -> pd.DataFrame:
+    return (
         icl.groupby(["dataset", "model", "shots"])
         .agg(
             seeds=("seed", "count"),
@@ -172,36 +170,66 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
         .reset_index()
         .fillna({"std": 0.0, "codebleu_std": 0.0})
     )
-    lines = [f"In-context learning, mean and standard deviation over seeds of {top} and CodeBLEU:", ""]
-    lines += [_markdown(summary.rename(columns={"mean": f"{top} mean", "std": f"{top} std"})), ""]
-    datasets = sorted(icl["dataset"].unique())
+
+
+def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
+    prompted = table[table["kind"].isin(["icl", "rag"])]
+    if prompted.empty:
+        _no_cells_figure(figure_path, "No in-context learning or retrieval-augmented cells in this study")
+        return ["No in-context learning or retrieval-augmented cells in this study."]
+    top = em_columns(table)[-1]
+    icl, rag = prompted[prompted["kind"] == "icl"], prompted[prompted["kind"] == "rag"]
+    peft = table[table["kind"].isin(PEFT_KINDS)]
+    summary = _icl_summary(icl.astype({"shots": int, "seed": int}), top)
+    lines = []
+    if not icl.empty:
+        lines += ["In-context learning with random examples, mean and standard deviation over seeds:", ""]
+        lines += [_markdown(summary.rename(columns={"mean": f"{top} mean", "std": f"{top} std"})), ""]
+    if not rag.empty:
+        lines += ["Retrieval-augmented prompts (the most similar training examples by BM25):", ""]
+        lines += [_results_table(rag.astype({"shots": int}), ["dataset", "shots", top, "codebleu"], top), ""]
+    datasets = sorted(prompted["dataset"].unique())
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for axis, dataset in zip(axes[0], datasets, strict=True):
-        for model, rows in summary[summary["dataset"] == dataset].groupby("model"):
-            axis.errorbar(
-                rows["shots"],
-                rows["mean"],
-                yerr=rows["std"],
-                marker="o",
-                capsize=4,
-                label=f"{model}: ICL (mean ± std over seeds)",
-            )
-            best = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
-            if best.empty:
+        for model in sorted(prompted.loc[prompted["dataset"] == dataset, "model"].unique()):
+            random_shots = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
+            if not random_shots.empty:
+                axis.errorbar(
+                    random_shots["shots"],
+                    random_shots["mean"],
+                    yerr=random_shots["std"],
+                    marker="o",
+                    capsize=4,
+                    label=f"{model}: ICL (mean ± std over seeds)",
+                )
+            retrieved = rag[(rag["dataset"] == dataset) & (rag["model"] == model)].sort_values("shots")
+            if not retrieved.empty:
+                axis.errorbar(
+                    retrieved["shots"],
+                    retrieved[top],
+                    yerr=_error_bars(retrieved, top),
+                    marker="s",
+                    capsize=4,
+                    label=f"{model}: RAG (BM25; 95% CI)",
+                )
+            tuned = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
+            if tuned.empty:
                 continue
-            winner = best.loc[best[top].idxmax()]
-            cells = icl[(icl["dataset"] == dataset) & (icl["model"] == model)]
-            best_icl = cells.loc[cells[top].idxmax()]
+            winner = tuned.loc[tuned[top].idxmax()]
             axis.axhline(winner[top], linestyle="--", color="black", label=f"{model}: {winner['method']}")
             lines += [f"### {dataset}, {model}", ""]
-            lines += _comparison("Best PEFT vs best ICL cell", winner, best_icl, top, PAPER["rq2"])
+            for name, cells, claim in (("ICL", icl, PAPER["rq2"]), ("RAG", rag, PAPER["rq2_rag"])):
+                cells = cells[(cells["dataset"] == dataset) & (cells["model"] == model)]
+                if not cells.empty:
+                    best = cells.loc[cells[top].idxmax()]
+                    lines += _comparison(f"Best PEFT vs best {name} cell", winner, best, top, claim)
         axis.set_xlabel("in-context examples (shots)")
         axis.set_ylabel(f"{top.upper()} (share of test set)")
         axis.set_ylim(0, 1)
-        axis.set_xticks(sorted(icl["shots"].unique()))
+        axis.set_xticks(sorted(prompted["shots"].astype(int).unique()))
         axis.set_title(dataset)
         axis.legend(fontsize=8)
-    figure.suptitle("RQ2: in-context learning vs the best PEFT method (dashed)")
+    figure.suptitle("RQ2: in-context learning and RAG vs the best PEFT method (dashed)")
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
     return lines
@@ -225,31 +253,79 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
 
 
 # --- RQ4 -----------------------------------------------------------------------------------------------
+MEMORY_COLUMNS = ["weights", "checkpointing", "weight_mb", "peak_mb"]
+# The bars of Figure 1, in the study's order; other trained kinds are left out of it.
+FIGURE1_KINDS = ("full-ft", "lora", "qlora-8bit", "qlora-4bit")
+
+
+def _memory_comparisons(trained: pd.DataFrame, top: str) -> list[str]:
+    """QLoRA against LoRA on the same model and test set: the ratio of peak memories and the change in
+    effectiveness, each beside the paper's claim."""
+    lines = []
+    for (model, dataset), rows in trained.groupby(["model", "dataset"]):
+        lora = rows[rows["kind"] == "lora"]
+        if lora.empty:
+            continue
+        lora = lora.iloc[0]
+        four_bit = rows.loc[rows["kind"] == "qlora-4bit", "finetune_peak_mb"]
+        for _, qlora in rows[rows["kind"].str.startswith("qlora")].iterrows():
+            peak = qlora["finetune_peak_mb"]
+            ratio = peak / lora["finetune_peak_mb"]
+            if qlora["kind"] == "qlora-4bit":
+                low, high = PAPER["rq4"]["memory_ratio"]
+                ours = "agrees" if low <= ratio <= high else ("saves less" if ratio > high else "saves more")
+                verdict = f"the paper: {low}-{high}x; ours {ours}"
+            elif four_bit.empty:
+                verdict = "no 4-bit cell to set it against"
+            else:
+                between = four_bit.iloc[0] <= peak <= lora["finetune_peak_mb"]
+                verdict = f"{'' if between else 'not '}between LoRA and QLoRA-4bit"
+            lines.append(
+                f"- {model} on {dataset}: {qlora['method']} peaks at {peak:.0f} MB, {ratio:.2f}x "
+                f"{lora['method']}'s {lora['finetune_peak_mb']:.0f} MB ({verdict}); {top} "
+                f"{_with_ci(qlora, top)} against {_with_ci(lora, top)}, exact McNemar test on EM@1: "
+                f"p = {_mcnemar_em1(qlora, lora):.3g}."
+            )
+            if bool(qlora["gradient_checkpointing"]) != bool(lora["gradient_checkpointing"]):
+                lines.append(
+                    "  Gradient checkpointing is on for one and off for the other (QLoRA turns it on, as in "
+                    "its recipe), so part of the difference is recomputed activations, not quantization."
+                )
+    return lines
+
+
 def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
-    trained = table[table["kind"].isin(TRAINED_KINDS) | table["kind"].str.startswith("qlora")]
+    trained = table[table["kind"].isin(TRAINED_KINDS)]
     if trained.empty:
         _no_cells_figure(figure_path, "No fine-tuned cells in this study")
         return ["No fine-tuned cells in this study."]
     top = em_columns(trained)[-1]
-    lines = ["Peak memory of each fine-tuning job (MB) against its effectiveness:", ""]
-    for dataset, rows in trained.groupby("dataset"):
-        lines += [
-            f"## {dataset}",
-            "",
-            _results_table(rows, ["finetune_peak_rss_mb", top, "codebleu"], top),
-            "",
-        ]
-    if not trained["kind"].str.startswith("qlora").any():
-        lines.append(
-            f"The paper: {PAPER['rq4']['claim']} This run has no QLoRA cells, so it cannot check that."
-        )
+    lines = [
+        "Each fine-tuning job's peak memory (MB; CUDA: peak allocated, CPU: peak resident set of the job's "
+        "process) and weight footprint (MB) against its effectiveness:",
+        "",
+    ]
+    memory = trained.assign(
+        weights=[f"{bits:.0f}-bit" if pd.notna(bits) else "fp32" for bits in trained["quantization_bits"]],
+        checkpointing=trained["gradient_checkpointing"].map({True: "yes", False: "no"}),
+        weight_mb=trained["finetune_weight_mb"].round().astype("Int64"),
+        peak_mb=trained["finetune_peak_mb"].round().astype("Int64"),
+    )
+    for dataset, rows in memory.groupby("dataset"):
+        lines += [f"## {dataset}", "", _results_table(rows, [*MEMORY_COLUMNS, top, "codebleu"], top), ""]
+    comparisons = _memory_comparisons(trained, top)
+    if comparisons:
+        lines += ["## QLoRA against LoRA", "", f"The paper: {PAPER['rq4']['claim']}", "", *comparisons]
+    else:
+        lines.append(f"The paper: {PAPER['rq4']['claim']} This run has no QLoRA and LoRA cells to compare.")
+    lines += ["", "![Figure 1: peak fine-tuning memory by method](figure1_memory.png)"]
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colours = {m: palette[i % len(palette)] for i, m in enumerate(sorted(trained["method"].unique()))}
     markers = {d: "osD^v<>ph*"[i % 10] for i, d in enumerate(sorted(trained["dataset"].unique()))}
     for (dataset, method), rows in trained.groupby(["dataset", "method"]):
         axis.errorbar(
-            rows["finetune_peak_rss_mb"],
+            rows["finetune_peak_mb"],
             rows[top],
             yerr=_error_bars(rows, top),
             fmt=markers[dataset],
@@ -266,9 +342,43 @@ def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
     return lines
 
 
+def figure1(table: pd.DataFrame, figure_path: Path) -> None:
+    """The study's Figure 1: peak fine-tuning memory of full fine-tuning, LoRA and QLoRA per model (the
+    largest over the model's datasets), the weight footprint hatched inside each bar."""
+    rows = table[table["kind"].isin(FIGURE1_KINDS)] if "kind" in table.columns else table
+    if rows.empty:
+        _no_cells_figure(figure_path, "No full fine-tuning, LoRA or QLoRA cells in this study")
+        return
+    peaks = rows.groupby(["model", "kind"])[["finetune_peak_mb", "finetune_weight_mb"]].max()
+    models = sorted(peaks.index.get_level_values("model").unique())
+    kinds = [k for k in FIGURE1_KINDS if k in set(peaks.index.get_level_values("kind"))]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {kind: palette[i] for i, kind in enumerate(kinds)}
+    width = 0.8 / peaks.groupby("model").size().max()
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.8 * len(models) * len(kinds) / 2), 4.5))
+    for index, model in enumerate(models):
+        # Each model's bars centred on its tick, however many of the methods it ran.
+        of_model = peaks.loc[model].reindex([k for k in kinds if k in peaks.loc[model].index])
+        for offset, (kind, bar) in enumerate(of_model.iterrows()):
+            position = index + (offset - (len(of_model) - 1) / 2) * width
+            drawn = axis.bar(position, bar["finetune_peak_mb"], width, color=colours[kind])
+            axis.bar(
+                position, bar["finetune_weight_mb"], width, fill=False, hatch="//", edgecolor="black", lw=0
+            )
+            axis.bar_label(drawn, fmt="%.0f", fontsize=8)
+    handles = [Patch(color=colours[kind], label=kind) for kind in kinds]
+    handles.append(Patch(fill=False, hatch="//", edgecolor="black", lw=0, label="of which model weights"))
+    axis.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_xticks(range(len(models)), models)
+    axis.set_ylabel("peak memory of the fine-tuning job (MB)")
+    axis.set_title("Figure 1: peak fine-tuning memory by method")
+    figure.savefig(figure_path, bbox_inches="tight")
+    plt.close(figure)
+
+
 QUESTIONS = {
     "rq1": ("RQ1: PEFT-tuned LLMs vs fully fine-tuned models", rq1),
-    "rq2": ("RQ2: PEFT vs in-context learning", rq2),
+    "rq2": ("RQ2: PEFT vs in-context learning and retrieval-augmented prompts", rq2),
     "rq3": ("RQ3: one LoRA adapter trained jointly vs one per dataset", rq3),
     "rq4": ("RQ4: memory against effectiveness", rq4),
 }
@@ -301,6 +411,7 @@ def write_reports(table: pd.DataFrame | str | Path, out_dir: str | Path, expecte
             *[f"- {cell}" for cell in missing],
             "",
         ]
+    figure1(table, out_dir / "figure1_memory.png")
     for name, (title, build) in QUESTIONS.items():
         figure = out_dir / f"{name}.png"
         body = build(table, figure) if len(table) else _empty(figure)

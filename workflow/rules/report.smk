@@ -17,6 +17,9 @@ rule report:
             )
             for rq in RESEARCH_QUESTIONS
         },
+        figure1=report(
+            f"{R}/reports/figure1_memory.png", caption="../report/figure1_memory.rst", category="Figures"
+        ),
     params:
         expected=[study.cell_info(c) for c in study.cells],
     script:

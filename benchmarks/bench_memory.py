@@ -1,0 +1,79 @@
+"""Peak memory of LoRA against QLoRA-8bit and QLoRA-4bit fine-tuning of SmolLM2-135M (RQ4, Figure 1).
+
+Each variant is the embedded default's `conala-style` cell with the study's own settings (from
+config.yaml), fine-tuned in a fresh process so that its peak resident memory is its own; the table shows
+gradient checkpointing on and off, since QLoRA runs with it by default and part of its saving is that.
+
+Usage: python benchmarks/bench_memory.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from peftcode.config import Study, load_config
+from peftcode.data import prepare_data
+from peftcode.models import prepare_model
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL, DATASET = "smollm2-135m", "conala-style"
+# (label, method in config.yaml, gradient checkpointing)
+VARIANTS = [
+    ("LoRA", "lora", False),
+    ("LoRA + checkpointing", "lora", True),
+    ("QLoRA-8bit + checkpointing", "qlora-8bit", True),
+    ("QLoRA-4bit", "qlora-4bit", False),
+    ("QLoRA-4bit + checkpointing", "qlora-4bit", True),
+]
+RUN_ONE = """
+import json, sys
+from peftcode.finetune import finetune
+model, data, out, settings, threads = sys.argv[1:]
+finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json", json.loads(settings),
+         threads=int(threads))
+"""
+
+
+def measure(model_dir: Path, data_dir: Path, out: Path, settings: dict, threads: int) -> dict:
+    out.mkdir(parents=True)
+    command = [sys.executable, "-c", RUN_ONE, str(model_dir), str(data_dir), str(out), json.dumps(settings)]
+    subprocess.run([*command, str(threads)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((out / "memory.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    study = Study(load_config(REPO / "config.yaml"))
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        model_dir, data_dir = scratch / "model", scratch / "data"
+        prepare_model(study.model_settings(MODEL), model_dir)
+        prepare_data(study.data_settings(DATASET), data_dir)
+        rows = []
+        for label, method, checkpointing in VARIANTS:
+            settings = study.train_settings(MODEL, method, DATASET)
+            settings["gradient_checkpointing"] = checkpointing
+            record = measure(model_dir, data_dir, scratch / label.replace(" ", ""), settings, args.threads)
+            rows.append((label, record))
+    lora_peak = rows[0][1]["peak_rss_mb"]
+    lora_gc_peak = rows[1][1]["peak_rss_mb"]
+    print("| variant | weights (MiB) | peak RSS (MiB) | vs LoRA | vs LoRA + ckpt | tokens/s | val loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, record in rows:
+        peak = record["peak_rss_mb"]
+        print(
+            f"| {label} | {record['weight_footprint_mb']:.0f} | {peak:.0f} | {peak / lora_peak:.2f}x"
+            f" | {peak / lora_gc_peak:.2f}x | {record['train_tokens'] / record['train_time_s']:.0f}"
+            f" | {record['best_val_loss']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""QLoRA settings, and runs that bitsandbytes cannot serve stopping before any weights load."""
+
+import json
+
+import pytest
+import torch
+
+from peftcode.config import Study, validate_config
+from peftcode.finetune import finetune
+from peftcode.models import QuantizationError, load_checkpoint, quantization_problem
+from tests.conftest import SCHEMA
+
+QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+
+
+def test_qlora_methods_get_the_paper_lora_settings_and_their_quantization(tiny_config):
+    tiny_config["methods"] = {
+        "qlora-8bit": {"kind": "qlora-8bit"},
+        "qlora-4bit": {"kind": "qlora-4bit", "compute_dtype": "bfloat16"},
+        "lora": {"kind": "lora"},
+    }
+    tiny_config["study"] = [
+        {
+            "models": ["tiny-llama"],
+            "methods": ["qlora-8bit", "qlora-4bit", "lora"],
+            "datasets": ["conala-style"],
+        }
+    ]
+    study = Study(validate_config(tiny_config, SCHEMA))
+    four = study.train_settings("tiny-llama", "qlora-4bit", "conala-style")
+    assert (four["lr"], four["r"], four["alpha"], four["dropout"]) == (3e-4, 8, 16, 0.05)
+    assert four["quantization"] == {
+        "bits": 4,
+        "quant_type": "nf4",
+        "double_quant": True,
+        "compute_dtype": "bfloat16",
+    }
+    assert four["gradient_checkpointing"] is True
+    eight = study.train_settings("tiny-llama", "qlora-8bit", "conala-style")
+    assert eight["quantization"] == {"bits": 8}
+    lora = study.train_settings("tiny-llama", "lora", "conala-style")
+    assert lora["quantization"] is None and lora["gradient_checkpointing"] is False
+    # Inference quantizes the base model exactly as training did.
+    assert (
+        study.infer_settings("tiny-llama", "qlora-4bit", "conala-style")["quantization"]
+        == four["quantization"]
+    )
+
+
+def test_quantization_options_are_checked(tiny_config):
+    tiny_config["methods"]["qlora-8bit"] = {"kind": "qlora-8bit", "quant_type": "nf4"}
+    with pytest.raises(ValueError, match="methods.qlora-8bit"):
+        validate_config(tiny_config, SCHEMA)
+
+
+@pytest.fixture
+def gptq_checkpoint(tmp_path):
+    """A checkpoint's config that says its weights are GPTQ-quantized; no weights at all."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}})
+    )
+    return tmp_path
+
+
+def test_qlora_on_an_already_quantized_model_stops_before_loading_it(gptq_checkpoint, tmp_path):
+    settings = {"seed": 42, "family": "causal", "quantization": QLORA_4BIT}
+    # Had it tried to load, the missing weights would raise an OSError instead.
+    with pytest.raises(QuantizationError, match="already quantized with 'gptq'"):
+        finetune(gptq_checkpoint, tmp_path, tmp_path / "out", tmp_path / "log", tmp_path / "m.json", settings)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_qlora_on_a_device_bitsandbytes_cannot_serve_says_so(gptq_checkpoint, monkeypatch):
+    import peftcode.models
+
+    monkeypatch.setattr(peftcode.models, "job_device", lambda: torch.device("meta"))
+    with pytest.raises(QuantizationError, match="cannot run on device 'meta'"):
+        load_checkpoint(gptq_checkpoint, "causal", {"bits": 8})
+
+
+def test_qlora_without_bitsandbytes_says_how_to_install_it(gptq_checkpoint, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name)
+    )
+    assert "pip install bitsandbytes" in quantization_problem(gptq_checkpoint, torch.device("cpu"))
