@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from peftcode.metrics import codebleu, exact_match_at_k, normalise
+from peftcode.metrics import codebleu, exact_match_at_k, normalise, pass_at_k
 
 
 def test_normalise_collapses_whitespace_only():
@@ -41,3 +43,19 @@ def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
 def test_codebleu_dataflow_degenerates_to_zero_without_dataflow_as_the_package_documents():
     scores = codebleu(["sorted(items, key=len)"], ["sorted(items, key=len)"])
     assert scores["codebleu_syntax"] == 1.0 and scores["codebleu_dataflow"] == 0
+
+
+@pytest.mark.parametrize(
+    ("samples", "correct", "k"),
+    [(10, 0, 1), (10, 1, 1), (10, 3, 2), (10, 3, 5), (10, 10, 10), (20, 5, 10), (200, 13, 100), (5, 4, 2)],
+)
+def test_pass_at_k_matches_the_closed_form(samples, correct, k):
+    closed_form = 1 - math.comb(samples - correct, k) / math.comb(samples, k)
+    assert pass_at_k(samples, correct, k) == pytest.approx(closed_form, rel=1e-9, abs=1e-12)
+
+
+def test_pass_at_k_known_values():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 is the share of passing samples
+    assert pass_at_k(2, 1, 2) == 1.0 and pass_at_k(4, 0, 3) == 0.0
+    with pytest.raises(ValueError, match="pass@5 needs at least 5 samples"):
+        pass_at_k(3, 1, 5)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from codebleu import calc_codebleu
 
@@ -39,6 +40,16 @@ def exact_match_at_k(
     """Share of examples whose normalised reference is among their first k normalised candidates."""
     ranks = match_ranks(references, candidates)
     return {f"em@{k}": sum(hits_at_k(ranks, k)) / len(ranks) for k in ks}
+
+
+def pass_at_k(samples: int, correct: int, k: int) -> float:
+    """The unbiased estimator of pass@k (Chen et al., 2021) from ``samples`` programs of which ``correct``
+    pass: 1 - C(n - c, k) / C(n, k), as a product that stays exact for large n."""
+    if k > samples:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {samples}")
+    if samples - correct < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(samples - correct + 1, samples + 1)))
 
 
 def codebleu(references: Sequence[str], predictions: Sequence[str], quiet: bool = False) -> dict[str, float]:
