@@ -3,6 +3,7 @@
 Each variant is the embedded default's `conala-style` cell with the study's own settings (from
 config.yaml), fine-tuned in a fresh process so that its peak resident memory is its own; the table shows
 gradient checkpointing on and off, since QLoRA runs with it by default and part of its saving is that.
+QLoRA's base model is quantized first by a job of its own, as in the workflow; its peak is shown apart.
 
 Usage: python benchmarks/bench_memory.py [--threads 2]
 """
@@ -30,7 +31,13 @@ VARIANTS = [
     ("QLoRA-4bit", "qlora-4bit", False),
     ("QLoRA-4bit + checkpointing", "qlora-4bit", True),
 ]
-RUN_ONE = """
+QUANTIZE = """
+import json, sys
+from peftcode.models import quantize_model
+model, out, quantization = sys.argv[1:]
+quantize_model(model, out, "causal", json.loads(quantization))
+"""
+FINETUNE = """
 import json, sys
 from peftcode.finetune import finetune
 model, data, out, settings, threads = sys.argv[1:]
@@ -39,11 +46,21 @@ finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json
 """
 
 
-def measure(model_dir: Path, data_dir: Path, out: Path, settings: dict, threads: int) -> dict:
-    out.mkdir(parents=True)
-    command = [sys.executable, "-c", RUN_ONE, str(model_dir), str(data_dir), str(out), json.dumps(settings)]
-    subprocess.run([*command, str(threads)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads((out / "memory.json").read_text())
+def run(script: str, *args) -> None:
+    """One job in a fresh process, as Snakemake runs it."""
+    command = [sys.executable, "-c", script, *map(str, args)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(model_dir: Path, data_dir: Path, out: Path, settings: dict, threads: int) -> tuple[dict, dict]:
+    """The fine-tune's memory record, and the quantize job's (empty without quantization)."""
+    quantized = {}
+    if settings["quantization"]:
+        run(QUANTIZE, model_dir, out / "base", json.dumps(settings["quantization"]))
+        quantized = json.loads((out / "base" / "memory.json").read_text())
+        model_dir = out / "base"
+    run(FINETUNE, model_dir, data_dir, out, json.dumps(settings), threads)
+    return json.loads((out / "memory.json").read_text()), quantized
 
 
 def main() -> None:
@@ -60,18 +77,22 @@ def main() -> None:
         for label, method, checkpointing in VARIANTS:
             settings = study.train_settings(MODEL, method, DATASET)
             settings["gradient_checkpointing"] = checkpointing
-            record = measure(model_dir, data_dir, scratch / label.replace(" ", ""), settings, args.threads)
-            rows.append((label, record))
+            out = scratch / label.replace(" ", "")
+            out.mkdir()
+            rows.append((label, *measure(model_dir, data_dir, out, settings, args.threads)))
     lora_peak = rows[0][1]["peak_rss_mb"]
     lora_gc_peak = rows[1][1]["peak_rss_mb"]
-    print("| variant | weights (MiB) | peak RSS (MiB) | vs LoRA | vs LoRA + ckpt | tokens/s | val loss |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for label, record in rows:
+    print(
+        "| variant | weights (MiB) | fine-tune peak RSS (MiB) | vs LoRA | vs LoRA + ckpt | tokens/s "
+        "| val loss | quantize job peak RSS (MiB) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, record, quantized in rows:
         peak = record["peak_rss_mb"]
         print(
             f"| {label} | {record['weight_footprint_mb']:.0f} | {peak:.0f} | {peak / lora_peak:.2f}x"
             f" | {peak / lora_gc_peak:.2f}x | {record['train_tokens'] / record['train_time_s']:.0f}"
-            f" | {record['best_val_loss']:.3f} |"
+            f" | {record['best_val_loss']:.3f} | {quantized.get('peak_rss_mb', '-')} |"
         )
 
 

@@ -145,3 +145,36 @@ def test_rag_methods_get_one_cell_per_number_of_retrieved_examples(tiny_config):
     assert (settings["shots"], settings["retriever"]) == (3, "bm25")
     assert study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")["retriever"] is None
     assert not study.is_trained("rag-3shot")
+
+
+def test_a_union_dataset_trains_one_model_tested_on_each_members_test_set(tiny_config):
+    tiny_config["datasets"]["joint"] = {
+        "union": ["conala-style", "codealpaca-style"],
+        "max_target_length": 20,
+    }
+    tiny_config["study"] = [{"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["joint"]}]
+    study = Study(validate_config(tiny_config, SCHEMA))
+    assert [_key(c) for c in study.cells] == [
+        ("tiny-llama", "lora-joint", "codealpaca-style"),
+        ("tiny-llama", "lora-joint", "conala-style"),
+    ]
+    assert study.trained_cells == [Cell("tiny-llama", "lora-joint", "joint")]
+    assert study.train_dataset("lora-joint", "conala-style") == "joint"
+    assert study.train_settings("tiny-llama", "lora-joint", "joint")["max_target_length"] == 20
+    # Decoding follows the test set's own settings.
+    assert study.infer_settings("tiny-llama", "lora-joint", "conala-style")["stop"] == "\n"
+    assert study.cell_info(study.cells[0])["train_dataset"] == "joint"
+
+
+@pytest.mark.parametrize(
+    ("union", "method", "message"),
+    [
+        (["conala-style", "nope"], "lora", "datasets.joint.union: 'nope' is not a dataset with a source"),
+        (["conala-style", "codealpaca-style"], "icl", "method 'icl' trains nothing"),
+    ],
+)
+def test_bad_unions_are_named(tiny_config, union, method, message):
+    tiny_config["datasets"]["joint"] = {"union": union}
+    tiny_config["study"] = [{"models": ["tiny-llama"], "methods": [method], "datasets": ["joint"]}]
+    with pytest.raises(ConfigError, match=message):
+        Study(validate_config(tiny_config, SCHEMA))

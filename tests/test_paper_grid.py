@@ -11,6 +11,7 @@ def test_paper_grid_dry_run_lists_every_cell():
     assert counts == {
         "prepare_data": datasets,
         "prepare_model": 12,
+        "quantize_model": qlora_models * 2,
         "finetune": trained,
         "infer": cells,
         "evaluate": cells,

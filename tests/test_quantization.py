@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from peftcode.config import Study, validate_config
-from peftcode.finetune import finetune
-from peftcode.models import QuantizationError, load_checkpoint, quantization_problem
+from peftcode.models import QuantizationError, load_checkpoint, quantization_problem, quantize_model
 from tests.conftest import SCHEMA
 
 QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
@@ -63,19 +62,24 @@ def gptq_checkpoint(tmp_path):
 
 
 def test_qlora_on_an_already_quantized_model_stops_before_loading_it(gptq_checkpoint, tmp_path):
-    settings = {"seed": 42, "family": "causal", "quantization": QLORA_4BIT}
     # Had it tried to load, the missing weights would raise an OSError instead.
     with pytest.raises(QuantizationError, match="already quantized with 'gptq'"):
-        finetune(gptq_checkpoint, tmp_path, tmp_path / "out", tmp_path / "log", tmp_path / "m.json", settings)
-    assert not (tmp_path / "m.json").exists()
+        quantize_model(gptq_checkpoint, tmp_path / "out", "causal", QLORA_4BIT)
+    assert not (tmp_path / "out").exists()
 
 
-def test_qlora_on_a_device_bitsandbytes_cannot_serve_says_so(gptq_checkpoint, monkeypatch):
+def test_qlora_on_a_device_bitsandbytes_cannot_serve_says_so(gptq_checkpoint, tmp_path, monkeypatch):
     import peftcode.models
 
     monkeypatch.setattr(peftcode.models, "job_device", lambda: torch.device("meta"))
     with pytest.raises(QuantizationError, match="cannot run on device 'meta'"):
-        load_checkpoint(gptq_checkpoint, "causal", {"bits": 8})
+        quantize_model(gptq_checkpoint, tmp_path / "out", "causal", {"bits": 8})
+    # A checkpoint quantized elsewhere stops the same way before its weights load.
+    config = json.loads((gptq_checkpoint / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (gptq_checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(QuantizationError, match="QLoRA base model .* cannot run on device 'meta'"):
+        load_checkpoint(gptq_checkpoint, "causal")
 
 
 def test_qlora_without_bitsandbytes_says_how_to_install_it(gptq_checkpoint, monkeypatch):

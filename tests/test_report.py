@@ -6,12 +6,14 @@ import pytest
 from peftcode.report import agreement, relative_gain, write_reports
 
 
-def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=None, memory=None):
+def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=None, memory=None, joint=None):
     hits = {k: sum(0 <= r < k for r in ranks) / len(ranks) for k in (1, 10)}
     return {
         "model": model,
         "method": method,
+        "method_group": method.removesuffix("-joint"),
         "dataset": dataset,
+        "train_dataset": joint,
         "kind": kind,
         "shots": shots,
         "seed": seed,
@@ -51,6 +53,7 @@ def table():
             row("icl-1shot-seed777", "icl", [0] * 4 + [-1] * 16, shots=1, seed=777),
             row("rag-1shot", "rag", [0] * 5 + [-1] * 15, shots=1),  # EM@1 0.25
             row("rag-3shot", "rag", [0] * 8 + [-1] * 12, shots=3),  # EM@1 0.4
+            row("lora-joint", "lora", [0] * 11 + [-1] * 9, memory=2000.0, joint="joint"),  # EM@1 0.55
         ]
     )
 
@@ -72,7 +75,10 @@ def test_reports_hold_the_numbers_intervals_tests_and_paper_claims(table, tmp_pa
     # lora (0.6) vs the best RAG cell (0.4): +50%, a gain as the paper reports
     assert "Best PEFT vs best RAG cell: lora (llm) reaches em@10 0.600" in rq2
     assert "+50.0% relative" in rq2 and "Our run agrees in direction." in rq2
-    assert "No jointly trained cells" in (tmp_path / "rq3.md").read_text()
+    rq3 = (tmp_path / "rq3.md").read_text()
+    assert "| llm     | lora-joint | conala    | joint       | 0.550 [0.450, 0.650]" in rq3
+    # 11 vs 12 EM@1 hits, one discordant pair: p = 1
+    assert "lora-joint (trained on joint) em@10 0.550" in rq3 and "p = 1. Ours agrees." in rq3
     rq4 = (tmp_path / "rq4.md").read_text()
     assert "| llm     | qlora-4bit | 4-bit     | yes             |         250 |      1000 |" in rq4
     # QLoRA's 1000 MB against LoRA's 2000 MB: half, as the paper says; 2 discordant pairs, p = 0.5
@@ -90,7 +96,7 @@ def test_partial_report_lists_missing_cells_instead_of_failing(table, tmp_path):
     partial = table[table["method"] != "full-ft"]
     write_reports(partial, tmp_path, expected)
     text = (tmp_path / "rq1.md").read_text()
-    assert "2 of 11 cells have not finished" in text
+    assert "2 of 12 cells have not finished" in text
     assert "- llm / full-ft / conala" in text and "- llm / prefix-tuning / conala" in text
     assert "Best PEFT vs best full fine-tune" not in text
 

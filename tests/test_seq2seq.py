@@ -94,6 +94,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "batch_size": 4,
         "early_stopping": True,
         "quantization": None,
+        "retriever": None,
     }
     model_dir, adapter = (out, None) if method == "full-ft" else (folder / "model", out)
     generations = infer(

@@ -10,7 +10,7 @@ from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.infer import generate_candidates, infer, load_for_inference
 from peftcode.memory import weight_footprint_mb
-from peftcode.models import load_checkpoint, prepare_model
+from peftcode.models import load_checkpoint, prepare_model, quantize_model
 from tests.conftest import REPO
 
 SMOLLM2 = {
@@ -30,6 +30,7 @@ GENERATION = {
     "batch_size": 8,
     "early_stopping": True,
     "quantization": None,
+    "retriever": None,
 }
 
 LORA = {
@@ -146,20 +147,34 @@ def test_batched_beam_search_returns_the_same_candidates_as_one_example_at_a_tim
     assert batched == single
 
 
-def test_quantized_weights_are_smaller_than_fp32(smollm2):
+@pytest.fixture(scope="module")
+def quantized(smollm2, tmp_path_factory):
+    """SmolLM2 with its linear layers in 8-bit and in 4-bit, as the quantize_model jobs write them."""
     model_dir, _ = smollm2
+    folder = tmp_path_factory.mktemp("quantized")
+    records = {
+        bits: quantize_model(model_dir, folder / f"{bits}bit", "causal", quantization)
+        for bits, quantization in ((8, {"bits": 8}), (4, QLORA_4BIT))
+    }
+    return {bits: folder / f"{bits}bit" for bits in records}, records
+
+
+def test_quantized_weights_are_smaller_than_fp32(smollm2, quantized):
+    model_dir, _ = smollm2
+    folders, records = quantized
     footprints = {}
-    for bits, quantization in ((32, None), (8, {"bits": 8}), (4, QLORA_4BIT)):
-        model, _ = load_checkpoint(model_dir, "causal", quantization)
+    for bits, folder in ((32, model_dir), (8, folders[8]), (4, folders[4])):
+        model, _ = load_checkpoint(folder, "causal")
         footprints[bits] = weight_footprint_mb(model)
         del model
+    assert all(footprints[bits] == records[bits]["weight_footprint_mb"] for bits in (8, 4))
     # The embeddings stay fp32 in every variant; the linear layers shrink 4x and 8x.
     assert footprints[4] < footprints[8] < footprints[32]
     assert footprints[32] / footprints[4] > 3
 
 
-def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(smollm2, conala, tmp_path):
-    model_dir, _ = smollm2
+def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quantized, conala, tmp_path):
+    model_dir = quantized[0][4]
     settings = {**LORA, "method": "qlora-4bit", "kind": "qlora-4bit", "lr": 2e-3, "quantization": QLORA_4BIT}
     settings["gradient_checkpointing"] = True
     record = finetune(

@@ -11,7 +11,7 @@ from tests.workflow import planned_jobs, snakemake, write_study
 
 PEFT_METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-4bit")
 TRAINED = ("full-ft", *PEFT_METHODS)
-ICL = ("icl-0shot", "icl-1shot-seed42", "icl-1shot-seed777")
+PROMPTED = ("icl-0shot", "icl-1shot-seed42", "icl-1shot-seed777", "rag-1shot")
 
 
 def tiny_study(results) -> dict:
@@ -20,6 +20,7 @@ def tiny_study(results) -> dict:
     config["study"] = [
         {"models": ["tiny-llama"], "methods": list(config["methods"]), "datasets": ["conala-style"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["codealpaca-style"]},
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["joint"]},
     ]
     return config
 
@@ -35,8 +36,9 @@ def tiny_run(tmp_path_factory):
 
 
 def cells():
-    yield from (("conala-style", method) for method in (*TRAINED, *ICL))
+    yield from (("conala-style", method) for method in (*TRAINED, *PROMPTED))
     yield ("codealpaca-style", "lora")
+    yield from ((dataset, "lora-joint") for dataset in ("conala-style", "codealpaca-style"))
 
 
 def test_prepare_targets(tiny_run):
@@ -48,6 +50,10 @@ def test_prepare_targets(tiny_run):
             frame = pd.read_parquet(results / "data" / dataset / f"{split}.parquet")
             assert len(frame) == limits[split] == stats["splits"][split]["rows"]
             assert frame["intent"].str.len().min() > 0 and frame["code"].str.len().min() > 0
+    joint = json.loads((results / "data" / "joint" / "stats.json").read_text())
+    assert joint["splits"]["train"] == {"rows": 32, "conala-style": 16, "codealpaca-style": 16}
+    ids = pd.read_parquet(results / "data" / "joint" / "train.parquet")["id"]
+    assert ids.is_unique and ids.str.startswith(("conala-style/", "codealpaca-style/")).all()
     model = results / "models" / "tiny-llama"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model.iterdir()}
     info = json.loads((model / "peftcode_model.json").read_text())
@@ -78,6 +84,15 @@ def test_finetune_targets(tiny_run, method):
     assert memory["quantization_bits"] == (4 if method == "qlora-4bit" else None)
 
 
+def test_the_joint_adapter_is_trained_once_on_the_union(tiny_run):
+    results, config, _ = tiny_run
+    memory = json.loads(
+        (results / "finetune" / "tiny-llama" / "lora-joint" / "joint" / "memory.json").read_text()
+    )
+    assert memory["steps"] == 32 // config["training"]["batch_size"]
+    assert len(list((results / "finetune" / "tiny-llama" / "lora-joint").iterdir())) == 1
+
+
 @pytest.mark.parametrize(("dataset", "method"), list(cells()))
 def test_generation_and_metrics_targets(tiny_run, dataset, method):
     results, config, _ = tiny_run
@@ -88,7 +103,7 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
     assert all(len(c) == config["generation"]["num_return_sequences"] for c in generations["candidates"])
     if dataset == "conala-style":
         assert not any("\n" in c for cands in generations["candidates"] for c in cands)
-    shots = int(method.split("-")[1][0]) if method.startswith("icl") else 0
+    shots = int(method.split("-")[1][0]) if method.startswith(("icl", "rag")) else 0
     assert all(p.count("### Instruction:") == shots + 1 for p in generations["prompt"])
     metrics = json.loads((results / "metrics" / "tiny-llama" / method / f"{dataset}.json").read_text())
     ems = [metrics[f"em@{k}"] for k in config["evaluation"]["k"]]
@@ -103,7 +118,7 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
         dataset,
         len(test),
     )
-    assert (metrics["trainable_params"] > 0) == (not method.startswith("icl"))
+    assert (metrics["trainable_params"] > 0) == (not method.startswith(("icl", "rag")))
 
 
 def test_results_table_and_reports(tiny_run):
@@ -122,7 +137,9 @@ def test_results_table_and_reports(tiny_run):
         assert image.startswith(b"\x89PNG") and len(image) > 5000, figure
     rq1 = (results / "reports" / "rq1.md").read_text()
     assert "tiny-llama (untrained)" in rq1 and "prefix-tuning" in rq1
-    assert "No jointly trained cells" in (results / "reports" / "rq3.md").read_text()
+    rq3 = (results / "reports" / "rq3.md").read_text()
+    rows = [line for line in rq3.splitlines() if line.startswith("| tiny-llama")]
+    assert sorted(line.split("|")[4].strip() for line in rows) == ["joint"] * 2 + ["per-dataset"] * 2
 
 
 def test_a_finished_study_has_nothing_left_to_do(tiny_run):
@@ -135,7 +152,8 @@ def test_editing_one_method_reruns_only_its_cells(tiny_run, tmp_path):
     edited = copy.deepcopy(config)
     edited["methods"]["lora"]["lr"] = 5e-3
     counts = planned_jobs(write_study(edited, tmp_path))
-    assert counts == {"finetune": 2, "infer": 2, "evaluate": 2, "aggregate": 1, "report": 1, "all": 1}
+    # LoRA on each dataset, and the joint adapter tested on both
+    assert counts == {"finetune": 3, "infer": 4, "evaluate": 4, "aggregate": 1, "report": 1, "all": 1}
 
 
 def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
@@ -143,11 +161,13 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
     edited = copy.deepcopy(config)
     edited["datasets"]["codealpaca-style"]["max_target_length"] = 16
     counts = planned_jobs(write_study(edited, tmp_path))
+    # Its own LoRA cell, and the joint adapter trained on it, tested on both datasets
     assert counts == {
         "prepare_data": 1,
-        "finetune": 1,
-        "infer": 1,
-        "evaluate": 1,
+        "join_data": 1,
+        "finetune": 2,
+        "infer": 3,
+        "evaluate": 3,
         "aggregate": 1,
         "report": 1,
         "all": 1,
@@ -160,5 +180,6 @@ def test_partial_report_lists_what_has_not_run(tmp_path):
     result = snakemake(write_study(config, tmp_path), "--cores", "1", "partial_report")
     assert result.returncode == 0, result.stderr[-3000:]
     text = (tmp_path / "results" / "reports" / "partial" / "rq1.md").read_text()
-    assert "10 of 10 cells have not finished" in text
+    expected = len(list(cells())) + 1
+    assert f"{expected} of {expected} cells have not finished" in text
     assert "- tiny-llama / ia3 / codealpaca-style" in text

@@ -46,6 +46,12 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     for name, model in config["models"].items():
         if "build" in model["source"] and "tokenizer" not in model:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
+    for name, dataset in config["datasets"].items():
+        for member in dataset.get("union", []):
+            if "source" not in config["datasets"].get(member, {}):
+                raise ConfigError(
+                    f"config error at datasets.{name}.union: '{member}' is not a dataset with a source"
+                )
     for index, block in enumerate(config["study"]):
         for section in ("models", "methods", "datasets"):
             for name in block[section]:
@@ -94,13 +100,23 @@ class Study:
         cells: set[Cell] = set()
         for block in config["study"]:
             for method in block["methods"]:
-                for variant, settings in self._method_variants(method).items():
-                    self._variants[variant] = settings
-                    cells.update(Cell(m, variant, d) for m in block["models"] for d in block["datasets"])
+                for dataset in block["datasets"]:
+                    tested_on = config["datasets"][dataset].get("union", [dataset])
+                    for variant, settings in self._method_variants(method, dataset).items():
+                        self._variants[variant] = settings
+                        cells.update(Cell(m, variant, d) for m in block["models"] for d in tested_on)
         self.cells = sorted(cells)
 
-    def _method_variants(self, method: str) -> dict[str, dict]:
+    def _method_variants(self, method: str, dataset: str) -> dict[str, dict]:
         settings = self.config["methods"][method]
+        if "union" in self.config["datasets"][dataset]:
+            # One model trained on the union, a variant of its own: its cells are the members' test sets.
+            if settings["kind"] not in TRAINED_KINDS:
+                raise ConfigError(
+                    f"config error at study: method '{method}' trains nothing, so it cannot train on the "
+                    f"union '{dataset}'"
+                )
+            return {f"{method}-{dataset}": {"method": method, **settings, "train_dataset": dataset}}
         if settings["kind"] not in PROMPTED_KINDS:
             return {method: {"method": method, **settings}}
         if settings["kind"] == "rag":
@@ -127,9 +143,24 @@ class Study:
     def is_trained(self, variant: str) -> bool:
         return self.kind(variant) in TRAINED_KINDS
 
+    def quantization(self, variant: str) -> dict | None:
+        return quantization_settings(self._variants[variant])
+
+    def train_dataset(self, variant: str, dataset: str) -> str:
+        """The dataset a cell's model was trained on: a union for joint training, else its own."""
+        return self._variants[variant].get("train_dataset", dataset)
+
+    @property
+    def unions(self) -> list[str]:
+        return sorted(name for name, settings in self.config["datasets"].items() if "union" in settings)
+
     @property
     def trained_cells(self) -> list[Cell]:
-        return [cell for cell in self.cells if self.is_trained(cell.method)]
+        """The fine-tune jobs: one per trained cell, and one per union for joint training."""
+        return sorted(
+            {Cell(c.model, c.method, self.train_dataset(c.method, c.dataset)) for c in self.cells}
+            - {c for c in self.cells if not self.is_trained(c.method)}
+        )
 
     @property
     def models(self) -> list[str]:
@@ -155,7 +186,7 @@ class Study:
         return {
             **self.config["training"],
             **self._variants[method],
-            "quantization": quantization_settings(self._variants[method]),
+            "quantization": self.quantization(method),
             "family": model_config["family"],
             "target_modules": model_config.get("target_modules", {}),
             "max_input_length": data["max_input_length"],
@@ -168,7 +199,7 @@ class Study:
         return {
             "method": variant["method"],
             "kind": variant["kind"],
-            "quantization": quantization_settings(variant),
+            "quantization": self.quantization(method),
             "shots": variant.get("shots", 0),
             "seed": variant.get("seed", self.config["training"]["seed"]),
             "retriever": variant.get("retriever"),
@@ -182,7 +213,7 @@ class Study:
     def local_data_files(self, dataset: str) -> list[str]:
         """The files a local dataset reads, so that editing one re-runs its chain; none for a hub dataset."""
         settings = self.config["datasets"][dataset]
-        if "path" not in settings["source"]:
+        if "path" not in settings.get("source", {}):
             return []
         folder = Path(settings["source"]["path"])
         return [str(folder / f"{split}.{settings['format']}") for split in settings["splits"].values()]
@@ -210,6 +241,7 @@ class Study:
             "shots": variant.get("shots"),
             "seed": variant.get("seed"),
             "dataset": cell.dataset,
+            "train_dataset": variant.get("train_dataset"),
             "pretrained": self.config["models"][cell.model]["pretrained"],
             "size_b": self.config["models"][cell.model]["size_b"],
         }

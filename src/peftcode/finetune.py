@@ -57,15 +57,40 @@ def collate(
     return {key: value.to(device) for key, value in batch.items()} if device else batch
 
 
+def target_loss(model, batch: dict[str, torch.Tensor], family: str) -> torch.Tensor:
+    """Mean cross-entropy over a batch's target tokens.
+
+    A causal model's vocabulary logits are computed only at the positions that predict a target token: the
+    prompt's would be masked out of the loss anyway, and with a 49k-token vocabulary they are most of a
+    small model's training memory. Seq2seq decoders see only the target already.
+    """
+    if family == "seq2seq":
+        return model(**batch).loss
+    labels = batch["labels"]
+    predicts_target = labels[:, 1:] != IGNORE_INDEX  # the hidden state at i predicts the token at i + 1
+
+    def keep_target_positions(_head, args):
+        hidden = args[0]
+        offset = hidden.shape[1] - labels.shape[1]  # prompt tuning puts its virtual tokens first
+        return (hidden[:, offset : hidden.shape[1] - 1][predicts_target],)
+
+    hook = model.get_output_embeddings().register_forward_pre_hook(keep_target_positions)
+    try:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    finally:
+        hook.remove()
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts_target])
+
+
 @torch.no_grad()
-def validation_loss(model, examples: list[dict], batch_size: int, pad_id: int) -> float:
+def validation_loss(model, examples: list[dict], batch_size: int, pad_id: int, family: str) -> float:
     """Mean loss per target token over the whole validation split."""
     model.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, model.device)
         count = int((batch["labels"] != IGNORE_INDEX).sum())
-        total += model(**batch).loss.item() * count
+        total += target_loss(model, batch, family).item() * count
         tokens += count
     model.train()
     return total / tokens
@@ -100,10 +125,10 @@ def finetune(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings["seed"])
-    model, tokenizer = load_checkpoint(model_dir, settings["family"], settings["quantization"])
+    model, tokenizer = load_checkpoint(model_dir, settings["family"])
     model = prepare_for_training(model, settings, str(model_dir))
     model.train()
-    pad_id = tokenizer.pad_token_id
+    pad_id, family = tokenizer.pad_token_id, settings["family"]
     train = encode_split(read_split(data_dir, "train"), tokenizer, settings)
     validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
 
@@ -118,7 +143,7 @@ def finetune(
     )
     shuffler = torch.Generator().manual_seed(settings["seed"])
 
-    best_loss, best_step, best_state = validation_loss(model, validation, batch_size, pad_id), 0, None
+    best_loss, best_step, best_state = validation_loss(model, validation, batch_size, pad_id, family), 0, None
     log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
     tokens, loop_started = 0, time.perf_counter()
     progress = tqdm(range(1, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
@@ -131,7 +156,7 @@ def finetune(
             pad_id,
             model.device,
         )
-        loss = model(**batch).loss
+        loss = target_loss(model, batch, family)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -146,7 +171,7 @@ def finetune(
             "tokens": tokens,
         }
         if step % eval_every == 0 or step == total_steps:
-            row["val_loss"] = validation_loss(model, validation, batch_size, pad_id)
+            row["val_loss"] = validation_loss(model, validation, batch_size, pad_id, family)
             if row["val_loss"] < best_loss:
                 best_loss, best_step = row["val_loss"], step
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -79,8 +79,9 @@ def load_for_inference(
 ):
     """The model to generate with; LoRA and IA3 adapters are merged into fp32 weights, which computes the
     same function without the adapters' extra matrix products at every step. A QLoRA adapter stays apart
-    from its quantized base, as in training: merging would re-quantize the merged weights."""
-    model, tokenizer = load_checkpoint(model_dir, family, quantization)
+    from its quantized base (``quantization`` says how it was quantized), as in training: merging would
+    re-quantize the merged weights."""
+    model, tokenizer = load_checkpoint(model_dir, family)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
         if model.peft_config["default"].peft_type.value in MERGEABLE and not quantization:

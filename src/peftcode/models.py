@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,7 +19,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peftcode.memory import JobMeter, weight_footprint_mb
+
 MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
+MODEL_INFO = "peftcode_model.json"
 
 
 class QuantizationError(RuntimeError):
@@ -86,7 +89,7 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
         "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    (out_dir / "peftcode_model.json").write_text(json.dumps(info, indent=2))
+    (out_dir / MODEL_INFO).write_text(json.dumps(info, indent=2))
     return info
 
 
@@ -96,9 +99,8 @@ def job_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def quantization_problem(model_dir: str | Path, device: torch.device) -> str | None:
-    """Why bitsandbytes cannot quantize the checkpoint in ``model_dir`` on ``device``, or None if it can.
-    Reads only the checkpoint's config, so that a run that cannot work stops before loading any weights."""
+def bitsandbytes_problem(device: torch.device) -> str | None:
+    """Why bitsandbytes cannot run on ``device``, or None if it can."""
     if importlib.util.find_spec("bitsandbytes") is None:
         return "bitsandbytes is not installed (pip install bitsandbytes)"
     import bitsandbytes
@@ -109,8 +111,20 @@ def quantization_problem(model_dir: str | Path, device: torch.device) -> str | N
             f"bitsandbytes {bitsandbytes.__version__} cannot run on device '{device.type}' "
             f"(supported: {', '.join(sorted(supported))})"
         )
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    already = config.get("quantization_config")
+    return None
+
+
+def _quantization_config(model_dir: str | Path) -> dict | None:
+    return json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config")
+
+
+def quantization_problem(model_dir: str | Path, device: torch.device) -> str | None:
+    """Why bitsandbytes cannot quantize the checkpoint in ``model_dir`` on ``device``, or None if it can.
+    Reads only the checkpoint's config, so that a run that cannot work stops before loading any weights."""
+    problem = bitsandbytes_problem(device)
+    if problem is not None:
+        return problem
+    already = _quantization_config(model_dir)
     if already:
         return (
             f"{model_dir} holds a model already quantized with '{already.get('quant_method', 'unknown')}'; "
@@ -130,42 +144,51 @@ def bitsandbytes_config(quantization: dict) -> BitsAndBytesConfig:
     )
 
 
-def _load_quantized(model_class, model_dir: str | Path, quantization: dict, device: torch.device):
+def _device_map(device: torch.device) -> dict:
+    return {"": device.index or 0} if device.type == "cuda" else {"": device.type}
+
+
+def quantize_model(model_dir: str | Path, out_dir: str | Path, family: str, quantization: dict) -> dict:
+    """Save the checkpoint in ``model_dir`` with its linear layers quantized by bitsandbytes, for QLoRA's
+    fine-tune and inference jobs to load. Quantizing reads every fp32 weight, so it is a job of its own:
+    the fine-tune's memory is then QLoRA's, not that of a one-off conversion. Returns the job's record."""
+    meter = JobMeter()
+    device = job_device()
     problem = quantization_problem(model_dir, device)
     if problem is not None:
         raise QuantizationError(f"cannot run {quantization['bits']}-bit QLoRA: {problem}")
-    model = model_class.from_pretrained(
+    model = MODEL_CLASSES[family].from_pretrained(
         model_dir,
         dtype=torch.float32,
         quantization_config=bitsandbytes_config(quantization),
-        device_map={"": device.index or 0} if device.type == "cuda" else {"": device.type},
+        device_map=_device_map(device),
     )
-    # The weights bitsandbytes leaves unquantized (embeddings, norms) are views into the memory-mapped
-    # checkpoint, which keeps every page of its fp32 weights resident: copy them out so that the mapping,
-    # and the fp32 copy of the quantized weights with it, is released.
-    if device.type == "cpu":
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
+    shutil.copy(Path(model_dir) / MODEL_INFO, out_dir / MODEL_INFO)
+    return meter.write(
+        out_dir / "memory.json", job="quantize", weight_footprint_mb=weight_footprint_mb(model)
+    )
+
+
+def load_checkpoint(model_dir: str | Path, family: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a checkpoint written by :func:`prepare_model`, :func:`quantize_model` or a full fine-tune, for
+    training or inference on the job's device."""
+    device = job_device()
+    model_class = MODEL_CLASSES[family]
+    quantized = _quantization_config(model_dir)
+    if quantized and quantized.get("quant_method") == "bitsandbytes":
+        problem = bitsandbytes_problem(device)
+        if problem is not None:
+            raise QuantizationError(f"cannot load the QLoRA base model in {model_dir}: {problem}")
+        model = model_class.from_pretrained(model_dir, device_map=_device_map(device))
         # bitsandbytes 0.50 repacks a 4-bit weight for a faster CPU kernel at the first no-grad forward in
         # eval mode (a validation pass), and that kernel has no backward: every later gradient through the
         # layer is silently dropped and the adapters stop learning. Keep the trainable layout throughout.
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.dtype.is_floating_point:
-                tensor.data = tensor.data.clone()
-        gc.collect()
-    return model
-
-
-def load_checkpoint(
-    model_dir: str | Path, family: str, quantization: dict | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a checkpoint written by :func:`prepare_model` (or a full fine-tune) for training or inference,
-    on the job's device; quantized by bitsandbytes when ``quantization`` says how."""
-    device = job_device()
-    model_class = MODEL_CLASSES[family]
-    if quantization:
-        model = _load_quantized(model_class, model_dir, quantization, device)
     else:
         model = model_class.from_pretrained(model_dir, dtype=torch.float32).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -1,4 +1,6 @@
 # Paths of every cell's targets, and the input functions that route a cell to its upstream jobs.
+import re
+
 from peftcode.config import PEFT_KINDS, Cell
 
 
@@ -8,12 +10,24 @@ wildcard_constraints:
     dataset=r"[^/]+",
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing, for none)."""
+    return "|".join(re.escape(name) for name in names) or r"(?!)"
+
+
 def data_dir(dataset):
     return f"{R}/data/{dataset}"
 
 
 def model_dir(model):
     return f"{R}/models/{model}"
+
+
+def base_model_dir(model, method):
+    """The base model a method trains and infers from: QLoRA's is quantized by a job of its own."""
+    if study.quantization(method):
+        return f"{R}/quantized/{model}/{method}"
+    return model_dir(model)
 
 
 def finetune_dir(model, method, dataset):
@@ -31,9 +45,9 @@ def metrics_path(model, method, dataset):
 def infer_inputs(w):
     """Full fine-tunes infer from their own checkpoint, PEFT methods from the base model plus adapter."""
     kind = study.kind(w.method)
-    trained = f"{finetune_dir(w.model, w.method, w.dataset)}/checkpoint"
+    trained = f"{finetune_dir(w.model, w.method, study.train_dataset(w.method, w.dataset))}/checkpoint"
     inputs = {
-        "model": trained if kind == "full-ft" else model_dir(w.model),
+        "model": trained if kind == "full-ft" else base_model_dir(w.model, w.method),
         "test": f"{data_dir(w.dataset)}/test.parquet",
         "train": f"{data_dir(w.dataset)}/train.parquet",
     }
@@ -48,5 +62,6 @@ def evaluate_inputs(w):
         "infer_memory": generations_path(w.model, w.method, w.dataset).replace(".parquet", ".memory.json"),
     }
     if study.is_trained(w.method):
-        inputs["finetune_memory"] = f"{finetune_dir(w.model, w.method, w.dataset)}/memory.json"
+        trained_on = study.train_dataset(w.method, w.dataset)
+        inputs["finetune_memory"] = f"{finetune_dir(w.model, w.method, trained_on)}/memory.json"
     return inputs

@@ -1,6 +1,6 @@
 rule finetune:
     input:
-        model=lambda w: model_dir(w.model),
+        model=lambda w: base_model_dir(w.model, w.method),
         train=lambda w: f"{data_dir(w.dataset)}/train.parquet",
         validation=lambda w: f"{data_dir(w.dataset)}/validation.parquet",
     output:

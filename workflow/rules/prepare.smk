@@ -1,4 +1,6 @@
 rule prepare_data:
+    wildcard_constraints:
+        dataset=one_of(d for d in config["datasets"] if d not in study.unions),
     input:
         lambda w: study.local_data_files(w.dataset),
     output:
@@ -15,6 +17,30 @@ rule prepare_data:
         "../scripts/prepare_data.py"
 
 
+# The union of datasets' prepared splits, for joint training (RQ3).
+rule join_data:
+    wildcard_constraints:
+        dataset=one_of(study.unions),
+    input:
+        lambda w: [
+            f"{data_dir(member)}/{split}.parquet"
+            for member in config["datasets"][w.dataset]["union"]
+            for split in ("train", "validation", "test")
+        ],
+    output:
+        train=f"{R}/data/{{dataset}}/train.parquet",
+        validation=f"{R}/data/{{dataset}}/validation.parquet",
+        test=f"{R}/data/{{dataset}}/test.parquet",
+        stats=f"{R}/data/{{dataset}}/stats.json",
+    params:
+        members=lambda w: {m: data_dir(m) for m in config["datasets"][w.dataset]["union"]},
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/join_data.py"
+
+
 rule prepare_model:
     output:
         directory(f"{R}/models/{{model}}"),
@@ -25,3 +51,20 @@ rule prepare_model:
         runtime=60,
     script:
         "../scripts/prepare_model.py"
+
+
+# QLoRA's base model, its linear layers quantized by bitsandbytes once for the method's fine-tune and
+# inference jobs.
+rule quantize_model:
+    input:
+        lambda w: model_dir(w.model),
+    output:
+        directory(f"{R}/quantized/{{model}}/{{method}}"),
+    params:
+        family=lambda w: study.model_settings(w.model)["family"],
+        quantization=lambda w: study.quantization(w.method),
+    resources:
+        mem_mb=lambda w: study.job_memory_mb(w.model, "prepare"),
+        runtime=60,
+    script:
+        "../scripts/quantize_model.py"
