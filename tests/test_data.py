@@ -34,7 +34,7 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
         write_jsonl(tmp_path / "src", split, CONALA_ROWS)
     stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
-    assert list(train.columns) == ["id", "intent", "code", "split"]
+    assert list(train.columns) == ["id", "intent", "code", "tests", "split"]
     assert list(train["code"]) == ["l.sort()", "len(s)", "max(a)"]
     assert stats["splits"]["train"] == {
         "rows": 3,
@@ -90,8 +90,8 @@ def test_shipped_datasets_are_valid_python(tmp_path):
 
     config = read_yaml(REPO / "config.yaml")
     for name, settings in config["datasets"].items():
-        if "union" in settings:
-            continue
+        if "union" in settings or "tests" in settings["fields"]:
+            continue  # unions repeat their members; datasets with tests are checked by running them
         settings = {**settings, "source": {"path": str(REPO / settings["source"]["path"])}, "limit": {}}
         settings.setdefault("splits", {"train": "train", "validation": "validation", "test": "test"})
         stats = prepare_data(settings, tmp_path / name)
@@ -102,3 +102,42 @@ def test_shipped_datasets_are_valid_python(tmp_path):
         for code in codes["code"]:
             ast.parse(code)
         assert codes["intent"].is_unique
+
+
+def test_shipped_execution_dataset_passes_its_own_tests(tmp_path):
+    from peftcode.sandbox import run_programs
+    from tests.conftest import REPO, read_yaml
+
+    settings = read_yaml(REPO / "config.yaml")["datasets"]["mbpp-style"]
+    settings = {**settings, "source": {"path": str(REPO / settings["source"]["path"])}, "limit": {}}
+    settings["splits"] = {"train": "train", "validation": "validation", "test": "test"}
+    stats = prepare_data(settings, tmp_path)
+    assert all(split["dropped_rows"] == 0 for split in stats["splits"].values())
+    rows = pd.concat(pd.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "validation", "test"))
+    assert rows["tests"].str.startswith("assert ").all()
+    # The prompt shows the asserts, so the model sees the function's name.
+    assert all(tests in intent for intent, tests in zip(rows["intent"], rows["tests"], strict=True))
+    outcomes = run_programs([f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)])
+    assert [o.output for o in outcomes if not o.passed] == []
+
+
+def test_rows_without_tests_are_dropped_and_counted_where_the_dataset_has_tests(tmp_path):
+    rows = [
+        {
+            "text": "Add two numbers.",
+            "code": "def add(a, b):\n    return a + b",
+            "test_list": ["assert add(1, 2) == 3"],
+        },
+        {"text": "No tests here.", "code": "x = 1", "test_list": []},
+    ]
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    settings = {
+        "source": {"path": str(tmp_path)},
+        "format": "jsonl",
+        "splits": {"train": "train", "validation": "validation", "test": "test"},
+        "fields": {"intent": "text", "code": "code", "tests": "test_list"},
+    }
+    stats = prepare_data(settings, tmp_path / "out")
+    assert stats["splits"]["test"] == {**stats["splits"]["test"], "rows": 1, "dropped_rows": 1}
+    assert pd.read_parquet(tmp_path / "out" / "test.parquet")["tests"][0] == "assert add(1, 2) == 3"

@@ -1,8 +1,9 @@
 import math
 
+import pandas as pd
 import pytest
 
-from peftcode.metrics import codebleu, exact_match_at_k, normalise, pass_at_k
+from peftcode.metrics import codebleu, exact_match_at_k, execution_metrics, normalise, pass_at_k
 
 
 def test_normalise_collapses_whitespace_only():
@@ -59,3 +60,27 @@ def test_pass_at_k_known_values():
     assert pass_at_k(2, 1, 2) == 1.0 and pass_at_k(4, 0, 3) == 0.0
     with pytest.raises(ValueError, match="pass@5 needs at least 5 samples"):
         pass_at_k(3, 1, 5)
+
+
+def test_execution_metrics_run_each_sample_against_its_problems_tests():
+    add_tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
+    generations = pd.DataFrame(
+        {
+            "samples": [
+                ["def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b", "add = int.__add__"],
+                ["def neg(x):\n    return x", "def neg(x):\n    while True:\n        pass", "def neg(x) -x"],
+            ],
+            "tests": [add_tests, "assert neg(2) == -2"],
+        }
+    )
+    settings = {
+        "pass_k": [1, 2, 5],
+        "bootstrap_samples": 100,
+        "execution": {"timeout_s": 2, "memory_mb": 512},
+    }
+    metrics = execution_metrics(generations, settings, workers=2)
+    assert metrics["passes"] == [2, 0] and metrics["pass_samples"] == 3
+    assert metrics["pass@1"] == pytest.approx((2 / 3 + 0) / 2)
+    assert metrics["pass@2"] == pytest.approx((1 + 0) / 2)  # any 2 of the first problem's 3 include a pass
+    assert "pass@5" not in metrics  # more than the 3 samples drawn
+    assert metrics["pass@1_ci_low"] <= metrics["pass@1"] <= metrics["pass@1_ci_high"]

@@ -21,6 +21,7 @@ def tiny_study(results) -> dict:
         {"models": ["tiny-llama"], "methods": list(config["methods"]), "datasets": ["conala-style"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["codealpaca-style"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["joint"]},
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["mbpp-style"]},
     ]
     return config
 
@@ -39,6 +40,7 @@ def cells():
     yield from (("conala-style", method) for method in (*TRAINED, *PROMPTED))
     yield ("codealpaca-style", "lora")
     yield from ((dataset, "lora-joint") for dataset in ("conala-style", "codealpaca-style"))
+    yield ("mbpp-style", "lora")
 
 
 def test_prepare_targets(tiny_run):
@@ -119,6 +121,11 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
         len(test),
     )
     assert (metrics["trainable_params"] > 0) == (not method.startswith(("icl", "rag")))
+    if dataset == "mbpp-style":  # the one test set with tests: samples run in the sandbox
+        assert all(len(s) == 2 for s in generations["samples"]) and metrics["pass_samples"] == 2
+        assert len(metrics["passes"]) == len(test) and 0 <= metrics["pass@1"] <= metrics["pass@2"] <= 1
+    else:
+        assert "samples" not in generations.columns and "pass@1" not in metrics
 
 
 def test_results_table_and_reports(tiny_run):
@@ -136,6 +143,7 @@ def test_results_table_and_reports(tiny_run):
         image = (results / "reports" / figure).read_bytes()
         assert image.startswith(b"\x89PNG") and len(image) > 5000, figure
     rq1 = (results / "reports" / "rq1.md").read_text()
+    assert "pass@1" in rq1.split("## mbpp-style")[1]
     assert "tiny-llama (untrained)" in rq1 and "prefix-tuning" in rq1
     rq3 = (results / "reports" / "rq3.md").read_text()
     rows = [line for line in rq3.splitlines() if line.startswith("| tiny-llama")]
@@ -152,8 +160,8 @@ def test_editing_one_method_reruns_only_its_cells(tiny_run, tmp_path):
     edited = copy.deepcopy(config)
     edited["methods"]["lora"]["lr"] = 5e-3
     counts = planned_jobs(write_study(edited, tmp_path))
-    # LoRA on each dataset, and the joint adapter tested on both
-    assert counts == {"finetune": 3, "infer": 4, "evaluate": 4, "aggregate": 1, "report": 1, "all": 1}
+    # LoRA on each of the three datasets, and the joint adapter tested on two
+    assert counts == {"finetune": 4, "infer": 5, "evaluate": 5, "aggregate": 1, "report": 1, "all": 1}
 
 
 def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):

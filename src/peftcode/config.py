@@ -47,6 +47,8 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
         if "build" in model["source"] and "tokenizer" not in model:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
     for name, dataset in config["datasets"].items():
+        if "sampling" in dataset and "tests" not in dataset.get("fields", {}):
+            raise ConfigError(f"config error at datasets.{name}.sampling: pass@k needs a 'tests' field")
         for member in dataset.get("union", []):
             if "source" not in config["datasets"].get(member, {}):
                 raise ConfigError(
@@ -203,6 +205,7 @@ class Study:
             "shots": variant.get("shots", 0),
             "seed": variant.get("seed", self.config["training"]["seed"]),
             "retriever": variant.get("retriever"),
+            "sampling": data.get("sampling"),
             "family": self.config["models"][model]["family"],
             "max_input_length": data["max_input_length"],
             "max_new_tokens": data["max_target_length"],

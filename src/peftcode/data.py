@@ -1,6 +1,7 @@
 """Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
 
-Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``split`` (str).
+Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero
+when the code is wrong; empty for a dataset without tests), ``split`` (str).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datasets
 import pandas as pd
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "intent", "code", "split")
+COLUMNS = ("id", "intent", "code", "tests", "split")
 
 
 class DataError(ValueError):
@@ -35,15 +36,19 @@ def _as_columns(spec) -> list[str]:
 
 
 def _first_present(row: dict, columns: list[str]) -> str | None:
+    """The first non-empty value among ``columns``; a list of lines (MBPP's ``test_list``) is joined."""
     for column in columns:
         value = row.get(column)
+        if isinstance(value, list) and all(isinstance(line, str) for line in value):
+            value = "\n".join(value)
         if isinstance(value, str) and value.strip():
             return value
     return None
 
 
 def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str) -> tuple[pd.DataFrame, int]:
-    """Map the source's columns onto our schema; rows missing intent or code are dropped and counted."""
+    """Map the source's columns onto our schema; rows missing intent, code or (where the dataset has them)
+    tests are dropped and counted."""
     wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
     for ours, columns in wanted.items():
         if not any(column in rows.column_names for column in columns):
@@ -55,14 +60,21 @@ def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str
     for index, row in enumerate(rows):
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
-        if intent is None or code is None:
+        tests = _first_present(row, wanted["tests"]) if "tests" in wanted else ""
+        if intent is None or code is None or tests is None:
             dropped += 1
             continue
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
             intent = f"{intent.strip()}\n{extra.strip()}"
         records.append(
-            {"id": f"{split}-{index}", "intent": intent.strip(), "code": code.strip("\n"), "split": split}
+            {
+                "id": f"{split}-{index}",
+                "intent": intent.strip(),
+                "code": code.strip("\n"),
+                "tests": tests,
+                "split": split,
+            }
         )
     return pd.DataFrame.from_records(records, columns=COLUMNS), dropped
 

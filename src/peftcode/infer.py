@@ -101,9 +101,30 @@ def probe_agreement(model, checkpoint_dir: Path) -> float | None:
     return sum(a == b for a, b in zip(top1, probe["top1"], strict=True)) / len(top1)
 
 
+def search_settings(settings: dict, sampling: dict | None = None) -> dict:
+    """``generate``'s decoding arguments: the cell's beam search, or ``sampling`` for pass@k."""
+    if sampling is None:
+        return {
+            "do_sample": False,
+            "num_beams": settings["num_beams"],
+            "num_return_sequences": min(settings["num_return_sequences"], settings["num_beams"]),
+            "early_stopping": settings["early_stopping"],
+        }
+    return {
+        "do_sample": True,
+        "num_beams": 1,
+        "num_return_sequences": sampling["samples"],
+        "temperature": sampling["temperature"],
+        "top_p": sampling["top_p"],
+    }
+
+
 @torch.no_grad()
-def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) -> list[list[str]]:
-    """Beam-search candidates per prompt, best first. Prompts are batched longest first to limit padding."""
+def generate_candidates(
+    model, tokenizer, prompts: list[str], settings: dict, sampling: dict | None = None
+) -> list[list[str]]:
+    """Candidates per prompt: beam search's best first, or ``sampling``'s draws. Prompts are batched
+    longest first to limit padding."""
     family, shots = settings["family"], settings["shots"]
     limit = settings["max_input_length"] if not shots else None
     if family == "seq2seq":
@@ -111,7 +132,8 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
     else:
         encoded = [prompt_ids(tokenizer, p, limit) for p in prompts]
     tokenizer.padding_side = "left"
-    returns = min(settings["num_return_sequences"], settings["num_beams"])
+    search = search_settings(settings, sampling)
+    returns = search["num_return_sequences"]
     stopping = StoppingCriteriaList([StopTokens(tokenizer, settings["stop"])] if settings["stop"] else [])
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     candidates: list[list[str]] = [[] for _ in prompts]
@@ -119,14 +141,12 @@ def generate_candidates(model, tokenizer, prompts: list[str], settings: dict) ->
     for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
         rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
-        generator, inputs = conditioned_inputs(model, batch, family, settings["num_beams"])
+        # generate() repeats each row once per beam, or once per returned sample.
+        generator, inputs = conditioned_inputs(model, batch, family, max(search["num_beams"], returns))
         output = generator.generate(
             **inputs,
-            num_beams=settings["num_beams"],
-            num_return_sequences=returns,
+            **search,
             max_new_tokens=settings["max_new_tokens"],
-            do_sample=False,
-            early_stopping=settings["early_stopping"],
             stopping_criteria=stopping,
             pad_token_id=tokenizer.pad_token_id,
         )
@@ -186,6 +206,12 @@ def infer(
             "candidates": candidates,
         }
     )
+    sampling = settings["sampling"]
+    if sampling:
+        # Draws for pass@k, on problems that carry tests.
+        torch.manual_seed(settings["seed"])
+        generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling)
+        generations["tests"] = test["tests"]
     generations.to_parquet(out_path, index=False)
     meter.write(
         memory_path,

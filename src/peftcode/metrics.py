@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from codebleu import calc_codebleu
 
+from peftcode.sandbox import Limits, run_programs
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
 
 
@@ -73,6 +74,28 @@ def codebleu(references: Sequence[str], predictions: Sequence[str], quiet: bool 
     }
 
 
+def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -> dict:
+    """pass@k over each problem's samples, each run with the problem's tests in the sandbox, with 95%
+    bootstrap intervals over problems; ``passes`` keeps each problem's count of passing samples."""
+    samples = [list(s) for s in generations["samples"]]
+    programs = [
+        f"{sample}\n\n{tests}\n"
+        for row, tests in zip(samples, generations["tests"], strict=True)
+        for sample in row
+    ]
+    outcomes = iter(run_programs(programs, workers, Limits(**settings["execution"])))
+    passes = [sum(next(outcomes).passed for _ in row) for row in samples]
+    drawn = min(len(row) for row in samples)
+    metrics = {"pass_samples": drawn, "passes": passes}
+    for k in (k for k in settings["pass_k"] if k <= drawn):
+        per_problem = [pass_at_k(len(row), correct, k) for row, correct in zip(samples, passes, strict=True)]
+        low, high = bootstrap_mean_ci(per_problem, settings["bootstrap_samples"])
+        metrics.update(
+            {f"pass@{k}": float(np.mean(per_problem)), f"pass@{k}_ci_low": low, f"pass@{k}_ci_high": high}
+        )
+    return metrics
+
+
 def evaluate(
     generations_path: str | Path,
     out_path: str | Path,
@@ -80,6 +103,7 @@ def evaluate(
     settings: dict,
     infer_memory_path: str | Path,
     finetune_memory_path: str | Path | None = None,
+    workers: int = 1,
 ) -> dict:
     """Score one cell and write its row of the results table: cell, metrics, and the jobs' costs."""
     generations = pd.read_parquet(generations_path)
@@ -99,6 +123,8 @@ def evaluate(
         lambda r, p: codebleu(r, p, quiet=True)["codebleu"],
         settings["codebleu_bootstrap_samples"],
     )
+    if "samples" in generations.columns:
+        row.update(execution_metrics(generations, settings, workers))
     inference = json.loads(Path(infer_memory_path).read_text())
     row.update(
         infer_peak_rss_mb=inference["peak_rss_mb"],

@@ -34,6 +34,12 @@ def em_columns(table: pd.DataFrame) -> list[str]:
     return sorted(ems, key=lambda c: int(c[3:]))
 
 
+def pass_columns(rows: pd.DataFrame) -> list[str]:
+    """The pass@k columns with a value in ``rows`` (test sets with tests only)."""
+    columns = [c for c in rows.columns if c.startswith("pass@") and c[5:].isdigit() and rows[c].notna().any()]
+    return sorted(columns, key=lambda c: int(c[5:]))
+
+
 def relative_gain(ours: float, baseline: float) -> float | None:
     """Relative improvement of ``ours`` over ``baseline`` in percent; None when the baseline is zero."""
     return None if baseline == 0 else 100 * (ours - baseline) / baseline
@@ -122,7 +128,8 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
     top = ems[-1]
     lines = []
     for dataset, rows in trained.groupby("dataset"):
-        lines += [f"## {dataset}", "", _results_table(rows, [*ems, "codebleu", "trainable_params"], top), ""]
+        columns = [*ems, "codebleu", *pass_columns(rows), "trainable_params"]
+        lines += [f"## {dataset}", "", _results_table(rows, columns, top), ""]
         full, peft = rows[rows["kind"] == "full-ft"], rows[rows["kind"].isin(PEFT_KINDS)]
         if not full.empty and not peft.empty:
             best_peft, best_full = peft.loc[peft[top].idxmax()], full.loc[full[top].idxmax()]
@@ -187,7 +194,8 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
         lines += [_markdown(summary.rename(columns={"mean": f"{top} mean", "std": f"{top} std"})), ""]
     if not rag.empty:
         lines += ["Retrieval-augmented prompts (the most similar training examples by BM25):", ""]
-        lines += [_results_table(rag.astype({"shots": int}), ["dataset", "shots", top, "codebleu"], top), ""]
+        columns = ["dataset", "shots", top, "codebleu", *pass_columns(rag)]
+        lines += [_results_table(rag.astype({"shots": int}), columns, top), ""]
     datasets = sorted(prompted["dataset"].unique())
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for axis, dataset in zip(axes[0], datasets, strict=True):
@@ -243,7 +251,7 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
         return ["No jointly trained cells in this study: RQ3 is not answered by this run."]
     top = em_columns(table)[-1]
     groups = set(joint["method_group"])
-    compared = table[table["method_group"].isin(groups)].copy()
+    compared = table[table["method_group"].isin(groups) & table["dataset"].isin(joint["dataset"])].copy()
     compared["training"] = compared["train_dataset"].fillna("per-dataset")
     lines = [
         "Each adapter on each test set; a joint adapter was trained once on the union of the datasets:",

@@ -6,6 +6,8 @@ rule evaluate:
     params:
         cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
         settings=study.eval_settings(),
+    # Model-written programs run in parallel when the test set has tests.
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,

@@ -7,4 +7,5 @@ evaluate(
     settings=snakemake.params.settings,  # noqa: F821
     infer_memory_path=snakemake.input.infer_memory,  # noqa: F821
     finetune_memory_path=snakemake.input.get("finetune_memory"),  # noqa: F821
+    workers=snakemake.threads,  # noqa: F821
 )
