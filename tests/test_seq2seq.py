@@ -95,6 +95,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "early_stopping": True,
         "quantization": None,
         "retriever": None,
+        "sampling": None,
     }
     model_dir, adapter = (out, None) if method == "full-ft" else (folder / "model", out)
     generations = infer(

@@ -31,6 +31,7 @@ GENERATION = {
     "early_stopping": True,
     "quantization": None,
     "retriever": None,
+    "sampling": None,
 }
 
 LORA = {

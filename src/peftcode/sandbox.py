@@ -57,7 +57,7 @@ class Outcome:
 def _confine(limits: Limits) -> None:
     """In the child, between fork and exec."""
     memory = limits.memory_mb * 2**20
-    cpu = max(1, int(limits.timeout_s))
+    cpu = int(limits.timeout_s) + 1  # the wall clock usually stops it first
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 2**20,) * 2)
@@ -99,7 +99,9 @@ def run_program(source: str, limits: Limits = Limits()) -> Outcome:
         status = None
         while status is None:
             code = process.poll()
-            if code is not None:
+            if code in (-signal.SIGXCPU, -signal.SIGKILL):
+                status = "timeout"  # its CPU-time limit
+            elif code is not None:
                 status = "passed" if code == 0 else "failed"
             elif received[0] > limits.output_bytes:
                 status = "output limit"
