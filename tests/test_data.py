@@ -39,6 +39,7 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
     assert stats["splits"]["train"] == {
         "rows": 3,
         "dropped_rows": 2,
+        "filtered_rows": 0,
         "mean_intent_chars": pytest.approx(15.0, abs=1),
         "mean_code_chars": 6.7,
     }

@@ -6,7 +6,11 @@ when the code is wrong; empty for a dataset without tests), ``split`` (str).
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+import string
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -35,28 +39,73 @@ def _as_columns(spec) -> list[str]:
     return [spec] if isinstance(spec, str) else list(spec)
 
 
+def _text(value) -> str | None:
+    """A cell as text; a list of lines (MBPP's ``test_list``) is joined."""
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        value = "\n".join(value)
+    return value if isinstance(value, str) else None
+
+
+def _template_columns(spec: str) -> list[str]:
+    """The columns a template such as ``"{prompt}{canonical_solution}"`` reads; none for a column name."""
+    return [name for _, name, _, _ in string.Formatter().parse(spec) if name]
+
+
 def _first_present(row: dict, columns: list[str]) -> str | None:
-    """The first non-empty value among ``columns``; a list of lines (MBPP's ``test_list``) is joined."""
-    for column in columns:
-        value = row.get(column)
-        if isinstance(value, list) and all(isinstance(line, str) for line in value):
-            value = "\n".join(value)
-        if isinstance(value, str) and value.strip():
+    """The first non-empty value among ``columns``, each a column name or a template over columns (a
+    template with an empty column yields nothing)."""
+    for spec in columns:
+        names = _template_columns(spec)
+        if names:
+            values = {name: _text(row.get(name)) for name in names}
+            value = None if any(not v or not v.strip() for v in values.values()) else spec.format_map(values)
+        else:
+            value = _text(row.get(spec))
+        if value and value.strip():
             return value
     return None
 
 
-def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str) -> tuple[pd.DataFrame, int]:
-    """Map the source's columns onto our schema; rows missing intent, code or (where the dataset has them)
-    tests are dropped and counted."""
+# Named in an instruction, these say the example is not about Python (CodeAlpaca-20k mixes languages).
+OTHER_LANGUAGES = re.compile(
+    r"\b(java|javascript|typescript|node\.?js|c\+\+|c#|sql|mysql|html|css|ruby|php|swift|kotlin|rust|"
+    r"bash|shell|perl|scala|haskell|matlab|react|angular|jquery)\b|\bc\b(?= (code|program|function))",
+    re.IGNORECASE,
+)
+
+
+def is_python_example(intent: str, code: str) -> bool:
+    """The Python-only filter for CodeAlpaca-style data: the code parses as Python and does something
+    (more than a bare word or literal, which is how a one-word prose answer parses), and neither text
+    names another language."""
+    if OTHER_LANGUAGES.search(intent) or OTHER_LANGUAGES.search(code):
+        return False
+    try:
+        body = ast.parse(textwrap.dedent(code)).body
+    except (SyntaxError, ValueError):
+        return False
+    bare = (ast.Name, ast.Constant)
+    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, bare)) for node in body)
+
+
+def _readable(spec: str, present: list[str]) -> bool:
+    return all(name in present for name in _template_columns(spec) or [spec])
+
+
+def normalise_rows(
+    rows: datasets.Dataset, fields: dict, split: str, origin: str, python_only: bool = False
+) -> tuple[pd.DataFrame, int, int]:
+    """Map the source's columns onto our schema. Rows missing intent, code or (where the dataset has
+    them) tests are dropped and counted; with ``python_only``, examples that are not Python are filtered
+    out and counted apart. Returns the rows, the dropped count and the filtered count."""
     wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
     for ours, columns in wanted.items():
-        if not any(column in rows.column_names for column in columns):
+        if not any(_readable(column, rows.column_names) for column in columns):
             raise DataError(
                 f"{origin}: missing column {' or '.join(map(repr, columns))} for field '{ours}' "
                 f"(columns present: {', '.join(rows.column_names)})"
             )
-    records, dropped = [], 0
+    records, dropped, filtered = [], 0, 0
     for index, row in enumerate(rows):
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
@@ -67,6 +116,9 @@ def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
             intent = f"{intent.strip()}\n{extra.strip()}"
+        if python_only and not is_python_example(intent, code):
+            filtered += 1
+            continue
         records.append(
             {
                 "id": f"{split}-{index}",
@@ -76,7 +128,7 @@ def normalise_rows(rows: datasets.Dataset, fields: dict, split: str, origin: str
                 "split": split,
             }
         )
-    return pd.DataFrame.from_records(records, columns=COLUMNS), dropped
+    return pd.DataFrame.from_records(records, columns=COLUMNS), dropped, filtered
 
 
 def prepare_data(settings: dict, out_dir: str | Path) -> dict:
@@ -86,7 +138,9 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
     stats = {"source": settings["source"], "splits": {}}
     for split in SPLITS:
         rows, origin = _load_split(settings["source"], settings["format"], settings["splits"][split])
-        frame, dropped = normalise_rows(rows, settings["fields"], split, origin)
+        frame, dropped, filtered = normalise_rows(
+            rows, settings["fields"], split, origin, settings.get("python_only", False)
+        )
         limit = settings.get("limit", {}).get(split)
         if limit is not None:
             frame = frame.head(limit)
@@ -96,6 +150,7 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
         stats["splits"][split] = {
             "rows": len(frame),
             "dropped_rows": dropped,
+            "filtered_rows": filtered,
             "mean_intent_chars": round(frame["intent"].str.len().mean(), 1),
             "mean_code_chars": round(frame["code"].str.len().mean(), 1),
         }

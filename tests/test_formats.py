@@ -1,0 +1,95 @@
+"""The study's datasets in their real formats, from fixture files of a few rows each (tests/fixtures/):
+the field mappings the paper grid uses, malformed rows dropped and counted, a missing column named."""
+
+import pandas as pd
+import pytest
+
+from peftcode.data import DataError, is_python_example, prepare_data
+from peftcode.sandbox import run_programs
+from tests.conftest import REPO
+
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def prepare(tmp_path, stem: str, file_format: str, fields: dict, **extra) -> tuple[pd.DataFrame, dict]:
+    """Prepare a fixture file as every split of a dataset; returns its test split and stats."""
+    settings = {
+        "source": {"path": str(FIXTURES)},
+        "format": file_format,
+        "splits": dict.fromkeys(("train", "validation", "test"), stem),
+        "fields": fields,
+        **extra,
+    }
+    stats = prepare_data(settings, tmp_path)
+    return pd.read_parquet(tmp_path / "test.parquet"), stats["splits"]["test"]
+
+
+def test_conala_corpus_prefers_the_rewritten_intent(tmp_path):
+    rows, stats = prepare(
+        tmp_path, "conala-corpus", "json", {"intent": ["rewritten_intent", "intent"], "code": "snippet"}
+    )
+    assert list(rows["intent"]) == [
+        "sort list `l` in reverse order",
+        "Get the length of a string",  # no rewritten intent: the original one
+        "check if key 'a' is in dictionary `d`",
+    ]
+    assert list(rows["code"]) == ["l.sort(reverse=True)", "len(s)", "'a' in d"]
+    assert stats["dropped_rows"] == 1  # no snippet
+
+
+def test_codealpaca_keeps_python_examples_only(tmp_path):
+    fields = {"intent": "instruction", "input": "input", "code": "output"}
+    rows, stats = prepare(tmp_path, "codealpaca-20k", "json", fields, python_only=True)
+    assert list(rows["code"]) == ["def square(x):\n    return x * x", "items.reverse()"]
+    assert rows["intent"][1] == "Reverse the given list.\nitems = [1, 2, 3]"
+    # Java, prose and SQL filtered; the row without an output dropped as malformed.
+    assert (stats["filtered_rows"], stats["dropped_rows"]) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("intent", "code", "python"),
+    [
+        ("Sort the list.", "sorted(items)", True),
+        ("Write a function.", "def f():\n    return 1", True),
+        ("Write a JavaScript function to add.", "function add(a, b) { return a + b; }", False),
+        ("Write a C program that prints hello.", "print('hello')", False),
+        ("What is recursion?", "Recursion is when a function calls itself", False),
+        ("Write a bash one-liner.", "x = 1", False),
+        ("Is Python typed?", "Yes", False),
+    ],
+)
+def test_python_only_filter(intent, code, python):
+    assert is_python_example(intent, code) is python
+
+
+def test_mbpp_tests_are_the_asserts(tmp_path):
+    fields = {"intent": "text", "input": "test_list", "code": "code", "tests": "test_list"}
+    rows, stats = prepare(tmp_path, "mbpp", "jsonl", fields)
+    assert len(rows) == 2 and stats["dropped_rows"] == 1  # no tests
+    assert rows["tests"][1] == "assert similar_elements((3, 4, 5, 6), (5, 7, 4, 10)) == (4, 5)"
+    programs = [f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert all(outcome.passed for outcome in run_programs(programs))
+
+
+HUMANEVAL = {
+    "intent": "prompt",
+    "code": "{prompt}{canonical_solution}",
+    "tests": "{test}\ncheck({entry_point})",
+}
+
+
+def test_humaneval_fields_are_templates_over_its_columns(tmp_path):
+    rows, stats = prepare(tmp_path, "humaneval", "jsonl", HUMANEVAL)
+    assert len(rows) == 2 and stats["dropped_rows"] == 1  # an empty canonical solution
+    assert rows["code"][0].startswith("def add(a: int, b: int) -> int:") and "return a + b" in rows["code"][0]
+    assert rows["tests"][1].endswith("check(is_palindrome)")
+    programs = [f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert all(outcome.passed for outcome in run_programs(programs))
+    # A wrong solution fails the same tests.
+    assert not run_programs([rows["code"][0].replace("a + b", "a - b") + "\n\n" + rows["tests"][0]])[0].passed
+
+
+def test_a_missing_column_is_named_with_the_file(tmp_path):
+    fields = {**HUMANEVAL, "tests": "{test}\ncheck({entry})"}
+    with pytest.raises(DataError, match=r"humaneval\.jsonl: missing column .*check\(\{entry\}\).* 'tests'"):
+        prepare(tmp_path, "humaneval", "jsonl", fields)
