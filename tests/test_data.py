@@ -34,7 +34,7 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
         write_jsonl(tmp_path / "src", split, CONALA_ROWS)
     stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
-    assert list(train.columns) == ["id", "intent", "code", "tests", "split"]
+    assert list(train.columns) == ["id", "intent", "code", "tests", "difficulty", "split"]
     assert list(train["code"]) == ["l.sort()", "len(s)", "max(a)"]
     assert stats["splits"]["train"] == {
         "rows": 3,

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from peftcode.data import DataError, is_python_example, prepare_data
-from peftcode.sandbox import run_programs
+from peftcode.metrics import execution_metrics
+from peftcode.sandbox import program_with_tests, run_programs
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -93,3 +94,50 @@ def test_a_missing_column_is_named_with_the_file(tmp_path):
     fields = {**HUMANEVAL, "tests": "{test}\ncheck({entry})"}
     with pytest.raises(DataError, match=r"humaneval\.jsonl: missing column .*check\(\{entry\}\).* 'tests'"):
         prepare(tmp_path, "humaneval", "jsonl", fields)
+
+
+APPS = {
+    "intent": "question",
+    "input": "starter_code",
+    "code": "solution",
+    "tests": "test_cases",
+    "difficulty": "difficulty",
+}
+
+
+def test_apps_solutions_and_input_output_tests_run_per_difficulty(tmp_path):
+    rows, stats = prepare(tmp_path, "apps", "jsonl", APPS, preset="apps")
+    assert list(rows["difficulty"]) == ["introductory", "interview", "competition"]
+    assert stats["dropped_rows"] == 1  # solutions that are not JSON
+    assert rows["intent"][1].endswith("class Solution:\n    def maxProfit(self, prices):")
+    references = [program_with_tests(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert [o.output for o in run_programs(references) if not o.passed] == []
+    # Standard input/output and call-based problems both tell a wrong solution apart.
+    wrong = [rows["code"][0].replace("a + b", "a - b"), rows["code"][1].replace("price - low", "low")]
+    outcomes = run_programs([program_with_tests(w, t) for w, t in zip(wrong, rows["tests"], strict=False)])
+    assert not any(o.passed for o in outcomes)
+    generations = pd.DataFrame(
+        {
+            "samples": [[c, "print("] for c in rows["code"]],
+            "tests": rows["tests"],
+            "difficulty": rows["difficulty"],
+        }
+    )
+    settings = {"pass_k": [1, 2], "bootstrap_samples": 100, "execution": {"timeout_s": 5, "memory_mb": 512}}
+    metrics = execution_metrics(generations, settings, workers=2)
+    assert metrics["passes"] == [1, 1, 1] and metrics["pass@1"] == 0.5 and metrics["pass@2"] == 1.0
+    assert metrics["pass@1 (interview)"] == 0.5 and metrics["pass@2 (competition)"] == 1.0
+
+
+def test_apps_without_its_json_columns_names_the_missing_one(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "apps.jsonl").write_text('{"question": "q", "solutions": "[]", "difficulty": "x"}\n')
+    settings = {
+        "source": {"path": str(tmp_path / "src")},
+        "format": "jsonl",
+        "splits": dict.fromkeys(("train", "validation", "test"), "apps"),
+        "fields": APPS,
+        "preset": "apps",
+    }
+    with pytest.raises(DataError, match=r"apps\.jsonl: missing column 'input_output' of the 'apps' preset"):
+        prepare_data(settings, tmp_path / "out")

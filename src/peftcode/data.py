@@ -1,7 +1,8 @@
 """Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
 
 Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero
-when the code is wrong; empty for a dataset without tests), ``split`` (str).
+when the code is wrong, see :func:`peftcode.sandbox.program_with_tests`; empty for a dataset without
+tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from peftcode.sandbox import io_tests
+
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "intent", "code", "tests", "split")
+COLUMNS = ("id", "intent", "code", "tests", "difficulty", "split")
 
 
 class DataError(ValueError):
@@ -92,21 +95,49 @@ def _readable(spec: str, present: list[str]) -> bool:
     return all(name in present for name in _template_columns(spec) or [spec])
 
 
+def apps_columns(row: dict) -> dict | None:
+    """APPS' JSON-encoded columns as plain ones: ``solution`` (the first reference solution) and
+    ``test_cases`` (its input/output pairs as sandbox tests); None for a row whose JSON does not parse."""
+    try:
+        solutions = json.loads(row["solutions"]) if row["solutions"] else []
+        cases = json.loads(row["input_output"]) if row["input_output"] else {}
+    except (json.JSONDecodeError, TypeError):
+        return None
+    pairs = list(zip(cases.get("inputs", []), cases.get("outputs", []), strict=False))
+    tests = io_tests(pairs, cases.get("fn_name")) if pairs else None
+    return {**row, "solution": solutions[0] if solutions else None, "test_cases": tests}
+
+
+# A preset turns a dataset's raw columns (the first list) into more columns (the second) before mapping.
+PRESETS = {"apps": (["solutions", "input_output"], ["solution", "test_cases"], apps_columns)}
+
+
 def normalise_rows(
-    rows: datasets.Dataset, fields: dict, split: str, origin: str, python_only: bool = False
+    rows: datasets.Dataset, settings: dict, split: str, origin: str
 ) -> tuple[pd.DataFrame, int, int]:
     """Map the source's columns onto our schema. Rows missing intent, code or (where the dataset has
     them) tests are dropped and counted; with ``python_only``, examples that are not Python are filtered
     out and counted apart. Returns the rows, the dropped count and the filtered count."""
-    wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
+    present, preset = list(rows.column_names), PRESETS.get(settings.get("preset"))
+    if preset is not None:
+        raw, derived, _ = preset
+        missing = [column for column in raw if column not in present]
+        if missing:
+            raise DataError(f"{origin}: missing column {missing[0]!r} of the '{settings['preset']}' preset")
+        present += derived
+    wanted = {ours: _as_columns(spec) for ours, spec in settings["fields"].items()}
     for ours, columns in wanted.items():
-        if not any(_readable(column, rows.column_names) for column in columns):
+        if not any(_readable(column, present) for column in columns):
             raise DataError(
                 f"{origin}: missing column {' or '.join(map(repr, columns))} for field '{ours}' "
-                f"(columns present: {', '.join(rows.column_names)})"
+                f"(columns present: {', '.join(present)})"
             )
     records, dropped, filtered = [], 0, 0
     for index, row in enumerate(rows):
+        row = preset[2](row) if preset is not None else row
+        if row is None:
+            dropped += 1
+            continue
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
         tests = _first_present(row, wanted["tests"]) if "tests" in wanted else ""
@@ -116,7 +147,7 @@ def normalise_rows(
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
             intent = f"{intent.strip()}\n{extra.strip()}"
-        if python_only and not is_python_example(intent, code):
+        if settings.get("python_only") and not is_python_example(intent, code):
             filtered += 1
             continue
         records.append(
@@ -125,6 +156,7 @@ def normalise_rows(
                 "intent": intent.strip(),
                 "code": code.strip("\n"),
                 "tests": tests,
+                "difficulty": _first_present(row, wanted["difficulty"]) if "difficulty" in wanted else "",
                 "split": split,
             }
         )
@@ -138,9 +170,7 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
     stats = {"source": settings["source"], "splits": {}}
     for split in SPLITS:
         rows, origin = _load_split(settings["source"], settings["format"], settings["splits"][split])
-        frame, dropped, filtered = normalise_rows(
-            rows, settings["fields"], split, origin, settings.get("python_only", False)
-        )
+        frame, dropped, filtered = normalise_rows(rows, settings, split, origin)
         limit = settings.get("limit", {}).get(split)
         if limit is not None:
             frame = frame.head(limit)

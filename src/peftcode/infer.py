@@ -212,6 +212,7 @@ def infer(
         torch.manual_seed(settings["seed"])
         generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling)
         generations["tests"] = test["tests"]
+        generations["difficulty"] = test["difficulty"]
     generations.to_parquet(out_path, index=False)
     meter.write(
         memory_path,

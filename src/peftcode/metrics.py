@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from codebleu import calc_codebleu
 
-from peftcode.sandbox import Limits, run_programs
+from peftcode.sandbox import Limits, program_with_tests, run_programs
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
 
 
@@ -79,7 +79,7 @@ def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -
     bootstrap intervals over problems; ``passes`` keeps each problem's count of passing samples."""
     samples = [list(s) for s in generations["samples"]]
     programs = [
-        f"{sample}\n\n{tests}\n"
+        program_with_tests(sample, tests)
         for row, tests in zip(samples, generations["tests"], strict=True)
         for sample in row
     ]
@@ -87,12 +87,17 @@ def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -
     passes = [sum(next(outcomes).passed for _ in row) for row in samples]
     drawn = min(len(row) for row in samples)
     metrics = {"pass_samples": drawn, "passes": passes}
+    levels = list(generations["difficulty"]) if "difficulty" in generations.columns else [""] * len(samples)
     for k in (k for k in settings["pass_k"] if k <= drawn):
         per_problem = [pass_at_k(len(row), correct, k) for row, correct in zip(samples, passes, strict=True)]
         low, high = bootstrap_mean_ci(per_problem, settings["bootstrap_samples"])
         metrics.update(
             {f"pass@{k}": float(np.mean(per_problem)), f"pass@{k}_ci_low": low, f"pass@{k}_ci_high": high}
         )
+        # APPS reports pass@k per difficulty level as well.
+        for level in sorted(set(levels) - {""}):
+            at_level = [value for value, d in zip(per_problem, levels, strict=True) if d == level]
+            metrics[f"pass@{k} ({level})"] = float(np.mean(at_level))
     return metrics
 
 
