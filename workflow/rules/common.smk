@@ -2,6 +2,7 @@
 import re
 
 from peftcode.config import PEFT_KINDS, Cell
+from peftcode.versions import code_version
 
 
 wildcard_constraints:

@@ -4,6 +4,7 @@ rule evaluate:
     output:
         f"{R}/metrics/{{model}}/{{method}}/{{dataset}}.json",
     params:
+        code=code_version("metrics"),
         cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
         settings=study.eval_settings(),
     # Model-written programs run in parallel when the test set has tests.
@@ -21,5 +22,7 @@ rule aggregate:
     output:
         table=f"{R}/results.parquet",
         csv=f"{R}/results.csv",
+    params:
+        code=code_version("aggregate"),
     script:
         "../scripts/aggregate.py"

@@ -8,6 +8,7 @@ rule finetune:
         log=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/train_log.csv",
         memory=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/memory.json",
     params:
+        code=code_version("finetune"),
         settings=lambda w: study.train_settings(w.model, w.method, w.dataset),
     threads: config["threads"]
     resources:

@@ -5,6 +5,7 @@ rule infer:
         generations=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.parquet",
         memory=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.memory.json",
     params:
+        code=code_version("infer"),
         settings=lambda w: study.infer_settings(w.model, w.method, w.dataset),
     threads: config["threads"]
     resources:

@@ -9,6 +9,7 @@ rule prepare_data:
         test=f"{R}/data/{{dataset}}/test.parquet",
         stats=f"{R}/data/{{dataset}}/stats.json",
     params:
+        code=code_version("data"),
         settings=lambda w: study.data_settings(w.dataset),
     resources:
         mem_mb=4000,
@@ -33,6 +34,7 @@ rule join_data:
         test=f"{R}/data/{{dataset}}/test.parquet",
         stats=f"{R}/data/{{dataset}}/stats.json",
     params:
+        code=code_version("data"),
         members=lambda w: {m: data_dir(m) for m in config["datasets"][w.dataset]["union"]},
     resources:
         mem_mb=4000,
@@ -45,6 +47,7 @@ rule prepare_model:
     output:
         directory(f"{R}/models/{{model}}"),
     params:
+        code=code_version("models"),
         settings=lambda w: study.model_settings(w.model),
     resources:
         mem_mb=lambda w: study.job_memory_mb(w.model, "prepare"),
@@ -61,6 +64,7 @@ rule quantize_model:
     output:
         directory(f"{R}/quantized/{{model}}/{{method}}"),
     params:
+        code=code_version("models"),
         family=lambda w: study.model_settings(w.model)["family"],
         quantization=lambda w: study.quantization(w.method),
     resources:

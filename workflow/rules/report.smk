@@ -21,6 +21,7 @@ rule report:
             f"{R}/reports/figure1_memory.png", caption="../report/figure1_memory.rst", category="Figures"
         ),
     params:
+        code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
     script:
         "../scripts/report.py"
@@ -32,6 +33,7 @@ rule partial_report:
     output:
         directory(f"{R}/reports/partial"),
     params:
+        code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
         metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
     script:
