@@ -86,6 +86,11 @@ def test_finetune_targets(tiny_run, method):
     assert memory["quantization_bits"] == (4 if method == "qlora-4bit" else None)
 
 
+def test_finished_fine_tunes_leave_no_resume_state(tiny_run):
+    results, _, _ = tiny_run
+    assert not any((results / "resume").rglob("*.pt"))
+
+
 def test_the_joint_adapter_is_trained_once_on_the_union(tiny_run):
     results, config, _ = tiny_run
     memory = json.loads(

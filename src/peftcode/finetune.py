@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from peftcode.models import load_checkpoint
 from peftcode.prompts import IGNORE_INDEX, encode_example
 
 PROBE_FILE = "validation_probe.json"
+RESUME_FILE = "resume.pt"
 
 
 def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[str, list[int]]]:
@@ -111,6 +114,23 @@ def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path) -
     path.write_text(json.dumps({"example": example, "pad_id": pad_id, "top1": top1}))
 
 
+def load_resume_state(resume_dir: Path | None, settings: dict) -> dict | None:
+    """The state a killed run of the same settings saved, if any."""
+    path = resume_dir / RESUME_FILE if resume_dir else None
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    return state if state["settings"] == settings else None
+
+
+def save_resume_state(resume_dir: Path, state: dict) -> None:
+    """Written whole or not at all, so that a kill during the write leaves the previous state."""
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    partial = resume_dir / f"{RESUME_FILE}.partial"
+    torch.save(state, partial)
+    os.replace(partial, resume_dir / RESUME_FILE)
+
+
 def finetune(
     model_dir: str | Path,
     data_dir: str | Path,
@@ -119,8 +139,14 @@ def finetune(
     memory_path: str | Path,
     settings: dict,
     threads: int | None = None,
+    resume_dir: str | Path | None = None,
 ) -> dict:
-    """Fine-tune one cell; returns its memory and cost record."""
+    """Fine-tune one cell; returns its memory and cost record.
+
+    With ``resume_dir`` (outside the job's outputs, which Snakemake deletes before a rerun), the run saves
+    its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
+    the last one: same step counter, parameters, optimizer, schedule, data order and random state.
+    """
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
@@ -143,10 +169,28 @@ def finetune(
     )
     shuffler = torch.Generator().manual_seed(settings["seed"])
 
-    best_loss, best_step, best_state = validation_loss(model, validation, batch_size, pad_id, family), 0, None
-    log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
-    tokens, loop_started = 0, time.perf_counter()
-    progress = tqdm(range(1, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
+    resume_dir = Path(resume_dir) if resume_dir else None
+    resumed = load_resume_state(resume_dir, settings)
+    if resumed is None:
+        first_step, order, earlier_time = 1, None, 0.0
+        best_loss = validation_loss(model, validation, batch_size, pad_id, family)
+        best_step, best_state = 0, None
+        log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
+        tokens = 0
+    else:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if parameter.requires_grad:
+                    parameter.copy_(resumed["trainable"][name])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        shuffler.set_state(resumed["shuffler"])
+        torch.set_rng_state(resumed["torch_rng"])
+        first_step, order, earlier_time = resumed["step"] + 1, resumed["order"], resumed["train_time"]
+        best_loss, best_step, best_state = resumed["best"]
+        log, tokens = resumed["log"], resumed["tokens"]
+    loop_started = time.perf_counter()
+    progress = tqdm(range(first_step, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
     for step in progress:
         position = (step - 1) % steps_per_epoch
         if position == 0:
@@ -177,6 +221,25 @@ def finetune(
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
             progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
         log.append(row)
+        if resume_dir and row["val_loss"] is not None and step < total_steps:
+            trainable_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            save_resume_state(
+                resume_dir,
+                {
+                    "settings": settings,
+                    "step": step,
+                    "order": order,
+                    "trainable": trainable_state,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "shuffler": shuffler.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best": (best_loss, best_step, best_state),
+                    "log": log,
+                    "tokens": tokens,
+                    "train_time": earlier_time + time.perf_counter() - loop_started,
+                },
+            )
 
     if best_state is not None:
         parameters = dict(model.named_parameters())
@@ -188,9 +251,9 @@ def finetune(
     if settings["kind"] == "full-ft":
         tokenizer.save_pretrained(out_dir)
     write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE)
-    train_time = time.perf_counter() - loop_started
+    train_time = earlier_time + time.perf_counter() - loop_started
     pd.DataFrame(log).to_csv(log_path, index=False)
-    return meter.write(
+    record = meter.write(
         memory_path,
         job="finetune",
         **parameter_counts(model),
@@ -198,6 +261,7 @@ def finetune(
         quantization_bits=(settings["quantization"] or {}).get("bits"),
         gradient_checkpointing=settings["gradient_checkpointing"],
         steps=total_steps,
+        resumed_from_step=first_step - 1 if resumed else None,
         train_tokens=tokens,
         train_time_s=round(train_time, 3),
         tokens_per_s=round(tokens / train_time, 1),
@@ -205,3 +269,6 @@ def finetune(
         best_val_loss=best_loss,
         initial_val_loss=log[0]["val_loss"],
     )
+    if resume_dir:
+        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
+    return record

@@ -10,6 +10,8 @@ rule finetune:
     params:
         code=code_version("finetune"),
         settings=lambda w: study.train_settings(w.model, w.method, w.dataset),
+        # Resume state lives outside the outputs, which Snakemake deletes before it reruns a job.
+        resume=lambda w: f"{R}/resume/{w.model}/{w.method}/{w.dataset}",
     threads: config["threads"]
     resources:
         mem_mb=lambda w: study.job_memory_mb(w.model, "finetune"),

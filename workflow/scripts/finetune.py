@@ -10,4 +10,5 @@ finetune(
     memory_path=snakemake.output.memory,  # noqa: F821
     settings=snakemake.params.settings,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    resume_dir=snakemake.params.resume,  # noqa: F821
 )

@@ -1,0 +1,93 @@
+"""A fine-tune killed mid-run continues from its last saved step on the next run, not from the start."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from peftcode.config import Study, validate_config
+from peftcode.data import prepare_data
+from peftcode.finetune import RESUME_FILE, finetune
+from peftcode.models import prepare_model
+from tests.conftest import REPO, SCHEMA, read_yaml
+
+# The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
+SLOW_JOB = """
+import json, sys, time
+import peftcode.finetune as job
+real_loss = job.target_loss
+def slow_loss(*args):
+    time.sleep(0.3)
+    return real_loss(*args)
+job.target_loss = slow_loss
+model, data, out, resume, settings = sys.argv[1:]
+job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json", json.loads(settings),
+             threads=1, resume_dir=resume)
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
+    study = Study(config)
+    folder = tmp_path_factory.mktemp("resume")
+    prepare_model(study.model_settings("tiny-llama"), folder / "model")
+    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
+    prepare_data({**data, "limit": {"train": 24, "validation": 4, "test": 2}}, folder / "data")
+    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 2}
+    settings["evals_per_epoch"] = 12  # a validation, and so a saved state, after every step
+    return folder, settings
+
+
+def run(folder, out, settings, resume=None):
+    paths = (out / "ckpt", out / "log.csv", out / "memory.json")
+    return finetune(folder / "model", folder / "data", *paths, settings, threads=1, resume_dir=resume)
+
+
+def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
+    folder, settings = workspace
+    reference = run(folder, tmp_path / "reference", settings)
+    reference_log = pd.read_csv(tmp_path / "reference" / "log.csv")
+
+    resume, killed = tmp_path / "resume", tmp_path / "killed"
+    killed.mkdir()
+    arguments = [folder / "model", folder / "data", killed, resume, json.dumps(settings)]
+    job = subprocess.Popen([sys.executable, "-c", SLOW_JOB, *map(str, arguments)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None:
+        state = resume / RESUME_FILE
+        if state.is_file() and torch.load(state, weights_only=False)["step"] >= 4:
+            break
+        time.sleep(0.1)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    saved_step = torch.load(resume / RESUME_FILE, weights_only=False)["step"]
+    assert 4 <= saved_step < reference["steps"]
+
+    resumed = run(folder, tmp_path / "resumed", settings, resume)
+    log = pd.read_csv(tmp_path / "resumed" / "log.csv")
+    assert resumed["resumed_from_step"] == saved_step
+    # One row per step, and the same losses as the run that was never killed.
+    assert list(log["step"]) == list(range(reference["steps"] + 1))
+    pd.testing.assert_series_equal(log["train_loss"], reference_log["train_loss"], rtol=1e-5)
+    pd.testing.assert_series_equal(log["val_loss"], reference_log["val_loss"], rtol=1e-5)
+    assert resumed["best_val_loss"] == pytest.approx(reference["best_val_loss"], rel=1e-5)
+    assert not resume.exists(), "a finished run leaves nothing to resume"
+
+
+def test_state_saved_under_other_settings_is_not_resumed(workspace, tmp_path):
+    folder, settings = workspace
+    # A state left by a killed run whose learning rate has since been edited.
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    other = {**settings, "lr": settings["lr"] * 2}
+    torch.save({"settings": other, "step": 3}, resume / RESUME_FILE)
+    record = run(folder, tmp_path / "second", settings, resume)
+    assert record["resumed_from_step"] is None
