@@ -74,17 +74,15 @@ def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple
     return base, {"input_ids": batch["input_ids"], "attention_mask": attention, "past_key_values": prefix}
 
 
-def load_for_inference(
-    model_dir: str | Path, adapter_dir: str | Path | None, family: str, quantization: dict | None = None
-):
+def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, family: str):
     """The model to generate with; LoRA and IA3 adapters are merged into fp32 weights, which computes the
     same function without the adapters' extra matrix products at every step. A QLoRA adapter stays apart
-    from its quantized base (``quantization`` says how it was quantized), as in training: merging would
-    re-quantize the merged weights."""
+    from its quantized base, as in training: merging would re-quantize the merged weights."""
     model, tokenizer = load_checkpoint(model_dir, family)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-        if model.peft_config["default"].peft_type.value in MERGEABLE and not quantization:
+        quantized = getattr(model.get_base_model(), "is_quantized", False)
+        if model.peft_config["default"].peft_type.value in MERGEABLE and not quantized:
             model = model.merge_and_unload()
     model.eval()
     return model, tokenizer
@@ -174,9 +172,7 @@ def infer(
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    model, tokenizer = load_for_inference(
-        model_dir, adapter_dir, settings["family"], settings["quantization"]
-    )
+    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings["family"])
     checkpoint_dir = Path(adapter_dir or model_dir)
     agreement = probe_agreement(model, checkpoint_dir)
     if agreement is not None and agreement < MIN_PROBE_AGREEMENT:
