@@ -2,6 +2,7 @@
 correct program still passes."""
 
 import os
+import tempfile
 
 import psutil
 import pytest
@@ -70,5 +71,5 @@ def test_every_hostile_program_is_contained_and_leaves_nothing_behind(outside, t
     assert list(outside.iterdir()) == []
     assert sandbox_processes() == []
     assert psutil.Process().is_running()  # the parent survived "kills its parent"
-    leftovers = [p for p in os.listdir(os.environ.get("TMPDIR", "/tmp")) if p.startswith("peftcode-sandbox-")]
+    leftovers = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("peftcode-sandbox-")]
     assert leftovers == []
