@@ -160,8 +160,11 @@ class Study:
     def trained_cells(self) -> list[Cell]:
         """The fine-tune jobs: one per trained cell, and one per union for joint training."""
         return sorted(
-            {Cell(c.model, c.method, self.train_dataset(c.method, c.dataset)) for c in self.cells}
-            - {c for c in self.cells if not self.is_trained(c.method)}
+            {
+                Cell(c.model, c.method, self.train_dataset(c.method, c.dataset))
+                for c in self.cells
+                if self.is_trained(c.method)
+            }
         )
 
     @property

@@ -114,6 +114,10 @@ def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path) -
     path.write_text(json.dumps({"example": example, "pad_id": pad_id, "top1": top1}))
 
 
+def trainable_copy(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
 def load_resume_state(resume_dir: Path | None, settings: dict) -> dict | None:
     """The state a killed run of the same settings saved, if any."""
     path = resume_dir / RESUME_FILE if resume_dir else None
@@ -218,18 +222,17 @@ def finetune(
             row["val_loss"] = validation_loss(model, validation, batch_size, pad_id, family)
             if row["val_loss"] < best_loss:
                 best_loss, best_step = row["val_loss"], step
-                best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                best_state = trainable_copy(model)
             progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
         log.append(row)
         if resume_dir and row["val_loss"] is not None and step < total_steps:
-            trainable_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
             save_resume_state(
                 resume_dir,
                 {
                     "settings": settings,
                     "step": step,
                     "order": order,
-                    "trainable": trainable_state,
+                    "trainable": trainable_copy(model),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "shuffler": shuffler.get_state(),

@@ -94,8 +94,8 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
 
 
 def job_device() -> torch.device:
-    """Where a fine-tune or inference job computes: its GPU when it has one (SLURM and Snakemake give each
-    GPU job its own), else the CPU."""
+    """Where a fine-tune or inference job computes: the GPU torch sees first when there is one, else the
+    CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
