@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from peftcode.config import Cell, ConfigError, Study, validate_config
@@ -57,6 +59,8 @@ def test_method_defaults_are_the_papers(tiny_config):
         ),
         (lambda c: c["generation"].update(num_beams=0), "generation.num_beams: 0 is less than the minimum"),
         (lambda c: c["models"]["tiny-llama"].pop("tokenizer"), "models.tiny-llama: a built model needs"),
+        (lambda c: c.update(resources={"gpu": -1}), "resources.gpu: -1 is less than the minimum"),
+        (lambda c: c.update(resources={"gpu_model": "'a100'"}), "resources.gpu_model: \"'a100'\" does not"),
     ],
 )
 def test_bad_config_stops_with_one_line_naming_the_key(tiny_config, edit, message):
@@ -178,3 +182,18 @@ def test_bad_unions_are_named(tiny_config, union, method, message):
     tiny_config["study"] = [{"models": ["tiny-llama"], "methods": [method], "datasets": ["joint"]}]
     with pytest.raises(ConfigError, match=message):
         Study(validate_config(tiny_config, SCHEMA))
+
+
+def test_model_jobs_ask_for_the_configured_gpus_and_memory_for_where_they_compute(tiny_config):
+    cpu = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
+    assert cpu.gpu_request() == {"gpu": 0}
+    tiny_config["resources"] = {"gpu": 2, "gpu_model": "a100"}
+    gpu = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
+    assert gpu.gpu_request() == {"gpu": 2, "gpu_model": "a100"}
+    # On the CPU a fine-tune holds gradients and optimizer state in host memory; with a GPU it does not.
+    assert cpu.job_memory_mb("tiny-llama", "finetune") > gpu.job_memory_mb("tiny-llama", "finetune")
+    tiny_config["models"]["tiny-llama"]["size_b"] = 7.0
+    big = Study(validate_config(tiny_config, SCHEMA))
+    for job in ("finetune", "infer"):
+        assert big.job_memory_mb("tiny-llama", job) > gpu.job_memory_mb("tiny-llama", job)
+        assert big.job_runtime_min("tiny-llama", job) > gpu.job_runtime_min("tiny-llama", job)

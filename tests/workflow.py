@@ -22,8 +22,8 @@ def write_study(config: dict, folder: Path) -> Path:
     return path
 
 
-def snakemake(configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def snakemake(configfile: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [*SNAKEMAKE, "--configfile", str(configfile), *args],
         cwd=REPO,

@@ -224,13 +224,24 @@ class Study:
         folder = Path(settings["source"]["path"])
         return [str(folder / f"{split}.{settings['format']}") for split in settings["splits"].values()]
 
+    def gpu_request(self) -> dict:
+        """The GPU resources of a fine-tune, quantize or inference job, as the SLURM plugin reads them."""
+        request = {"gpu": self.config["resources"]["gpu"]}
+        if "gpu_model" in self.config["resources"]:
+            request["gpu_model"] = self.config["resources"]["gpu_model"]
+        return request
+
     def job_memory_mb(self, model: str, job: str) -> int:
-        """Memory to request for a job on a model: fp32 weights, plus gradients and AdamW state to train."""
-        bytes_per_param = {"prepare": 8, "infer": 6, "finetune": 20}[job]
+        """Host memory to request for a job on a model. On the CPU it holds fp32 weights, plus gradients and
+        AdamW state to train; with a GPU, only the weights on their way to the device."""
+        if job != "prepare" and self.config["resources"]["gpu"] > 0:
+            bytes_per_param = 4
+        else:
+            bytes_per_param = {"prepare": 8, "quantize": 8, "infer": 6, "finetune": 20}[job]
         return int(4000 + self.config["models"][model]["size_b"] * 1000 * bytes_per_param)
 
     def job_runtime_min(self, model: str, job: str) -> int:
-        minutes_per_billion = {"infer": 60, "finetune": 240}[job]
+        minutes_per_billion = {"quantize": 5, "infer": 60, "finetune": 240}[job]
         return int(30 + self.config["models"][model]["size_b"] * minutes_per_billion)
 
     def eval_settings(self) -> dict:

@@ -16,6 +16,16 @@ def one_of(names):
     return "|".join(re.escape(name) for name in names) or r"(?!)"
 
 
+def compute_resources(job):
+    """What a job that runs a model asks of the scheduler: the config's GPUs, and memory and runtime that
+    scale with the model's size."""
+    return {
+        **study.gpu_request(),
+        "mem_mb": lambda w: study.job_memory_mb(w.model, job),
+        "runtime": lambda w: study.job_runtime_min(w.model, job),
+    }
+
+
 def data_dir(dataset):
     return f"{R}/data/{dataset}"
 

@@ -14,7 +14,6 @@ rule finetune:
         resume=lambda w: f"{R}/resume/{w.model}/{w.method}/{w.dataset}",
     threads: config["threads"]
     resources:
-        mem_mb=lambda w: study.job_memory_mb(w.model, "finetune"),
-        runtime=lambda w: study.job_runtime_min(w.model, "finetune"),
+        **compute_resources("finetune"),
     script:
         "../scripts/finetune.py"

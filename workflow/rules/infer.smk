@@ -9,7 +9,6 @@ rule infer:
         settings=lambda w: study.infer_settings(w.model, w.method, w.dataset),
     threads: config["threads"]
     resources:
-        mem_mb=lambda w: study.job_memory_mb(w.model, "infer"),
-        runtime=lambda w: study.job_runtime_min(w.model, "infer"),
+        **compute_resources("infer"),
     script:
         "../scripts/infer.py"

@@ -68,7 +68,6 @@ rule quantize_model:
         family=lambda w: study.model_settings(w.model)["family"],
         quantization=lambda w: study.quantization(w.method),
     resources:
-        mem_mb=lambda w: study.job_memory_mb(w.model, "prepare"),
-        runtime=60,
+        **compute_resources("quantize"),
     script:
         "../scripts/quantize_model.py"

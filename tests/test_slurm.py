@@ -1,0 +1,106 @@
+"""The tiny study submitted through profiles/slurm to a real single-node SLURM cluster started here.
+
+`.ci/run` installs Debian's slurm-wlm and munge; where they are missing, this module is skipped with the
+reason in the summary (pytest runs with -rs).
+"""
+
+import re
+from collections import Counter
+
+import pytest
+
+from tests.conftest import REPO, read_yaml
+from tests.slurm_cluster import SlurmCluster, missing_programs
+from tests.workflow import planned_jobs, snakemake, write_study
+
+PROFILE = REPO / "profiles" / "slurm"
+GPU_RULES = {"quantize_model", "finetune", "infer"}
+
+missing = missing_programs()
+if missing:
+    pytest.skip(
+        f"SKIPPED THE SLURM INTEGRATION TEST: {', '.join(missing)} not installed "
+        "(apt-get install slurm-wlm munge; .ci/run does)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    partition = read_yaml(PROFILE / "config.yaml")["default-resources"]["slurm_partition"]
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), partition)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(folder / "results")
+    config["threads"] = 1
+    config["resources"] = {"gpu": 1}
+    config["methods"]["icl"] = {"kind": "icl", "shots": [0]}
+    config["study"] = [
+        {"models": ["tiny-llama"], "methods": ["lora", "qlora-4bit", "icl"], "datasets": ["conala-style"]}
+    ]
+    configfile = write_study(config, folder)
+    planned = planned_jobs(configfile)
+    result = snakemake(
+        configfile,
+        "--profile", str(PROFILE),
+        # This cluster keeps no accounts: jobs are looked up in the controller's memory, and often.
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--seconds-between-status-checks", "2",
+        env={"SLURM_CONF": str(cluster.conf)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    return config, configfile, planned, result
+
+
+def submitted_jobs(cluster) -> list[dict]:
+    """Our jobs as the controller saw them, with the rule each ran (the plugin puts it in the comment)."""
+    jobs = []
+    for job in cluster.jobs():
+        match = re.fullmatch(r"rule_(\w+?)(?:_wildcards_(.*))?", job.get("Comment", "").strip())
+        if match:
+            jobs.append({**job, "rule": match.group(1), "wildcards": match.group(2)})
+    return jobs
+
+
+def test_every_job_ran_as_a_slurm_job(cluster, slurm_run):
+    _, _, planned, _ = slurm_run
+    jobs = submitted_jobs(cluster)
+    assert all(job["JobState"] == "COMPLETED" for job in jobs), [(j["rule"], j["JobState"]) for j in jobs]
+    # Every job of the plan but the target rule, which has nothing to run.
+    expected = Counter({rule: count for rule, count in planned.items() if rule != "all"})
+    assert Counter(job["rule"] for job in jobs) == expected
+
+
+def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
+    jobs = submitted_jobs(cluster)
+    for job in jobs:
+        wants_gpu = job.get("TresPerJob") == "gres:gpu:1"
+        assert wants_gpu == (job["rule"] in GPU_RULES), (job["rule"], job.get("TresPerJob"))
+    assert {job["rule"] for job in jobs} >= GPU_RULES | {"prepare_data", "evaluate", "report"}
+
+
+def test_model_jobs_ask_for_memory_and_time_by_model_size(cluster, slurm_run):
+    config, _, _, _ = slurm_run
+    from peftcode.config import Study, validate_config
+
+    study = Study(validate_config(config))
+    for job in submitted_jobs(cluster):
+        if job["rule"] in ("finetune", "infer"):
+            assert job["MinMemoryNode"] == f"{study.job_memory_mb('tiny-llama', job['rule'])}M"
+            minutes = study.job_runtime_min("tiny-llama", job["rule"])
+            assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def test_all_targets_exist_and_nothing_is_left_to_do(slurm_run):
+    config, configfile, _, _ = slurm_run
+    reports = REPO / config["results"] / "reports"
+    assert all((reports / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
+    assert planned_jobs(configfile) == {}
