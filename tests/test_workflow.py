@@ -30,8 +30,14 @@ def tiny_study(results) -> dict:
 def tiny_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     config = tiny_study(folder / "results")
+    # Model jobs ask for a GPU each, of two that CUDA_VISIBLE_DEVICES names (a CPU build of torch ignores it).
+    config["resources"] = {"gpu": 1}
     configfile = write_study(config, folder)
-    result = snakemake(configfile, "--cores", "2", "--set-threads", "finetune=1", "infer=1")
+    result = snakemake(
+        configfile,
+        *("--cores", "2", "--set-threads", "finetune=1", "infer=1", "--resources", "gpu=2"),
+        env={"CUDA_VISIBLE_DEVICES": "0,1"},
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return folder / "results", config, configfile
 
@@ -153,6 +159,20 @@ def test_results_table_and_reports(tiny_run):
     rq3 = (results / "reports" / "rq3.md").read_text()
     rows = [line for line in rq3.splitlines() if line.startswith("| tiny-llama")]
     assert sorted(line.split("|")[4].strip() for line in rows) == ["joint"] * 2 + ["per-dataset"] * 2
+
+
+def test_concurrent_model_jobs_each_computed_on_their_own_gpu(tiny_run):
+    results, _, _ = tiny_run
+    records = [json.loads(path.read_text()) for path in results.rglob("*memory.json")]
+    assert len(records) >= 10 and all(r["cuda_visible_devices"] in ("0", "1") for r in records)
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(records)
+        for b in records[i + 1 :]
+        if a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+    ]
+    assert overlapping, "the run never had two model jobs at once"
+    assert all(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in overlapping)
 
 
 def test_a_finished_study_has_nothing_left_to_do(tiny_run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -39,6 +40,7 @@ class JobMeter:
 
     def __init__(self):
         self.started = time.perf_counter()
+        self.started_at = time.time()
         self.cuda = torch.cuda.is_available()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -46,6 +48,10 @@ class JobMeter:
     def snapshot(self) -> dict:
         record = {
             "device": torch.cuda.get_device_name() if self.cuda else "cpu",
+            # The devices the job was given (see peftcode.devices); None where nothing restricted them.
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "started_at": round(self.started_at, 3),
+            "finished_at": round(time.time(), 3),
             "wall_time_s": round(time.perf_counter() - self.started, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }

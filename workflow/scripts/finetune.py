@@ -1,6 +1,11 @@
 from pathlib import Path
 
-from peftcode.finetune import finetune
+from peftcode.devices import claim_gpus
+
+# Before torch initializes CUDA, which reads the devices it may use once.
+claim_gpus(snakemake.resources.gpu)  # noqa: F821
+
+from peftcode.finetune import finetune  # noqa: E402
 
 finetune(
     model_dir=snakemake.input.model,  # noqa: F821

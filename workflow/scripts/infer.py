@@ -1,6 +1,11 @@
 from pathlib import Path
 
-from peftcode.infer import infer
+from peftcode.devices import claim_gpus
+
+# Before torch initializes CUDA, which reads the devices it may use once.
+claim_gpus(snakemake.resources.gpu)  # noqa: F821
+
+from peftcode.infer import infer  # noqa: E402
 
 infer(
     model_dir=snakemake.input.model,  # noqa: F821

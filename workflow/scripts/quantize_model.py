@@ -1,4 +1,9 @@
-from peftcode.models import quantize_model
+from peftcode.devices import claim_gpus
+
+# Before torch initializes CUDA, which reads the devices it may use once.
+claim_gpus(snakemake.resources.gpu)  # noqa: F821
+
+from peftcode.models import quantize_model  # noqa: E402
 
 quantize_model(
     model_dir=snakemake.input[0],  # noqa: F821

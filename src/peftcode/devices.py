@@ -1,0 +1,88 @@
+"""Which GPUs a job computes on.
+
+Snakemake's ``--resources gpu=N`` caps how many GPU jobs run at once, but does not say which device each
+one gets: without more, every job would compute on the first GPU. A local job therefore claims devices of
+its own with an exclusive lock file per device, held until the process ends (the kernel drops the lock
+even when the job is killed), and shows CUDA only those. Under SLURM the allocation already did this.
+
+Call :func:`claim_gpus` before anything initializes CUDA: CUDA reads CUDA_VISIBLE_DEVICES once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "peftcode-gpu-locks"
+
+# Open lock files of the devices this process holds; closing one would release its device.
+_held: list = []
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES where set, else every GPU nvidia-smi lists."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [device.strip() for device in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip()]
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return listing.split()
+
+
+def _try_lock(device: str, lock_dir: Path):
+    handle = open(lock_dir / f"gpu-{device}.lock", "w")  # noqa: SIM115 (held open while the job runs)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def claim_gpus(count: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, poll_s: float = 1.0) -> list[str]:
+    """Give this process ``count`` GPUs that no other job on the machine holds, and hide the rest.
+
+    ``count`` 0 hides every GPU, so the job computes on the CPU. Waits while all devices are held (more
+    GPU jobs than GPUs), and never holds some devices while it waits for the others.
+    """
+    if count == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return []
+    if "SLURM_JOB_ID" in os.environ:
+        return visible_gpus()
+    devices = visible_gpus()
+    if len(devices) < count:
+        raise RuntimeError(
+            f"the job asks for {count} GPU(s) (config key resources.gpu) but this machine shows "
+            f"{len(devices)}: set resources.gpu to 0 to compute on the CPU"
+        )
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    announced = False
+    while True:
+        handles = {}
+        for device in devices:
+            handle = _try_lock(device, lock_dir)
+            if handle is not None:
+                handles[device] = handle
+                if len(handles) == count:
+                    _held.extend(handles.values())
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(handles)
+                    return list(handles)
+        for handle in handles.values():
+            handle.close()
+        if not announced:
+            announced = True
+            print(f"all of GPUs {','.join(devices)} are held by other jobs; waiting", file=sys.stderr)
+        time.sleep(poll_s)
