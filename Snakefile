@@ -1,10 +1,18 @@
 # peftcode: a PEFT study of code LLMs for Python code generation (Weyssow et al.), as a Snakemake DAG.
 # The grid comes from the config alone (see src/peftcode/config.py); rules live in workflow/rules/.
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
-from peftcode.config import Study, validate_config
+# peftcode is imported from this checkout, here and in every job (PYTHONPATH outlives conda activation), so
+# the code a job runs is the code its params' version hash covers, whatever environment runs it.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH"))))
+
+from peftcode.config import Study, validate_config  # noqa: E402
 
 min_version("9.0")
 

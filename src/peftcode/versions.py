@@ -29,15 +29,21 @@ def local_imports(module: str, package: Path = PACKAGE) -> set[str]:
     return {name.split(".")[1] for name in names if name.startswith("peftcode.")}
 
 
-@cache
-def code_version(module: str, package: Path = PACKAGE) -> str:
-    """A hash of ``module``, every peftcode module it imports (transitively) and the files they read."""
+def module_closure(module: str, package: Path = PACKAGE) -> set[str]:
+    """``module`` and every peftcode module it imports, transitively."""
     seen, pending = set(), [module]
     while pending:
         name = pending.pop()
         if name not in seen:
             seen.add(name)
             pending.extend(local_imports(name, package))
+    return seen
+
+
+@cache
+def code_version(module: str, package: Path = PACKAGE) -> str:
+    """A hash of ``module``, every peftcode module it imports (transitively) and the files they read."""
+    seen = module_closure(module, package)
     files = sorted({f"{name}.py" for name in seen} | {f for name in seen for f in READS.get(name, ())})
     digest = hashlib.sha256()
     for file in files:

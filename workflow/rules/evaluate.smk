@@ -12,6 +12,8 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -24,5 +26,7 @@ rule aggregate:
         csv=f"{R}/results.csv",
     params:
         code=code_version("aggregate"),
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/aggregate.py"

@@ -15,5 +15,7 @@ rule finetune:
     threads: config["threads"]
     resources:
         **compute_resources("finetune"),
+    conda:
+        "../../envs/models.yaml"
     script:
         "../scripts/finetune.py"

@@ -10,5 +10,7 @@ rule infer:
     threads: config["threads"]
     resources:
         **compute_resources("infer"),
+    conda:
+        "../../envs/models.yaml"
     script:
         "../scripts/infer.py"

@@ -14,6 +14,8 @@ rule prepare_data:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/prepare_data.py"
 
@@ -39,6 +41,8 @@ rule join_data:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/join_data.py"
 
@@ -52,6 +56,8 @@ rule prepare_model:
     resources:
         mem_mb=lambda w: study.job_memory_mb(w.model, "prepare"),
         runtime=60,
+    conda:
+        "../../envs/models.yaml"
     script:
         "../scripts/prepare_model.py"
 
@@ -69,5 +75,7 @@ rule quantize_model:
         quantization=lambda w: study.quantization(w.method),
     resources:
         **compute_resources("quantize"),
+    conda:
+        "../../envs/models.yaml"
     script:
         "../scripts/quantize_model.py"

@@ -23,6 +23,8 @@ rule report:
     params:
         code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/report.py"
 
@@ -36,5 +38,7 @@ rule partial_report:
         code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
         metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/partial_report.py"
