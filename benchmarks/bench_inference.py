@@ -1,6 +1,7 @@
 """Beam search (10 beams, 10 returned, at most 64 new tokens) over 64 CoNaLa-style prompts on
-SmolLM2-135M: the study's generation (batched across examples, longest first, stopping on the newest
-token) against the original loop (one `generate` call per example, a stopping criterion that decodes the
+SmolLM2-135M: the study's generation (32 prompts a batch, each prompt computed once for its beams, finished
+examples dropped from the batch, stopping on the newest token; peftcode.beam_search) against the original
+loop (one `generate` call per example, a stopping criterion that decodes the
 whole batch at every step). Prints examples per second, the ratio, and how many examples got identical
 top-10 candidates.
 

@@ -11,7 +11,7 @@ def test_default_config_is_valid_and_filled_with_paper_defaults(default_config):
     assert config["generation"] == {
         "num_beams": 10,
         "num_return_sequences": 10,
-        "batch_size": 8,
+        "batch_size": 32,
         "early_stopping": True,
     }
     assert config["evaluation"]["k"] == [1, 2, 5, 10]

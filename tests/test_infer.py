@@ -1,12 +1,21 @@
-"""Generation with soft prompts conditions every step as the training forward pass does."""
+"""Generation: soft prompts condition every step as the training forward pass does, and the study's batched
+beam search returns the candidates of transformers' own beam search run on one example at a time."""
 
 import pytest
 import torch
 from peft import get_peft_model
+from transformers import StoppingCriteriaList
 
-from peftcode.infer import conditioned_inputs, cut_at_stop
+from peftcode.infer import (
+    StopTokens,
+    conditioned_inputs,
+    cut_at_stop,
+    generate_candidates,
+    search_settings,
+)
 from peftcode.methods import peft_config
 from peftcode.models import load_checkpoint, prepare_model
+from peftcode.prompts import prompt_ids
 from tests.conftest import REPO, read_yaml
 
 
@@ -15,6 +24,40 @@ def tiny_llama(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny") / "model"
     prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], folder)
     return folder
+
+
+@torch.no_grad()
+def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings: dict) -> list[list[str]]:
+    """The reference: one ``generate`` call per prompt, with the cell's decoding settings."""
+    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings["stop"])])
+    candidates = []
+    for prompt in prompts:
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        output = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            **search_settings(settings),
+            max_new_tokens=settings["max_new_tokens"],
+            stopping_criteria=stopping,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+        candidates.append([cut_at_stop(text, settings["stop"]) for text in texts])
+    return candidates
+
+
+def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama):
+    model, tokenizer = load_checkpoint(tiny_llama, "causal")
+    model.eval()
+    # Prompts of different lengths, left-padded in one batch; a stop string that some beams hit early.
+    prompts = [f"### Instruction:\n{'sort a list ' * n}\n### Response:\n" for n in (1, 3, 6, 2, 5)]
+    settings = {
+        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 12, "stop": "e",
+        "num_beams": 4, "num_return_sequences": 3, "batch_size": 5, "early_stopping": True,
+    }  # fmt: skip
+    assert generate_candidates(model, tokenizer, prompts, settings) == generate_one_at_a_time(
+        model, tokenizer, prompts, settings
+    )
 
 
 def greedy_by_forward(model, ids: torch.Tensor, steps: int) -> list[int]:

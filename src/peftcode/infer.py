@@ -13,6 +13,7 @@ from peft import PeftModel, PeftType
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from peftcode.beam_search import beam_search
 from peftcode.data import read_split
 from peftcode.finetune import PROBE_FILE, probe_predictions
 from peftcode.memory import JobMeter, weight_footprint_mb
@@ -39,6 +40,12 @@ class StopTokens(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+
+
+def eos_ids(model) -> list[int]:
+    """The token ids that end a hypothesis, as ``generate`` reads them from the model's generation config."""
+    eos = model.generation_config.eos_token_id
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
 def cut_at_stop(text: str, stop: str | None) -> str:
@@ -132,7 +139,9 @@ def generate_candidates(
     tokenizer.padding_side = "left"
     search = search_settings(settings, sampling)
     returns = search["num_return_sequences"]
-    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings["stop"])] if settings["stop"] else [])
+    stop_criteria = [StopTokens(tokenizer, settings["stop"])] if settings["stop"] else []
+    stopping = StoppingCriteriaList(stop_criteria)
+    stop_ids = stop_criteria[0].stop_ids if stop_criteria else torch.tensor([], dtype=torch.long)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     candidates: list[list[str]] = [[] for _ in prompts]
     batch_size = settings["batch_size"]
@@ -141,16 +150,29 @@ def generate_candidates(
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
         # generate() repeats each row once per beam, or once per returned sample.
         generator, inputs = conditioned_inputs(model, batch, family, max(search["num_beams"], returns))
-        output = generator.generate(
-            **inputs,
-            **search,
-            max_new_tokens=settings["max_new_tokens"],
-            stopping_criteria=stopping,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        # Encoder-decoder models and generation from embeddings return the new tokens only.
-        returns_prompt = family == "causal" and "input_ids" in inputs
-        new_tokens = output[:, batch["input_ids"].shape[1] :] if returns_prompt else output
+        if sampling is None and family == "causal" and set(inputs) == {"input_ids", "attention_mask"}:
+            hypotheses = beam_search(
+                generator,
+                **inputs,
+                num_beams=search["num_beams"],
+                num_return_sequences=returns,
+                max_new_tokens=settings["max_new_tokens"],
+                eos_ids=eos_ids(generator),
+                stop_ids=stop_ids,
+                early_stopping=search["early_stopping"],
+            )
+            new_tokens = [tokens for row in hypotheses for tokens in row]
+        else:
+            output = generator.generate(
+                **inputs,
+                **search,
+                max_new_tokens=settings["max_new_tokens"],
+                stopping_criteria=stopping,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            # Encoder-decoder models and generation from embeddings return the new tokens only.
+            returns_prompt = family == "causal" and "input_ids" in inputs
+            new_tokens = output[:, batch["input_ids"].shape[1] :] if returns_prompt else output
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for offset, row in enumerate(rows):
             candidates[row] = [
