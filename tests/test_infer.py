@@ -60,6 +60,21 @@ def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama):
     )
 
 
+def test_sampled_draws_of_a_prompt_do_not_depend_on_the_batch(tiny_llama):
+    model, tokenizer = load_checkpoint(tiny_llama, "causal")
+    model.eval()
+    prompts = [f"### Instruction:\n{'add two numbers ' * n}\n### Response:\n" for n in (2, 5, 1, 3)]
+    settings = {
+        "family": "causal", "shots": 0, "seed": 7, "max_input_length": 64, "max_new_tokens": 8, "stop": None,
+        "num_beams": 1, "num_return_sequences": 1, "batch_size": 4, "early_stopping": True,
+    }  # fmt: skip
+    sampling = {"samples": 3, "temperature": 0.8, "top_p": 0.95}
+    draws = generate_candidates(model, tokenizer, prompts, settings, sampling)
+    assert draws == generate_candidates(model, tokenizer, prompts, {**settings, "batch_size": 1}, sampling)
+    assert draws[:2] == generate_candidates(model, tokenizer, prompts[:2], settings, sampling)
+    assert len({tuple(d) for d in draws}) == len(prompts)
+
+
 def greedy_by_forward(model, ids: torch.Tensor, steps: int) -> list[int]:
     """Greedy decoding through the training forward pass, recomputing everything each step."""
     current = ids

@@ -162,6 +162,19 @@ def quantized(smollm2, tmp_path_factory):
     return {bits: folder / f"{bits}bit" for bits in records}, records
 
 
+def test_8bit_candidates_are_those_of_generate_one_example_at_a_time(quantized, conala):
+    """LLM.int8 picks outlier columns over the whole batch, so 8-bit models generate one prompt at a time."""
+    folders, _ = quantized
+    model, tokenizer = load_checkpoint(folders[8], "causal")
+    model.eval()
+    intents = pd.read_parquet(conala / "test.parquet")["intent"][:3]
+    prompts = [f"### Instruction:\n{i}\n### Response:\n" for i in intents]
+    settings = {**GENERATION, "num_beams": 4, "num_return_sequences": 4, "max_new_tokens": 12}
+    assert generate_candidates(model, tokenizer, prompts, settings) == generate_one_at_a_time(
+        model, tokenizer, prompts, settings
+    )
+
+
 def test_quantized_weights_are_smaller_than_fp32(smollm2, quantized):
     model_dir, _ = smollm2
     folders, records = quantized

@@ -124,6 +124,18 @@ def search_settings(settings: dict, sampling: dict | None = None) -> dict:
     }
 
 
+def generation_batch_size(model, settings: dict, sampling: dict | None) -> int:
+    """Prompts per batch: one where a prompt's candidates would otherwise depend on the prompts batched with
+    it. Sampled draws share one random stream across a batch, and bitsandbytes' 8-bit matrix product
+    (LLM.int8) picks its outlier columns over the whole batch."""
+    quantization = getattr(model.config, "quantization_config", None) or {}
+    if not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    if sampling is not None or quantization.get("load_in_8bit"):
+        return 1
+    return settings["batch_size"]
+
+
 @torch.no_grad()
 def generate_candidates(
     model, tokenizer, prompts: list[str], settings: dict, sampling: dict | None = None
@@ -144,9 +156,12 @@ def generate_candidates(
     stop_ids = stop_criteria[0].stop_ids if stop_criteria else torch.tensor([], dtype=torch.long)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     candidates: list[list[str]] = [[] for _ in prompts]
-    batch_size = settings["batch_size"]
+    batch_size = generation_batch_size(model, settings, sampling)
     for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
         rows = order[start : start + batch_size]
+        if sampling is not None:
+            # Each prompt's draws come from a seed of its own, whatever was drawn before it.
+            torch.manual_seed(settings["seed"] + rows[0])
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
         # generate() repeats each row once per beam, or once per returned sample.
         generator, inputs = conditioned_inputs(model, batch, family, max(search["num_beams"], returns))
@@ -227,7 +242,6 @@ def infer(
     sampling = settings["sampling"]
     if sampling:
         # Draws for pass@k, on problems that carry tests.
-        torch.manual_seed(settings["seed"])
         generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling)
         generations["tests"] = test["tests"]
         generations["difficulty"] = test["difficulty"]
