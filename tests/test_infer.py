@@ -55,9 +55,16 @@ def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama):
         "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 12, "stop": "e",
         "num_beams": 4, "num_return_sequences": 3, "batch_size": 5, "early_stopping": True,
     }  # fmt: skip
-    assert generate_candidates(model, tokenizer, prompts, settings) == generate_one_at_a_time(
-        model, tokenizer, prompts, settings
-    )
+    expected = generate_one_at_a_time(model, tokenizer, prompts, settings)
+    assert generate_candidates(model, tokenizer, prompts, settings) == expected
+    # A length penalty from the model's generation config is followed; a suppressed token, which reshapes
+    # the scores, sends the model to generate itself.
+    top_token = tokenizer(expected[0][0], add_special_tokens=False)["input_ids"][0]
+    for name, value in (("length_penalty", 0.5), ("suppress_tokens", [top_token])):
+        setattr(model.generation_config, name, value)
+        reference = generate_one_at_a_time(model, tokenizer, prompts, settings)
+        assert reference != expected and generate_candidates(model, tokenizer, prompts, settings) == reference
+        expected = reference
 
 
 def test_sampled_draws_of_a_prompt_do_not_depend_on_the_batch(tiny_llama):

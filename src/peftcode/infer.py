@@ -42,6 +42,34 @@ class StopTokens(StoppingCriteria):
         return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
 
 
+# Generation-config settings with which `generate` reshapes the scores at every step, and their values that
+# leave them as they are; beam_search does no such reshaping, so a model that sets one goes to `generate`.
+SCORE_SHAPING = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "bad_words_ids": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+}
+
+
+def reshapes_scores(generation_config) -> bool:
+    return any(
+        getattr(generation_config, name, None) not in (None, neutral)
+        for name, neutral in SCORE_SHAPING.items()
+    )
+
+
 def eos_ids(model) -> list[int]:
     """The token ids that end a hypothesis, as ``generate`` reads them from the model's generation config."""
     eos = model.generation_config.eos_token_id
@@ -165,7 +193,8 @@ def generate_candidates(
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
         # generate() repeats each row once per beam, or once per returned sample.
         generator, inputs = conditioned_inputs(model, batch, family, max(search["num_beams"], returns))
-        if sampling is None and family == "causal" and set(inputs) == {"input_ids", "attention_mask"}:
+        plain_prompts = family == "causal" and set(inputs) == {"input_ids", "attention_mask"}
+        if sampling is None and plain_prompts and not reshapes_scores(generator.generation_config):
             hypotheses = beam_search(
                 generator,
                 **inputs,
@@ -174,6 +203,7 @@ def generate_candidates(
                 max_new_tokens=settings["max_new_tokens"],
                 eos_ids=eos_ids(generator),
                 stop_ids=stop_ids,
+                length_penalty=generator.generation_config.length_penalty or 1.0,
                 early_stopping=search["early_stopping"],
             )
             new_tokens = [tokens for row in hypotheses for tokens in row]
