@@ -86,9 +86,10 @@ def beam_search(
         hits = torch.isin(tokens, ends) | (length + 1 >= max_length)
 
         # The best num_beams candidates that did not finish go on.
-        going_on = torch.topk(top_scores + hits.float() * MASKED, k=num_beams).indices
+        open_scores = top_scores + hits.float() * MASKED
+        going_on = torch.topk(open_scores, k=num_beams).indices
         running = _gather(candidates, going_on)
-        running_scores = _gather(top_scores + hits.float() * MASKED, going_on)
+        running_scores = _gather(open_scores, going_on)
 
         # Finished candidates among the top num_beams join the finished hypotheses if they beat one.
         just_finished = hits & is_top_beam
