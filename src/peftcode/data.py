@@ -1,7 +1,7 @@
 """Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
 
 Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero
-when the code is wrong, see :func:`peftcode.sandbox.program_with_tests`; empty for a dataset without
+when the code is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a dataset without
 tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from peftcode.sandbox import io_tests
+from peftcode.programs import io_tests
 
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("id", "intent", "code", "tests", "difficulty", "split")

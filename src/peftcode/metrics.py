@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from codebleu import calc_codebleu
 
-from peftcode.sandbox import Limits, program_with_tests, run_programs
+from peftcode.programs import program_with_tests
+from peftcode.sandbox import Limits, require_isolation, run_programs
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
 
 
@@ -74,6 +75,10 @@ def codebleu(references: Sequence[str], predictions: Sequence[str], quiet: bool 
     }
 
 
+SANDBOX_KERNEL = "kernel isolation"
+SANDBOX_UNSAFE = "UNSAFE: without kernel isolation"
+
+
 def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -> dict:
     """pass@k over each problem's samples, each run with the problem's tests in the sandbox, with 95%
     bootstrap intervals over problems; ``passes`` keeps each problem's count of passing samples."""
@@ -83,10 +88,19 @@ def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -
         for row, tests in zip(samples, generations["tests"], strict=True)
         for sample in row
     ]
-    outcomes = iter(run_programs(programs, workers, Limits(**settings["execution"])))
+    execution = settings["execution"]
+    isolated = not execution["unsafe_without_isolation"]
+    if isolated:
+        require_isolation()
+    limits = Limits(timeout_s=execution["timeout_s"], memory_mb=execution["memory_mb"])
+    outcomes = iter(run_programs(programs, workers, limits, isolated))
     passes = [sum(next(outcomes).passed for _ in row) for row in samples]
     drawn = min(len(row) for row in samples)
-    metrics = {"pass_samples": drawn, "passes": passes}
+    metrics = {
+        "pass_samples": drawn,
+        "passes": passes,
+        "sandbox": SANDBOX_KERNEL if isolated else SANDBOX_UNSAFE,
+    }
     levels = list(generations["difficulty"]) if "difficulty" in generations.columns else [""] * len(samples)
     for k in (k for k in settings["pass_k"] if k <= drawn):
         per_problem = [pass_at_k(len(row), correct, k) for row, correct in zip(samples, passes, strict=True)]

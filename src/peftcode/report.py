@@ -431,6 +431,21 @@ QUESTIONS = {
 }
 
 
+def unsafe_execution_warning(table: pd.DataFrame) -> list[str]:
+    """Cells whose pass@k ran model-written programs without kernel isolation, which the config allowed."""
+    if "sandbox" not in table.columns:
+        return []
+    unsafe = table[table["sandbox"].fillna("").str.startswith("UNSAFE")]
+    if unsafe.empty:
+        return []
+    cells = ", ".join(f"{r['model']} / {r['method']} / {r['dataset']}" for _, r in unsafe.iterrows())
+    return [
+        f"**UNSAFE: the pass@k of {len(unsafe)} cells ran model-written programs without kernel isolation "
+        f"(evaluation.execution.unsafe_without_isolation): {cells}.**",
+        "",
+    ]
+
+
 def missing_cells(table: pd.DataFrame, expected: list[dict] | None) -> list[str]:
     if not expected:
         return []
@@ -458,6 +473,7 @@ def write_reports(table: pd.DataFrame | str | Path, out_dir: str | Path, expecte
             *[f"- {cell}" for cell in missing],
             "",
         ]
+    preface += unsafe_execution_warning(table)
     figure1(table, out_dir / "figure1_memory.png")
     for name, (title, build) in QUESTIONS.items():
         figure = out_dir / f"{name}.png"

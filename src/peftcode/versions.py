@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 # Files a module reads at run time rather than importing.
-READS = {"sandbox": ("sandbox_guard.py",), "report": ("paper_claims.yaml",)}
+READS = {"sandbox": ("sandbox_guard.py", "sandbox_stage.py"), "report": ("paper_claims.yaml",)}
 
 
 def local_imports(module: str, package: Path = PACKAGE) -> set[str]:
