@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from peftcode.config import Study, validate_config
-from peftcode.models import QuantizationError, load_checkpoint, quantization_problem, quantize_model
+from peftcode.models import (
+    QuantizationError,
+    load_checkpoint,
+    quantization_problem,
+    quantize_model,
+    write_manifest,
+)
 from tests.conftest import SCHEMA
 
 QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
@@ -58,6 +64,7 @@ def gptq_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(
         json.dumps({"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}})
     )
+    write_manifest(tmp_path, {"weights": "local", "trust_remote_code": False, "hub": None})
     return tmp_path
 
 

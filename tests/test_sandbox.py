@@ -192,6 +192,24 @@ def native_attacks(outside: Path, secret: Path, victim: int, ports: dict) -> dic
             "        handle.write(bytes(15 * 2**20))"
         ),
         "map eight gigabytes": "page = mmap.mmap(-1, 8 * 2**30)\npage[::4096] = bytes(len(page) // 4096)",
+        # memory the address-space limit does not count, and per-user kernel objects
+        "System V shared memory": "assert libc.shmget(0, ctypes.c_size_t(128 << 20), 0o1600) >= 0",
+        "System V semaphores": "assert libc.semget(0, 32000, 0o1600) >= 0",
+        "a POSIX message queue": "assert libc.mq_open(b'/queue', os.O_CREAT | os.O_RDWR, 0o600, None) >= 0",
+        "a memory file": "assert libc.memfd_create(b'hoard', 0) >= 0",
+        "an inotify instance": "assert libc.inotify_init() >= 0",
+        "fill its folder with entries": (
+            "for index in range(10000):\n    open(f'entry{index}', 'w').close()"
+        ),
+        # what it may read, it may not lock
+        "lock a file the evaluator runs": (
+            "fd = os.open(os.path.realpath(sys.executable), os.O_RDONLY)\nassert libc.flock(fd, 2 | 4) == 0"
+        ),
+        "lease a file the evaluator runs": (
+            "fd = os.open(os.path.realpath(sys.executable), os.O_RDONLY)\nassert libc.fcntl(fd, 1024, 0) == 0"
+        ),
+        # a crash must start nothing on the host
+        "turn core dumps back on": "assert libc.prctl(4, 1, 0, 0, 0) == 0",
     }
     return {name: NATIVE + code for name, code in attacks.items()}
 

@@ -68,6 +68,9 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "batch_size": 4,
         "weight_decay": 0.0,
         "warmup_ratio": 0.0,
+        "optimizer": "adamw",
+        "grad_accum_steps": 1,
+        "precision": "auto",
         "evals_per_epoch": 1,
         "eval_batch_size": 4,
         "seed": 42,
@@ -94,6 +97,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "batch_size": 4,
         "early_stopping": True,
         "quantization": None,
+        "precision": "auto",
         "retriever": None,
         "sampling": None,
     }

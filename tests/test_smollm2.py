@@ -31,6 +31,7 @@ GENERATION = {
     "batch_size": 8,
     "early_stopping": True,
     "quantization": None,
+    "precision": "auto",
     "retriever": None,
     "sampling": None,
 }
@@ -46,6 +47,9 @@ LORA = {
     "batch_size": 8,
     "weight_decay": 0.0,
     "warmup_ratio": 0.0,
+    "optimizer": "adamw",
+    "grad_accum_steps": 1,
+    "precision": "auto",
     "evals_per_epoch": 2,
     "eval_batch_size": 8,
     "seed": 42,

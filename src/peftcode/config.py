@@ -46,7 +46,12 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     for name, model in config["models"].items():
         if "build" in model["source"] and "tokenizer" not in model:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
+        if "revision" in model["source"] and "hub" not in model["source"]:
+            raise ConfigError(f"config error at models.{name}.source: a revision pins a hub model only")
     for name, dataset in config["datasets"].items():
+        hub_only = sorted({"revision", "data_files"} & set(dataset.get("source", {})))
+        if hub_only and "hub" not in dataset["source"]:
+            raise ConfigError(f"config error at datasets.{name}.source: {hub_only[0]} is for a hub dataset")
         if "sampling" in dataset and "tests" not in dataset.get("fields", {}):
             raise ConfigError(f"config error at datasets.{name}.sampling: pass@k needs a 'tests' field")
         for member in dataset.get("union", []):
@@ -148,6 +153,13 @@ class Study:
     def quantization(self, variant: str) -> dict | None:
         return quantization_settings(self._variants[variant])
 
+    def precision(self, model: str, variant: str) -> str:
+        """A cell's precision setting: the method's own, else the model's, else the study's (``auto`` is
+        resolved by the job, on its device)."""
+        return self._variants[variant].get(
+            "precision", self.config["models"][model].get("precision", self.config["precision"])
+        )
+
     def train_dataset(self, variant: str, dataset: str) -> str:
         """The dataset a cell's model was trained on: a union for joint training, else its own."""
         return self._variants[variant].get("train_dataset", dataset)
@@ -191,6 +203,7 @@ class Study:
         return {
             **self.config["training"],
             **self._variants[method],
+            "precision": self.precision(model, method),
             "quantization": self.quantization(method),
             "family": model_config["family"],
             "target_modules": model_config.get("target_modules", {}),
@@ -205,6 +218,7 @@ class Study:
             "method": variant["method"],
             "kind": variant["kind"],
             "quantization": self.quantization(method),
+            "precision": self.precision(model, method),
             "shots": variant.get("shots", 0),
             "seed": variant.get("seed", self.config["training"]["seed"]),
             "retriever": variant.get("retriever"),

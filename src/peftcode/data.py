@@ -16,6 +16,7 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+from huggingface_hub import HfApi
 
 from peftcode.programs import io_tests
 
@@ -29,13 +30,36 @@ class DataError(ValueError):
 
 def _load_split(source: dict, file_format: str, split: str) -> tuple[datasets.Dataset, str]:
     """Load one split of the source; returns the rows and a name for error messages."""
+    if "hub" in source and "data_files" in source:
+        return _load_hub_data_files(source, split), f"{source['hub']}[{split}]"
     if "hub" in source:
-        return datasets.load_dataset(source["hub"], split=split), f"{source['hub']}[{split}]"
+        rows = datasets.load_dataset(source["hub"], revision=source.get("revision"), split=split)
+        return rows, f"{source['hub']}[{split}]"
     path = Path(source["path"]) / f"{split}.{file_format}"
     if not path.is_file():
         raise DataError(f"{path}: no such file for split '{split}'")
     builder = "parquet" if file_format == "parquet" else "json"
     return datasets.load_dataset(builder, data_files=str(path), split="train"), str(path)
+
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _load_hub_data_files(source: dict, split: str) -> datasets.Dataset:
+    """A hub repository's data files, read by their format's builder from ``hf://`` paths at the pinned
+    commit. ``datasets`` refuses a repository that ships a loading script (APPS, docprompting-conala) even
+    when it is given data files; reading the files themselves never runs the script."""
+    files = source["data_files"]
+    files = files if isinstance(files, dict) else {"train": files}
+    base = f"hf://datasets/{source['hub']}@{source['revision']}/"
+    located = {
+        name: [base + path for path in ([paths] if isinstance(paths, str) else paths)]
+        for name, paths in files.items()
+    }
+    suffixes = {Path(path).suffix for paths in located.values() for path in paths}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in BUILDERS:
+        raise DataError(f"{source['hub']}: data_files must share one format of {', '.join(BUILDERS)}")
+    return datasets.load_dataset(BUILDERS[suffixes.pop()], data_files=located, split=split)
 
 
 def _as_columns(spec) -> list[str]:
@@ -167,9 +191,14 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
     """Write ``{train,validation,test}.parquet`` and ``stats.json`` under ``out_dir``; returns the stats."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    source = dict(settings["source"])
     stats = {"source": settings["source"], "splits": {}}
+    if "hub" in source:
+        # Every split from one commit, recorded.
+        source["revision"] = HfApi().dataset_info(source["hub"], revision=source.get("revision")).sha
+        stats["commit"] = source["revision"]
     for split in SPLITS:
-        rows, origin = _load_split(settings["source"], settings["format"], settings["splits"][split])
+        rows, origin = _load_split(source, settings["format"], settings["splits"][split])
         frame, dropped, filtered = normalise_rows(rows, settings, split, origin)
         limit = settings.get("limit", {}).get(split)
         if limit is not None:

@@ -1,8 +1,10 @@
 """The fine-tuning recipe: one cell's model, method and training split -> the checkpoint of the lowest
 validation loss, a per-step training log and the job's memory record.
 
-A plain loop: AdamW with a linear schedule, batches padded to their own longest example, the validation
-loss measured ``evals_per_epoch`` times per epoch, and the best trainable weights kept.
+A plain loop, with the study's recipe as its defaults: Adafactor (or AdamW) with a linear schedule after a
+warmup, batches padded to their own longest example and accumulated over ``grad_accum_steps``, frozen
+weights in the precision's dtype and the forward under its autocast (fp16 with a gradient scaler), the
+validation loss measured ``evals_per_epoch`` times per epoch, and the best trainable weights kept.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import math
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 from peftcode.data import read_split
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts, prepare_for_training
-from peftcode.models import load_checkpoint
+from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
+from peftcode.placement import job_device
+from peftcode.precision import Precision
+from peftcode.precision import resolve as resolve_precision
 from peftcode.prompts import IGNORE_INDEX, encode_example
 
 PROBE_FILE = "validation_probe.json"
@@ -73,44 +80,68 @@ def target_loss(model, batch: dict[str, torch.Tensor], family: str) -> torch.Ten
     predicts_target = labels[:, 1:] != IGNORE_INDEX  # the hidden state at i predicts the token at i + 1
 
     def keep_target_positions(_head, args):
-        hidden = args[0]
+        hidden = args[0]  # on the last GPU of a model spread over several
         offset = hidden.shape[1] - labels.shape[1]  # prompt tuning puts its virtual tokens first
-        return (hidden[:, offset : hidden.shape[1] - 1][predicts_target],)
+        return (hidden[:, offset : hidden.shape[1] - 1][predicts_target.to(hidden.device)],)
 
     hook = model.get_output_embeddings().register_forward_pre_hook(keep_target_positions)
     try:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     finally:
         hook.remove()
-    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts_target])
+    targets = labels[:, 1:][predicts_target].to(logits.device)
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
+def make_optimizer(settings: dict, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The study's optimizer: transformers' Adafactor as its Trainer sets it up for ``optim="adafactor"``
+    (the given learning rate, no parameter scaling, no relative step), or AdamW."""
+    if settings["optimizer"] == "adafactor":
+        return Adafactor(
+            parameters,
+            lr=settings["lr"],
+            weight_decay=settings["weight_decay"],
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+        )
+    return torch.optim.AdamW(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 @torch.no_grad()
-def validation_loss(model, examples: list[dict], batch_size: int, pad_id: int, family: str) -> float:
+def validation_loss(
+    model, examples: list[dict], batch_size: int, pad_id: int, family: str, precision: Precision
+) -> float:
     """Mean loss per target token over the whole validation split."""
     model.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, model.device)
-        count = int((batch["labels"] != IGNORE_INDEX).sum())
-        total += target_loss(model, batch, family).item() * count
+        count = target_tokens(batch)
+        with precision.autocast():
+            total += target_loss(model, batch, family).item() * count
         tokens += count
     model.train()
     return total / tokens
 
 
 @torch.no_grad()
-def probe_predictions(model, example: dict[str, list[int]], pad_id: int) -> list[int]:
+def probe_predictions(model, example: dict[str, list[int]], pad_id: int, precision: Precision) -> list[int]:
     """The model's top-1 token at every position of one validation example, under teacher forcing."""
     model.eval()
-    logits = model(**collate([example], pad_id, model.device)).logits
+    with precision.autocast():
+        logits = model(**collate([example], pad_id, model.device)).logits
     return logits[0].argmax(-1).tolist()
 
 
-def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path) -> None:
+def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path, precision: Precision) -> None:
     """Record what the kept checkpoint predicts on a fixed validation example, so that inference can check
     it loaded the same model (adapter, quantization and all)."""
-    top1 = probe_predictions(model, example, pad_id)
+    top1 = probe_predictions(model, example, pad_id, precision)
     path.write_text(json.dumps({"example": example, "pad_id": pad_id, "top1": top1}))
 
 
@@ -144,8 +175,11 @@ def finetune(
     settings: dict,
     threads: int | None = None,
     resume_dir: str | Path | None = None,
+    gpus: int = 1,
+    gpu_memory_gb: float | None = None,
 ) -> dict:
-    """Fine-tune one cell; returns its memory and cost record.
+    """Fine-tune one cell on the job's device (or spread over its ``gpus``); returns its memory and cost
+    record.
 
     With ``resume_dir`` (outside the job's outputs, which Snakemake deletes before a rerun), the run saves
     its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
@@ -155,7 +189,11 @@ def finetune(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings["seed"])
-    model, tokenizer = load_checkpoint(model_dir, settings["family"])
+    precision = resolve_precision(settings["precision"], job_device())
+    # A full fine-tune keeps float32 master weights and computes in the precision (mixed precision); the
+    # other methods' frozen weights are loaded in it.
+    weights_dtype = torch.float32 if settings["kind"] == "full-ft" else precision.dtype
+    model, tokenizer = load_checkpoint(model_dir, settings["family"], weights_dtype, gpus, gpu_memory_gb)
     model = prepare_for_training(model, settings, str(model_dir))
     model.train()
     pad_id, family = tokenizer.pad_token_id, settings["family"]
@@ -163,21 +201,24 @@ def finetune(
     validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
 
     batch_size = settings["batch_size"]
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    examples_per_step = batch_size * settings["grad_accum_steps"]
+    steps_per_epoch = math.ceil(len(train) / examples_per_step)
     total_steps = math.ceil(steps_per_epoch * settings["epochs"])
     eval_every = max(1, steps_per_epoch // settings["evals_per_epoch"])
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    optimizer = make_optimizer(settings, trainable)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(settings["warmup_ratio"] * total_steps), total_steps
     )
+    scaler = precision.grad_scaler()
     shuffler = torch.Generator().manual_seed(settings["seed"])
+    evaluate = partial(validation_loss, model, validation, batch_size, pad_id, family, precision)
 
     resume_dir = Path(resume_dir) if resume_dir else None
     resumed = load_resume_state(resume_dir, settings)
     if resumed is None:
         first_step, order, earlier_time = 1, None, 0.0
-        best_loss = validation_loss(model, validation, batch_size, pad_id, family)
+        best_loss = evaluate()
         best_step, best_state = 0, None
         log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
         tokens = 0
@@ -188,6 +229,8 @@ def finetune(
                     parameter.copy_(resumed["trainable"][name])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(resumed["scaler"])
         shuffler.set_state(resumed["shuffler"])
         torch.set_rng_state(resumed["torch_rng"])
         first_step, order, earlier_time = resumed["step"] + 1, resumed["order"], resumed["train_time"]
@@ -199,27 +242,38 @@ def finetune(
         position = (step - 1) % steps_per_epoch
         if position == 0:
             order = torch.randperm(len(train), generator=shuffler).tolist()
-        batch = collate(
-            [train[i] for i in order[position * batch_size : (position + 1) * batch_size]],
-            pad_id,
-            model.device,
-        )
-        loss = target_loss(model, batch, family)
-        loss.backward()
-        optimizer.step()
+        chosen = order[position * examples_per_step : (position + 1) * examples_per_step]
+        batches = [
+            collate([train[i] for i in chosen[start : start + batch_size]], pad_id, model.device)
+            for start in range(0, len(chosen), batch_size)
+        ]
+        # Each batch's mean loss weighted by its share of the step's target tokens: the accumulated
+        # gradient is that of the mean over all of them, as if the step were one batch.
+        step_tokens = sum(target_tokens(batch) for batch in batches)
+        step_loss = 0.0
+        for batch in batches:
+            with precision.autocast():
+                loss = target_loss(model, batch, family) * (target_tokens(batch) / step_tokens)
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
         row = {
             "step": step,
             "epoch": round(step / steps_per_epoch, 4),
             "lr": scheduler.get_last_lr()[0],
-            "train_loss": loss.item(),
+            "train_loss": step_loss,
             "val_loss": None,
             "tokens": tokens,
         }
         if step % eval_every == 0 or step == total_steps:
-            row["val_loss"] = validation_loss(model, validation, batch_size, pad_id, family)
+            row["val_loss"] = evaluate()
             if row["val_loss"] < best_loss:
                 best_loss, best_step = row["val_loss"], step
                 best_state = trainable_copy(model)
@@ -235,6 +289,7 @@ def finetune(
                     "trainable": trainable_copy(model),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                     "shuffler": shuffler.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "best": (best_loss, best_step, best_state),
@@ -253,7 +308,9 @@ def finetune(
     model.save_pretrained(out_dir)
     if settings["kind"] == "full-ft":
         tokenizer.save_pretrained(out_dir)
-    write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE)
+    if settings["kind"] == "full-ft":
+        write_manifest(out_dir, {**read_manifest(model_dir), "weights": "local"})
+    write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE, precision)
     train_time = earlier_time + time.perf_counter() - loop_started
     pd.DataFrame(log).to_csv(log_path, index=False)
     record = meter.write(
@@ -261,6 +318,12 @@ def finetune(
         job="finetune",
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
+        precision=precision.name,
+        optimizer=settings["optimizer"],
+        batch_size=batch_size,
+        grad_accum_steps=settings["grad_accum_steps"],
+        devices=sorted({str(p.device) for p in model.parameters()}),
+        model_commit=model_commit(model_dir),
         quantization_bits=(settings["quantization"] or {}).get("bits"),
         gradient_checkpointing=settings["gradient_checkpointing"],
         steps=total_steps,

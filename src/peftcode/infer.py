@@ -3,6 +3,7 @@ of every test example, batched across examples."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,10 @@ from peftcode.data import read_split
 from peftcode.finetune import PROBE_FILE, probe_predictions
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts
-from peftcode.models import load_checkpoint
+from peftcode.models import load_checkpoint, model_commit
+from peftcode.placement import job_device
+from peftcode.precision import Precision
+from peftcode.precision import resolve as resolve_precision
 from peftcode.prompts import inference_prompts, prompt_ids
 
 MERGEABLE = ("LORA", "IA3")
@@ -109,11 +113,19 @@ def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple
     return base, {"input_ids": batch["input_ids"], "attention_mask": attention, "past_key_values": prefix}
 
 
-def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, family: str):
-    """The model to generate with; LoRA and IA3 adapters are merged into fp32 weights, which computes the
-    same function without the adapters' extra matrix products at every step. A QLoRA adapter stays apart
-    from its quantized base, as in training: merging would re-quantize the merged weights."""
-    model, tokenizer = load_checkpoint(model_dir, family)
+def load_for_inference(
+    model_dir: str | Path,
+    adapter_dir: str | Path | None,
+    family: str,
+    dtype: torch.dtype = torch.float32,
+    gpus: int = 1,
+    gpu_memory_gb: float | None = None,
+):
+    """The model to generate with, its weights in ``dtype``; LoRA and IA3 adapters are merged into them,
+    which computes the same function without the adapters' extra matrix products at every step. A QLoRA
+    adapter stays apart from its quantized base, as in training: merging would re-quantize the merged
+    weights."""
+    model, tokenizer = load_checkpoint(model_dir, family, dtype, gpus, gpu_memory_gb)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
         quantized = getattr(model.get_base_model(), "is_quantized", False)
@@ -123,14 +135,14 @@ def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None, fa
     return model, tokenizer
 
 
-def probe_agreement(model, checkpoint_dir: Path) -> float | None:
+def probe_agreement(model, checkpoint_dir: Path, precision: Precision) -> float | None:
     """The share of the fine-tune's recorded top-1 predictions on its probe example that the loaded model
     reproduces; None for a checkpoint without a probe (an untuned base model)."""
     path = checkpoint_dir / PROBE_FILE
     if not path.is_file():
         return None
     probe = json.loads(path.read_text())
-    top1 = probe_predictions(model, probe["example"], probe["pad_id"])
+    top1 = probe_predictions(model, probe["example"], probe["pad_id"], precision)
     return sum(a == b for a, b in zip(top1, probe["top1"], strict=True)) / len(top1)
 
 
@@ -166,10 +178,20 @@ def generation_batch_size(model, settings: dict, sampling: dict | None) -> int:
 
 @torch.no_grad()
 def generate_candidates(
-    model, tokenizer, prompts: list[str], settings: dict, sampling: dict | None = None
+    model,
+    tokenizer,
+    prompts: list[str],
+    settings: dict,
+    sampling: dict | None = None,
+    precision: Precision | None = None,
 ) -> list[list[str]]:
-    """Candidates per prompt: beam search's best first, or ``sampling``'s draws. Prompts are batched
-    longest first to limit padding."""
+    """Candidates per prompt: beam search's best first, or ``sampling``'s draws, computed under the
+    precision's autocast (none by default). Prompts are batched longest first to limit padding."""
+    with precision.autocast() if precision else contextlib.nullcontext():
+        return _generate(model, tokenizer, prompts, settings, sampling)
+
+
+def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: dict | None) -> list[list[str]]:
     family, shots = settings["family"], settings["shots"]
     limit = settings["max_input_length"] if not shots else None
     if family == "seq2seq":
@@ -234,14 +256,20 @@ def infer(
     memory_path: str | Path,
     settings: dict,
     threads: int | None = None,
+    gpus: int = 1,
+    gpu_memory_gb: float | None = None,
 ) -> pd.DataFrame:
-    """Generate candidates for one cell's test split; writes them as parquet with the job's memory record."""
+    """Generate candidates for one cell's test split on the job's device (or spread over its ``gpus``);
+    writes them as parquet with the job's memory record."""
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings["family"])
+    precision = resolve_precision(settings["precision"], job_device())
+    model, tokenizer = load_for_inference(
+        model_dir, adapter_dir, settings["family"], precision.dtype, gpus, gpu_memory_gb
+    )
     checkpoint_dir = Path(adapter_dir or model_dir)
-    agreement = probe_agreement(model, checkpoint_dir)
+    agreement = probe_agreement(model, checkpoint_dir, precision)
     if agreement is not None and agreement < MIN_PROBE_AGREEMENT:
         raise RuntimeError(
             f"{checkpoint_dir}: the loaded model reproduces only {agreement:.0%} of the fine-tune's top-1 "
@@ -257,7 +285,7 @@ def infer(
         settings["retriever"],
     )
     started = time.perf_counter()
-    candidates = generate_candidates(model, tokenizer, prompts, settings)
+    candidates = generate_candidates(model, tokenizer, prompts, settings, precision=precision)
     generation_time = time.perf_counter() - started
     candidate_tokens = sum(len(tokenizer(c)["input_ids"]) for row in candidates for c in row)
     generations = pd.DataFrame(
@@ -272,7 +300,7 @@ def infer(
     sampling = settings["sampling"]
     if sampling:
         # Draws for pass@k, on problems that carry tests.
-        generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling)
+        generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling, precision)
         generations["tests"] = test["tests"]
         generations["difficulty"] = test["difficulty"]
     generations.to_parquet(out_path, index=False)
@@ -281,6 +309,9 @@ def infer(
         job="infer",
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
+        precision=precision.name,
+        devices=sorted({str(p.device) for p in model.parameters()}),
+        model_commit=model_commit(model_dir),
         quantization_bits=(settings["quantization"] or {}).get("bits"),
         checkpoint_probe_agreement=agreement,
         examples=len(test),

@@ -16,6 +16,9 @@ from peft import (
 )
 from transformers import PreTrainedModel
 
+from peftcode.models import weights_location
+from peftcode.precision import cast_trainable_to_float32
+
 TASK_TYPES = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
 
 
@@ -40,12 +43,15 @@ def peft_config(settings: dict, model_dir: str) -> PeftConfig:
             feedforward_modules=feedforward,
         )
     if kind == "prompt-tuning":
+        # Initialised from the embeddings of the init text's tokens, with the model's own tokenizer.
+        location, options = weights_location(model_dir)
         return PromptTuningConfig(
             task_type=task_type,
             num_virtual_tokens=settings["num_virtual_tokens"],
             prompt_tuning_init=PromptTuningInit.TEXT,
             prompt_tuning_init_text=settings["init_text"],
-            tokenizer_name_or_path=model_dir,
+            tokenizer_name_or_path=location,
+            tokenizer_kwargs=options,
         )
     if kind == "prefix-tuning":
         return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=settings["num_virtual_tokens"])
@@ -71,7 +77,9 @@ def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
     if settings["kind"] == "full-ft":
         return model
-    return get_peft_model(model, peft_config(settings, model_dir))
+    model = get_peft_model(model, peft_config(settings, model_dir))
+    cast_trainable_to_float32(model)  # over frozen weights in a lower precision
+    return model
 
 
 def parameter_counts(model) -> dict[str, int]:

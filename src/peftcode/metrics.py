@@ -151,6 +151,8 @@ def evaluate(
         infer_tokens_per_s=inference["tokens_per_s"],
         total_params=inference["total_params"],
         device=inference["device"],
+        precision=inference["precision"],
+        model_commit=inference["model_commit"],
     )
     if finetune_memory_path is not None:
         training = json.loads(Path(finetune_memory_path).read_text())
@@ -163,6 +165,8 @@ def evaluate(
             # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
             finetune_peak_mb=training.get("cuda_max_allocated_mb", training["peak_rss_mb"]),
             finetune_time_s=training["wall_time_s"],
+            finetune_precision=training["precision"],
+            optimizer=training["optimizer"],
             train_tokens_per_s=training["tokens_per_s"],
             best_val_loss=training["best_val_loss"],
         )

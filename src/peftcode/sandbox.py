@@ -78,6 +78,7 @@ class Limits:
     file_mb: int = 16
     output_bytes: int = 1 << 16
     disk_mb: int = 64  # the program's folder, a tmpfs
+    folder_entries: int = 4096  # files and folders it may hold
     open_files: int = 64
     threads: int = 64  # tasks of the program's uid: its threads, and bubblewrap's two processes
 
@@ -103,8 +104,16 @@ DENIED = (
     "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
     "swapoff", "acct", "quotactl", "syslog", "mknod", "mknodat", "fanotify_init", "lookup_dcookie",
-    "personality",
+    "personality", "modify_ldt",
+    # Memory that the address-space limit does not count, held outside any process (System V and POSIX
+    # IPC, memory files), and per-user kernel objects charged to the evaluator's user (inotify).
+    "shmget", "shmat", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
+    "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    "memfd_create", "memfd_secret", "inotify_init", "inotify_init1",
+    # Locks and leases on the read-only files it sees, which would block the evaluator's own users of them.
+    "flock",
 )  # fmt: skip
+PR_SET_DUMPABLE, F_SETLEASE = 4, 1024
 
 
 @cache
@@ -121,6 +130,10 @@ def seccomp_filter() -> bytes:
     )
     # clone3 passes its flags in memory, out of the filter's sight: glibc falls back to clone on ENOSYS.
     rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
+    # The guard made the process undumpable, so that a crash starts no core-dump helper on the host (a
+    # pipe in core_pattern ignores RLIMIT_CORE); it stays so.
+    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "prctl", pyseccomp.Arg(0, pyseccomp.EQ, PR_SET_DUMPABLE))
+    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "fcntl", pyseccomp.Arg(1, pyseccomp.EQ, F_SETLEASE))
     for call in ("socket", "socketpair"):
         rules.add_rule(
             pyseccomp.ERRNO(errno.EAFNOSUPPORT), call, pyseccomp.Arg(0, pyseccomp.NE, socket.AF_UNIX)
@@ -139,7 +152,7 @@ def _subordinate_start(path: str, user: str, uid: int) -> tuple[int, int] | None
         return None
     for line in lines:
         fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in (user, str(uid)) and int(fields[2]) > 0:
+        if len(fields) == 3 and fields[0] in (user, str(uid)) and int(fields[2]) > 1:
             return int(fields[1]), int(fields[2])
     return None
 
@@ -159,7 +172,12 @@ def _identity() -> dict:
             f"100000-165535 --add-subgids 100000-165535 {user}` (and install newuidmap: apt-get install "
             f"uidmap), or run the evaluation as root"
         )
-    subordinate = {"inner": INNER_ID, "uid": uids[0] + draw % uids[1], "gid": gids[0] + draw % gids[1]}
+    # Not the first subordinate id, which the user's rootless containers map to their root.
+    subordinate = {
+        "inner": INNER_ID,
+        "uid": uids[0] + 1 + draw % (uids[1] - 1),
+        "gid": gids[0] + 1 + draw % (gids[1] - 1),
+    }
     return {"uid": INNER_ID, "gid": INNER_ID, "subordinate": subordinate}
 
 
@@ -182,7 +200,7 @@ def _visible_paths() -> tuple[list[str], list[tuple[str, str]]]:
 
 def _data_fd(data: bytes) -> int:
     """A file descriptor to read ``data`` from, inheritable by the sandbox's first process."""
-    fd = os.memfd_create("peftcode-sandbox", 0)
+    fd = os.memfd_create("peftcode-sandbox", os.MFD_CLOEXEC)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -223,7 +241,7 @@ def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int],
         argv += ["--symlink", target, link]
     for device in DEVICES:
         argv += ["--dev-bind", device, device]
-    argv += ["--size", str(limits.disk_mb * 2**20), "--perms", "0700", "--tmpfs", WORKDIR]
+    argv += ["--bind", f"{staging}/work", WORKDIR]
     argv += ["--file", str(fds["program"]), f"{WORKDIR}/program.py"]
     argv += ["--ro-bind-data", str(fds["guard"]), GUARD_INSIDE]
     argv += ["--ro-bind-data", str(fds["filter"]), FILTER_INSIDE]
@@ -285,6 +303,7 @@ def _run_isolated(source: str, limits: Limits) -> Outcome:
             **identity,
             "staging": STAGING,
             "read_only": paths,
+            "workdir": {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries},
             "rlimits": _rlimits(limits),
             "argv": _bubblewrap_argv(STAGING, paths, links, fds, limits),
         }

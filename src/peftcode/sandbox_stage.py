@@ -11,8 +11,9 @@ evaluator's user: it gives the program an identity and namespaces of its own, th
    mode 0700, say), and bubblewrap opens its sources as that uid. They are opened before the tmpfs covers
    /dev/shm and bound through their file descriptors, so that a path under /dev/shm still binds.
 4. The sandbox's uid and gid, with no supplementary groups and no capabilities; resource limits.
+   The program's folder is a tmpfs mounted there too, its size and number of entries capped.
 5. ``exec`` of bubblewrap, which makes the rest (user, PID, IPC and UTS namespaces, a read-only root with
-   the staged paths, a size-limited tmpfs as the program's only writable folder, no_new_privs).
+   the staged paths and the program's folder, its only writable place; no_new_privs).
 
 Only the standard library: this runs before anything else is importable, under ``-I``.
 """
@@ -91,6 +92,12 @@ def stage(spec: dict) -> None:
             open(target, "x").close()
         mount(f"/proc/self/fd/{source}", target, None, MS_BIND | MS_REC)
         os.close(source)
+    # The program's folder: a tmpfs of its own, its bytes and its entries capped (each entry is kernel
+    # memory the address-space limit does not count), owned by the program's uid.
+    workdir = os.path.join(staging, "work")
+    os.mkdir(workdir)
+    options = "size={size},nr_inodes={nr_inodes},mode=0700".format(**spec["workdir"])
+    mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"{options},uid={spec['uid']},gid={spec['gid']}")
     mount(None, staging, None, MS_REMOUNT | MS_RDONLY)
     os.setgroups([])
     os.setresgid(spec["gid"], spec["gid"], spec["gid"])

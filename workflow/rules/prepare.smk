@@ -73,6 +73,7 @@ rule quantize_model:
         code=code_version("models"),
         family=lambda w: study.model_settings(w.model)["family"],
         quantization=lambda w: study.quantization(w.method),
+        precision=lambda w: study.precision(w.model, w.method),
     resources:
         **compute_resources("quantize"),
     conda:

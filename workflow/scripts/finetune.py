@@ -15,5 +15,7 @@ finetune(
     memory_path=snakemake.output.memory,  # noqa: F821
     settings=snakemake.params.settings,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    gpus=snakemake.resources.gpu,  # noqa: F821
+    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),  # noqa: F821
     resume_dir=snakemake.params.resume,  # noqa: F821
 )

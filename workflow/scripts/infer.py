@@ -15,4 +15,6 @@ infer(
     memory_path=snakemake.output.memory,  # noqa: F821
     settings=snakemake.params.settings,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    gpus=snakemake.resources.gpu,  # noqa: F821
+    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),  # noqa: F821
 )

@@ -10,4 +10,5 @@ quantize_model(
     out_dir=snakemake.output[0],  # noqa: F821
     family=snakemake.params.family,  # noqa: F821
     quantization=snakemake.params.quantization,  # noqa: F821
+    precision=snakemake.params.precision,  # noqa: F821
 )

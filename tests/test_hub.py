@@ -1,0 +1,260 @@
+"""The hub code paths, rehearsed without the network: a hub on localhost (tests/hub_server.py) serves a tiny
+model and small datasets in the study's real formats under hub ids, and the tiny study runs from those ids
+end to end. The model is downloaded once into the Hugging Face cache and never copied; once models and data
+are prepared, the hub is stopped and the rest of the study still runs, from the cache, by commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, read_yaml
+from tests.hub_server import LocalHub
+from tests.workflow import planned_jobs, snakemake, write_study
+
+MODEL = "peftcode-test/tiny-llama"
+REMOTE_CODE_MODEL = "peftcode-test/tiny-remote-code"
+CONFIGURATION = """from transformers import LlamaConfig
+
+
+class TinyRemoteConfig(LlamaConfig):
+    model_type = "tiny-remote-code"
+"""
+MODELING = """from transformers import LlamaForCausalLM
+
+from .configuration_tiny import TinyRemoteConfig
+
+
+class TinyRemoteForCausalLM(LlamaForCausalLM):
+    config_class = TinyRemoteConfig
+"""
+# A loading script, as the real repositories ship one: datasets refuses to run it, and data_files avoid it.
+SCRIPT = "raise RuntimeError('a dataset loading script must not run')\n"
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def build_repositories(folder: Path) -> Path:
+    """The hub's repositories, in the real repositories' layouts and formats."""
+    from peftcode.models import MANIFEST, prepare_model
+
+    built = folder / "built"
+    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], built)
+    model = folder / "repos" / "models" / MODEL
+    shutil.copytree(built, model, ignore=shutil.ignore_patterns(MANIFEST))
+    remote = folder / "repos" / "models" / REMOTE_CODE_MODEL
+    shutil.copytree(built, remote, ignore=shutil.ignore_patterns(MANIFEST))
+    config = json.loads((remote / "config.json").read_text())
+    config.update(
+        model_type="tiny-remote-code",
+        architectures=["TinyRemoteForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_tiny.TinyRemoteConfig",
+            "AutoModelForCausalLM": "modeling_tiny.TinyRemoteForCausalLM",
+        },
+    )
+    (remote / "config.json").write_text(json.dumps(config))
+    (remote / "configuration_tiny.py").write_text(CONFIGURATION)
+    (remote / "modeling_tiny.py").write_text(MODELING)
+
+    datasets = folder / "repos" / "datasets" / "peftcode-test"
+    # neulab/docprompting-conala: jsonl files per split beside its loading script.
+    conala = [json.loads(line) for line in (REPO / "data" / "conala-style" / "train.jsonl").open()]
+    (datasets / "conala").mkdir(parents=True)
+    for name, rows in (
+        ("conala-train", conala[:40]),
+        ("conala-dev", conala[40:48]),
+        ("conala-test", conala[48:54]),
+    ):
+        (datasets / "conala" / f"{name}.jsonl").write_text(jsonl(rows))
+    (datasets / "conala" / "conala.py").write_text(SCRIPT)
+    # antolin/codealpaca-filtered: parquet files under data/, splits train, valid and test.
+    alpaca = pd.DataFrame(json.loads((REPO / "data" / "codealpaca-style" / "train.json").read_text()))
+    (datasets / "codealpaca" / "data").mkdir(parents=True)
+    for split, rows in (("train", alpaca[:24]), ("valid", alpaca[24:30]), ("test", alpaca[30:36])):
+        rows.to_parquet(datasets / "codealpaca" / "data" / f"{split}-00000-of-00001.parquet", index=False)
+    # codeparrot/apps: train.jsonl and test.jsonl beside its loading script apps.py.
+    apps = [json.loads(line) for line in (REPO / "tests" / "fixtures" / "apps.jsonl").open()]
+    train = [{**row, "problem_id": 100 * copy + row["problem_id"]} for copy in range(5) for row in apps]
+    (datasets / "apps").mkdir(parents=True)
+    (datasets / "apps" / "train.jsonl").write_text(jsonl(train))
+    (datasets / "apps" / "test.jsonl").write_text(jsonl(apps))
+    (datasets / "apps" / "apps.py").write_text(SCRIPT)
+    return folder / "repos"
+
+
+@pytest.fixture(scope="module")
+def repositories(tmp_path_factory):
+    return build_repositories(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture
+def hub_env(repositories, tmp_path):
+    """A running local hub, and the environment that points a new process at it with an empty cache."""
+    with LocalHub(repositories) as hub:
+        yield hub, {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def study_from_hub(folder: Path) -> dict:
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(folder / "results")
+    config["models"] = {
+        "tiny-llama": {"source": {"hub": MODEL, "revision": "main"}, "family": "causal", "pretrained": False}
+    }
+    config["methods"] = {key: config["methods"][key] for key in ("lora", "full-ft", "icl")}
+    config["methods"]["icl"] = {"kind": "icl", "shots": [0]}
+    limits = {"max_input_length": 48, "max_target_length": 12}
+    config["datasets"] = {
+        "conala": {
+            "source": {
+                "hub": "peftcode-test/conala",
+                "data_files": {
+                    "train": "conala-train.jsonl",
+                    "validation": "conala-dev.jsonl",
+                    "test": "conala-test.jsonl",
+                },
+            },
+            "fields": {"intent": "nl", "code": "cmd"},
+            "stop": "\n",
+            **limits,
+        },
+        "codealpaca": {
+            "source": {"hub": "peftcode-test/codealpaca"},
+            "splits": {"train": "train", "validation": "valid", "test": "test"},
+            "fields": {"intent": "instruction", "input": "input", "code": "output"},
+            **limits,
+        },
+        "apps": {
+            "source": {
+                "hub": "peftcode-test/apps",
+                "data_files": {"train": "train.jsonl", "test": "test.jsonl"},
+            },
+            "preset": "apps",
+            "splits": {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"},
+            "fields": {
+                "intent": "question",
+                "input": "starter_code",
+                "code": "solution",
+                "tests": "test_cases",
+                "difficulty": "difficulty",
+            },
+            "sampling": {"samples": 2},
+            "max_input_length": 96,
+            "max_target_length": 12,
+        },
+    }
+    config["study"] = [
+        {
+            "models": ["tiny-llama"],
+            "methods": ["lora", "full-ft", "icl"],
+            "datasets": ["conala", "codealpaca"],
+        },
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["apps"]},
+    ]
+    return config
+
+
+def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_env, tmp_path):
+    hub, env = hub_env
+    config = study_from_hub(tmp_path)
+    configfile = write_study(config, tmp_path)
+    import time
+
+    t0 = time.time()
+    prepared = snakemake(configfile, "--cores", "2", "--until", "prepare_model", "prepare_data", env=env)
+    print("PHASE1", time.time() - t0)
+    assert prepared.returncode == 0, prepared.stderr[-4000:]
+    hub.stop()  # from here on, no job may need it
+
+    t0 = time.time()
+    finished = snakemake(configfile, "--cores", "2", env=env)
+    print("PHASE2", time.time() - t0)
+    print(finished.stderr[-20000:])
+    assert finished.returncode == 0, finished.stderr[-6000:]
+    assert planned_jobs(configfile) == {}
+
+    results = Path(config["results"])
+    commit = hub.commit("models", MODEL)
+    model_dir = results / "models" / "tiny-llama"
+    written = sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(".snakemake"))
+    assert written == ["peftcode_model.json"]  # no copy of the weights
+    manifest = json.loads((model_dir / "peftcode_model.json").read_text())
+    assert manifest["hub"] == {"repo": MODEL, "commit": commit} and manifest["weights"] == "hub"
+    cached = Path(env["HF_HOME"]) / "hub" / "models--peftcode-test--tiny-llama" / "snapshots" / commit
+    assert (cached / "model.safetensors").is_file()
+
+    for dataset, kind in (("conala", "conala"), ("codealpaca", "codealpaca"), ("apps", "apps")):
+        stats = json.loads((results / "data" / dataset / "stats.json").read_text())
+        assert stats["commit"] == hub.commit("datasets", f"peftcode-test/{kind}")
+    apps_stats = json.loads((results / "data" / "apps" / "stats.json").read_text())
+    splits = apps_stats["splits"]
+    # train[:90%] and train[90%:] of the 20 rows, some of them malformed as in the fixture.
+    assert splits["train"]["rows"] + splits["train"]["dropped_rows"] == 18
+    assert splits["validation"]["rows"] + splits["validation"]["dropped_rows"] == 2
+
+    metrics = [json.loads(p.read_text()) for p in (results / "metrics").rglob("*.json")]
+    assert len(metrics) == 7
+    assert all(row["model_commit"] == commit for row in metrics)
+    apps = next(row for row in metrics if row["dataset"] == "apps")
+    assert "pass@1" in apps and apps["sandbox"] == "kernel isolation"
+    assert (results / "reports" / "rq1.md").stat().st_size > 0
+
+
+def in_a_fresh_process(code: str, env: dict) -> subprocess.CompletedProcess:
+    """Run ``code`` with ``env``: huggingface_hub reads its endpoint once, when it is imported."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_remote_code_runs_only_where_the_config_allows_it(hub_env, tmp_path):
+    _, env = hub_env
+    result = in_a_fresh_process(
+        f"""
+        from peftcode.models import load_checkpoint, prepare_model
+
+        settings = {{"source": {{"hub": "{REMOTE_CODE_MODEL}"}}, "family": "causal", "pretrained": False}}
+        try:
+            prepare_model({{**settings, "trust_remote_code": False}}, "{tmp_path}/refused")
+        except ValueError as error:
+            assert "trust_remote_code" in str(error), error
+        else:
+            raise AssertionError("remote code ran without trust_remote_code")
+        manifest = prepare_model({{**settings, "trust_remote_code": True}}, "{tmp_path}/allowed")
+        assert manifest["trust_remote_code"] is True and manifest["model_type"] == "tiny-remote-code"
+        model, _ = load_checkpoint("{tmp_path}/allowed", "causal")
+        print(type(model).__name__)
+        """,
+        env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("TinyRemoteForCausalLM")
+
+
+def test_a_revision_the_hub_does_not_have_stops_with_its_name(hub_env, tmp_path):
+    _, env = hub_env
+    result = in_a_fresh_process(
+        f"""
+        from peftcode.models import prepare_model
+
+        source = {{"hub": "{MODEL}", "revision": "v9.9"}}
+        prepare_model({{"source": source, "family": "causal", "pretrained": False}}, "{tmp_path}/model")
+        """,
+        env,
+    )
+    assert result.returncode != 0
+    assert "RevisionNotFoundError" in result.stderr and "v9.9" in result.stderr
