@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from accelerate import infer_auto_device_map, init_empty_weights
+from accelerate.utils import get_balanced_memory
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
@@ -39,14 +40,15 @@ def meta_model(config, family: str, trust_remote_code: bool = False):
 
 
 def spread_device_map(model, gpus: int, gpu_memory_gb: float, dtype: torch.dtype) -> dict[str, int]:
-    """Each module of ``model`` (on the meta device) -> the GPU it goes on, whole layers at a time, each GPU
-    holding at most ``WEIGHTS_SHARE`` of ``gpu_memory_gb`` of weights in ``dtype``."""
-    budget = int(gpu_memory_gb * WEIGHTS_SHARE * 2**30)
+    """Each module of ``model`` (on the meta device) -> the GPU it goes on, whole layers at a time, the
+    weights in ``dtype`` balanced over the GPUs, none holding more than ``WEIGHTS_SHARE`` of its
+    ``gpu_memory_gb``."""
+    budget = {index: int(gpu_memory_gb * WEIGHTS_SHARE * 2**30) for index in range(gpus)}
+    layers = model._no_split_modules
+    # Balanced: each GPU takes its part of the weights, leaving each room for its part of the activations.
+    balanced = get_balanced_memory(model, max_memory=budget, no_split_module_classes=layers, dtype=dtype)
     device_map = infer_auto_device_map(
-        model,
-        max_memory={index: budget for index in range(gpus)} | {"cpu": 0},
-        no_split_module_classes=model._no_split_modules,
-        dtype=dtype,
+        model, max_memory=balanced | {"cpu": 0}, no_split_module_classes=layers, dtype=dtype
     )
     off_gpu = sorted({str(device) for device in device_map.values() if not isinstance(device, int)})
     if off_gpu:
