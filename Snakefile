@@ -13,6 +13,7 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH"))))
 
 from peftcode.config import Study, validate_config  # noqa: E402
+from peftcode.planner import Plan  # noqa: E402
 
 min_version("9.0")
 
@@ -24,7 +25,11 @@ if not workflow.overwrite_configfiles:
 
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-study = Study(config)
+# Every cell's memory and compute, estimated before any job runs; cells over the GPUs' budget stop the run
+# here, or stay out of the grid with over_budget: skip.
+plan = Plan(Study(config))
+study = Study(config, left_out=plan.left_out(config["over_budget"]))
+print(plan.summary(), file=sys.stderr)
 R = study.results
 
 
@@ -40,3 +45,4 @@ rule all:
     default_target: True
     input:
         rules.report.output,
+        rules.plan.output,

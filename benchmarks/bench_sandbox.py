@@ -27,7 +27,8 @@ def humaneval_programs() -> list[str]:
     with gzip.open(data, "rt") as handle:
         problems = [json.loads(line) for line in handle]
     return [
-        f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\ncheck({p['entry_point']})\n" for p in problems
+        f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\ncheck({p['entry_point']})\n"
+        for p in problems
     ]
 
 

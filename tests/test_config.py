@@ -184,16 +184,21 @@ def test_bad_unions_are_named(tiny_config, union, method, message):
         Study(validate_config(tiny_config, SCHEMA))
 
 
-def test_model_jobs_ask_for_the_configured_gpus_and_memory_for_where_they_compute(tiny_config):
+def test_model_jobs_ask_for_the_configured_gpus_and_the_memory_the_plan_estimates(tiny_config):
+    from peftcode.planner import Plan
+
     cpu = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
     assert cpu.gpu_request() == {"gpu": 0}
     tiny_config["resources"] = {"gpu": 2, "gpu_model": "a100"}
     gpu = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
     assert gpu.gpu_request() == {"gpu": 2, "gpu_model": "a100"}
-    # On the CPU a fine-tune holds gradients and optimizer state in host memory; with a GPU it does not.
-    assert cpu.job_memory_mb("tiny-llama", "finetune") > gpu.job_memory_mb("tiny-llama", "finetune")
-    tiny_config["models"]["tiny-llama"]["size_b"] = 7.0
-    big = Study(validate_config(tiny_config, SCHEMA))
-    for job in ("finetune", "infer"):
-        assert big.job_memory_mb("tiny-llama", job) > gpu.job_memory_mb("tiny-llama", job)
-        assert big.job_runtime_min("tiny-llama", job) > gpu.job_runtime_min("tiny-llama", job)
+    on_cpu, on_gpu = Plan(cpu), Plan(gpu)
+    cell = ("tiny-llama", "full-ft", "conala-style")
+    # On the CPU a fine-tune holds its whole estimated peak in host memory; on a GPU, the weights pass.
+    assert on_cpu.mem_mb("finetune", *cell) > 2048 + on_cpu.rows[0]["infer_peak_mb"]
+    assert on_gpu.mem_mb("finetune", *cell) == on_gpu.mem_mb("infer", *cell)
+    # Time grows with the tokens to train on.
+    tiny_config["resources"] = {"gpu": 0}
+    tiny_config["training"]["epochs"] = 2000
+    more = Plan(Study(validate_config(tiny_config, SCHEMA)))
+    assert more.runtime_min("finetune", *cell) > on_cpu.runtime_min("finetune", *cell)

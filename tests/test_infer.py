@@ -123,3 +123,53 @@ def test_soft_prompt_generation_matches_the_training_forward_pass(tiny_llama, se
 def test_candidates_are_cut_at_the_stop_string():
     assert cut_at_stop("s[::-1]\nprint(s)", "\n") == "s[::-1]"
     assert cut_at_stop("  def f():\n    pass\n", None) == "def f():\n    pass"
+
+
+@torch.no_grad()
+def sample_one_at_a_time(
+    model, tokenizer, prompts: list[str], settings: dict, sampling: dict
+) -> list[list[str]]:
+    """The reference for sampled programs: each prompt alone, each of its draws alone."""
+    from peftcode.infer import eos_ids
+    from peftcode.sampling import sample
+
+    ends = torch.cat((torch.tensor(eos_ids(model)), StopTokens(tokenizer, settings["stop"]).stop_ids))
+    drawn = []
+    for index, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        texts = []
+        for draw in range(sampling["samples"]):
+            tokens = sample(
+                model, ids, torch.ones_like(ids), [index], 1, settings["max_new_tokens"],
+                sampling["temperature"], sampling["top_p"], settings["seed"], ends, first_draw=draw,
+            )[0][0]  # fmt: skip
+            texts.append(cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), settings["stop"]))
+        drawn.append(texts)
+    return drawn
+
+
+def test_batched_draws_are_those_of_one_prompt_and_one_draw_at_a_time(tiny_llama):
+    model, tokenizer = load_checkpoint(tiny_llama, "causal")
+    model.eval()
+    prompts = [f"### Instruction:\n{'reverse a string ' * n}\n### Response:\n" for n in (2, 5, 1, 4)]
+    settings = {
+        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 10, "stop": "e",
+        "num_beams": 1, "num_return_sequences": 1, "batch_size": 4, "early_stopping": True, "seed": 7,
+    }  # fmt: skip
+    sampling = {"samples": 3, "temperature": 1.5, "top_p": 0.95}
+    batched = generate_candidates(model, tokenizer, prompts, settings, sampling)
+    assert batched == sample_one_at_a_time(model, tokenizer, prompts, settings, sampling)
+    assert len({text for draws in batched for text in draws}) > 6, "draws differ from each other"
+    # The draws follow the cell's seed, and no other prompt's.
+    assert generate_candidates(model, tokenizer, prompts, {**settings, "seed": 8}, sampling) != batched
+    assert generate_candidates(model, tokenizer, prompts[:1], settings, sampling)[0] == batched[0]
+
+
+def test_next_tokens_keeps_the_top_p_set_and_greedy_takes_the_most_likely():
+    from peftcode.sampling import next_tokens
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4))
+    uniforms = torch.tensor([0.0, 0.5, 0.7, 0.999])
+    assert next_tokens(logits, 1.0, 0.8, uniforms).tolist() == [0, 0, 1, 1]  # 0.5 + 0.3 reach 0.8
+    assert next_tokens(logits, 1.0, 1.0, uniforms).tolist() == [0, 1, 1, 3]  # cumulative 0.5, 0.8, 0.95
+    assert next_tokens(logits, 0, 0.8, uniforms).tolist() == [0, 0, 0, 0]

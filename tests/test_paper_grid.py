@@ -1,24 +1,40 @@
-from tests.conftest import REPO
-from tests.workflow import planned_jobs
+"""The paper's grid: every cell planned, checked against the study's 24 GB budget and listed as jobs,
+without the network (the models' config.json from fixtures with their real shapes, in an offline cache)."""
+
+import json
+
+from peftcode.planner import cache_configs
+from tests.conftest import REPO, read_yaml
+from tests.workflow import planned_jobs, snakemake
+
+PAPER = REPO / "studies" / "paper.yaml"
 
 
-def test_paper_grid_dry_run_lists_every_cell():
-    counts = planned_jobs(REPO / "studies" / "paper.yaml")
-    small, peft_models, icl_models, qlora_models, datasets = 3, 9, 6, 3, 2
-    icl_variants = 1 + 3 * 5  # 0-shot once, then 1, 2 and 3 shots over 5 seeds
-    apps_lora = 3  # LoRA on the three CodeLlama sizes, on APPS
-    joint_lora = 3  # RQ3: one LoRA on both datasets for the three CodeLlama sizes, tested on each
-    trained = (small * 1 + peft_models * 4 + qlora_models * 2) * datasets + apps_lora + joint_lora
-    cells = trained - joint_lora + joint_lora * datasets + icl_models * icl_variants * datasets
-    assert counts == {
-        "prepare_data": datasets + 1,
-        "join_data": 1,
-        "prepare_model": 12,
-        "quantize_model": qlora_models * 2,
-        "finetune": trained,
-        "infer": cells,
-        "evaluate": cells,
-        "aggregate": 1,
-        "report": 1,
-        "all": 1,
-    }
+def offline_hub(folder) -> dict[str, str]:
+    """The environment of a process that reads the paper models' configs from a cache and nothing else."""
+    models = read_yaml(PAPER)["models"]
+    configs = REPO / "tests" / "fixtures" / "configs"
+    cache_configs(
+        folder,
+        {
+            m["source"]["hub"]: json.loads((configs / f"{name}.json").read_text())
+            for name, m in models.items()
+        },
+    )
+    return {"HF_HOME": str(folder), "HF_HUB_OFFLINE": "1"}
+
+
+def test_paper_grid_dry_run_lists_every_cell_that_fits_in_24_gb(tmp_path):
+    env = offline_hub(tmp_path)
+    result = snakemake(PAPER, "--dry-run", "--quiet", "rules", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = next(line for line in result.stderr.splitlines() if line.startswith("Memory plan"))
+    assert summary.startswith("Memory plan at 24 GB per GPU: ") and "GPU-hours" in summary
+    fitting, total = (int(n) for n in summary.split(": ")[1].split(" cells fit")[0].split(" of "))
+    assert 0 < fitting < total == 291  # the grid's cells; CodeLlama-13B and 34B in fp16 do not all fit
+    counts = planned_jobs(PAPER, env=env)
+    assert counts["evaluate"] == counts["infer"] == fitting
+    assert counts["plan"] == counts["report"] == counts["aggregate"] == counts["join_data"] == 1
+    # Left out at 24 GB: everything of CodeLlama-13B-Python (its fp16 weights alone are 26 GB), and APPS
+    # (its one method, LoRA on 1024-token examples, needs over 40 GB even on CodeLlama-7B).
+    assert counts["prepare_data"] == 2 and counts["prepare_model"] == 11

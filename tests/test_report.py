@@ -33,6 +33,9 @@ def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=Non
         "finetune_peak_rss_mb": memory,
         "finetune_peak_mb": memory,
         "finetune_weight_mb": None if memory is None else memory / 4,
+        "finetune_own_peak_mb": None if memory is None else memory - 500,
+        "finetune_precision": None if memory is None else "fp32",
+        "optimizer": None if memory is None else "adamw",
         "quantization_bits": {"qlora-4bit": 4, "qlora-8bit": 8}.get(kind),
         "gradient_checkpointing": kind.startswith("qlora"),
     }
@@ -80,7 +83,10 @@ def test_reports_hold_the_numbers_intervals_tests_and_paper_claims(table, tmp_pa
     # 11 vs 12 EM@1 hits, one discordant pair: p = 1
     assert "lora-joint (trained on joint) em@10 0.550" in rq3 and "p = 1. Ours agrees." in rq3
     rq4 = (tmp_path / "rq4.md").read_text()
-    assert "| llm     | qlora-4bit | 4-bit     | yes             |         250 |      1000 |" in rq4
+    assert (
+        "| llm     | qlora-4bit | 4-bit     | adamw       | yes             |         250 |      1000 |"
+        "      500 |" in rq4
+    )
     # QLoRA's 1000 MB against LoRA's 2000 MB: half, as the paper says; 2 discordant pairs, p = 0.5
     assert "qlora-4bit peaks at 1000 MB, 0.50x lora's 2000 MB (the paper: 0.4-0.6x; ours agrees)" in rq4
     assert "p = 0.5." in rq4 and "part of the difference is recomputed activations" in rq4
@@ -121,3 +127,38 @@ def test_reports_say_when_programs_ran_without_isolation(table, tmp_path):
         text = (tmp_path / f"{rq}.md").read_text()
         assert "UNSAFE: the pass@k of 1 cells ran model-written programs without kernel isolation" in text
         assert "llm / lora / conala" in text
+
+
+def test_reports_list_what_does_not_fit_and_rq4_sets_estimates_beside_peaks(table, tmp_path):
+    plan = pd.DataFrame(
+        [
+            {
+                "model": "llm",
+                "method": "lora",
+                "dataset": "conala",
+                "finetune_peak_mb": 1800,
+                "infer_peak_mb": 900,
+                "fits": True,
+                "budget_gb": 24,
+            },
+            {
+                "model": "big",
+                "method": "lora",
+                "dataset": "conala",
+                "finetune_peak_mb": 70000,
+                "infer_peak_mb": 30000,
+                "fits": False,
+                "budget_gb": 24,
+            },
+        ]
+    )
+    write_reports(table, tmp_path, plan=plan)
+    for rq in ("rq1", "rq2", "rq3", "rq4"):
+        text = (tmp_path / f"{rq}.md").read_text()
+        assert (
+            "1 cells do not fit in 24 GB per GPU and were left out" in text
+            and "big / lora / conala: about 68.4 GB" in text
+        )
+    rq4 = (tmp_path / "rq4.md").read_text()
+    lora = next(line for line in rq4.splitlines() if line.startswith("| llm     | lora       |"))
+    assert "|     1500 | 1800           |" in lora  # measured own peak, then the plan's estimate

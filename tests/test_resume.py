@@ -74,6 +74,10 @@ def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
     resumed = run(folder, tmp_path / "resumed", settings, resume)
     log = pd.read_csv(tmp_path / "resumed" / "log.csv")
     assert resumed["resumed_from_step"] == saved_step
+    # What the cell cost counts both attempts (the killed one up to its last save).
+    assert resumed["attempts"] == 2 and resumed["total_wall_time_s"] > resumed["wall_time_s"]
+    assert reference["attempts"] == 1
+    assert reference["total_wall_time_s"] == pytest.approx(reference["wall_time_s"], abs=0.5)
     # One row per step, and the same losses as the run that was never killed.
     assert list(log["step"]) == list(range(reference["steps"] + 1))
     pd.testing.assert_series_equal(log["train_loss"], reference_log["train_loss"], rtol=1e-5)

@@ -45,7 +45,7 @@ def slurm_run(cluster, tmp_path_factory):
     config["resources"] = {"gpu": 1}
     config["methods"]["icl"] = {"kind": "icl", "shots": [0]}
     config["study"] = [
-        {"models": ["tiny-llama"], "methods": ["lora", "qlora-4bit", "icl"], "datasets": ["conala-style"]},
+        {"models": ["tiny-llama"], "methods": ["qlora-4bit", "icl"], "datasets": ["conala-style"]},
         # pass@k: model-written programs run in the sandbox inside a SLURM job.
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["mbpp-style"]},
     ]
@@ -95,16 +95,23 @@ def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
     assert {job["rule"] for job in jobs} >= GPU_RULES | {"prepare_data", "evaluate", "report"}
 
 
-def test_model_jobs_ask_for_memory_and_time_by_model_size(cluster, slurm_run):
+def test_model_jobs_ask_for_the_memory_and_time_the_plan_estimates(cluster, slurm_run):
     config, _, _, _ = slurm_run
     from peftcode.config import Study, validate_config
+    from peftcode.planner import Plan
 
-    study = Study(validate_config(config))
+    plan = Plan(Study(validate_config(config)))
+    checked = 0
     for job in submitted_jobs(cluster):
         if job["rule"] in ("finetune", "infer"):
-            assert job["MinMemoryNode"] == f"{study.job_memory_mb('tiny-llama', job['rule'])}M"
-            minutes = study.job_runtime_min("tiny-llama", job["rule"])
+            pattern = r"(model|method|dataset)=([\w.-]+?)(?=_(?:model|method|dataset)=|$)"
+            cell = dict(re.findall(pattern, job["wildcards"]))
+            model, method, dataset = cell["model"], cell["method"], cell["dataset"]
+            assert job["MinMemoryNode"] == f"{plan.mem_mb(job['rule'], model, method, dataset)}M"
+            minutes = plan.runtime_min(job["rule"], model, method, dataset)
             assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+            checked += 1
+    assert checked == 5  # QLoRA's and LoRA's fine-tunes and inferences, and ICL's inference
 
 
 def test_all_targets_exist_and_nothing_is_left_to_do(slurm_run):

@@ -194,8 +194,10 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
     edited = copy.deepcopy(config)
     edited["datasets"]["codealpaca-style"]["max_target_length"] = 16
     counts = planned_jobs(write_study(edited, tmp_path))
-    # Its own LoRA cell, and the joint adapter trained on it, tested on both datasets
+    # Its own LoRA cell, and the joint adapter trained on it, tested on both datasets; and the plan, whose
+    # estimates follow the lengths
     assert counts == {
+        "plan": 1,
         "prepare_data": 1,
         "join_data": 1,
         "finetune": 2,
@@ -216,3 +218,14 @@ def test_partial_report_lists_what_has_not_run(tmp_path):
     expected = len(list(cells())) + 1
     assert f"{expected} of {expected} cells have not finished" in text
     assert "- tiny-llama / ia3 / codealpaca-style" in text
+
+
+def test_the_plan_lists_every_cell_and_rq4_sets_estimates_beside_measurements(tiny_run):
+    results, _, _ = tiny_run
+    plan = pd.read_csv(results / "plan.csv")
+    planned = set(zip(plan["dataset"], plan["method"], strict=True))
+    assert planned == set(cells()) and plan["fits"].all()
+    trained = plan[plan["method"].isin([*TRAINED, "lora-joint"])]
+    assert trained["finetune_peak_mb"].notna().all() and (plan["gpu_hours"] > 0).all()
+    rq4 = (results / "reports" / "rq4.md").read_text()
+    assert "estimated_mb" in rq4 and "optimizer" in rq4 and "adamw" in rq4

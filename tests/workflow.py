@@ -34,9 +34,9 @@ def snakemake(configfile: Path, *args: str, env: dict[str, str] | None = None) -
     )
 
 
-def planned_jobs(configfile: Path, *args: str) -> dict[str, int]:
+def planned_jobs(configfile: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, int]:
     """Jobs per rule that a dry run would execute (an empty dict when there is nothing to do)."""
-    result = snakemake(configfile, "--dry-run", "--quiet", "rules", *args)
+    result = snakemake(configfile, "--dry-run", "--quiet", "rules", *args, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     counts = {}
     text = result.stdout + result.stderr

@@ -52,6 +52,15 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
         hub_only = sorted({"revision", "data_files"} & set(dataset.get("source", {})))
         if hub_only and "hub" not in dataset["source"]:
             raise ConfigError(f"config error at datasets.{name}.source: {hub_only[0]} is for a hub dataset")
+        sampling = dataset.get("sampling", {})
+        if sampling.get("temperature") == 0 and sampling["samples"] != 1:
+            raise ConfigError(
+                f"config error at datasets.{name}.sampling: greedy decoding (temperature 0) draws one sample"
+            )
+        if "package" in dataset.get("source", {}) and set(dataset["splits"]) != {"test"}:
+            raise ConfigError(
+                f"config error at datasets.{name}.splits: a package's data file is one split, test"
+            )
         if "sampling" in dataset and "tests" not in dataset.get("fields", {}):
             raise ConfigError(f"config error at datasets.{name}.sampling: pass@k needs a 'tests' field")
         for member in dataset.get("union", []):
@@ -60,15 +69,35 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
                     f"config error at datasets.{name}.union: '{member}' is not a dataset with a source"
                 )
     for index, block in enumerate(config["study"]):
-        for section in ("models", "methods", "datasets"):
-            for name in block[section]:
+        for section, names in (
+            *((s, block[s]) for s in ("models", "methods", "datasets")),
+            ("datasets", block.get("test_on", [])),
+        ):
+            for name in names:
                 if name not in config[section]:
                     known = ", ".join(sorted(config[section]))
                     raise ConfigError(
                         f"config error at study[{index}].{section}: unknown {section[:-1]} '{name}' "
                         f"(known: {known})"
                     )
+        for dataset in block["datasets"]:
+            if "train" in _splits(config, dataset):
+                continue
+            for method in block["methods"]:
+                settings = config["methods"][method]
+                if settings["kind"] in TRAINED_KINDS or max(settings.get("shots", [0])) > 0:
+                    raise ConfigError(
+                        f"config error at study[{index}]: dataset '{dataset}' has no training split, so "
+                        f"method '{method}' cannot use it (evaluate it zero-shot, or with test_on)"
+                    )
     return config
+
+
+def _splits(config: dict, dataset: str) -> set[str]:
+    settings = config["datasets"][dataset]
+    if "union" in settings:
+        return set.intersection(*(_splits(config, member) for member in settings["union"]))
+    return set(settings["splits"])
 
 
 def load_config(path: str | Path, schema: str | Path = DEFAULT_SCHEMA) -> dict:
@@ -100,7 +129,8 @@ class Cell:
 class Study:
     """The resolved grid of a validated config."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, left_out: frozenset[Cell] = frozenset()):
+        """``left_out``: cells that stay out of the grid (see :mod:`peftcode.planner`: over the budget)."""
         self.config = config
         self.results = config.get("results", "results")
         self._variants: dict[str, dict] = {}
@@ -112,7 +142,29 @@ class Study:
                     for variant, settings in self._method_variants(method, dataset).items():
                         self._variants[variant] = settings
                         cells.update(Cell(m, variant, d) for m in block["models"] for d in tested_on)
-        self.cells = sorted(cells)
+                    if self.config["methods"][method]["kind"] not in TRAINED_KINDS:
+                        continue
+                    # Trained here, also tested on other datasets' test sets: a variant that names the
+                    # training set and shares its fine-tune.
+                    for other in block.get("test_on", []):
+                        variant = f"{method}-{dataset}"
+                        self._variants.setdefault(variant, self._trained_elsewhere(method, dataset))
+                        cells.update(Cell(m, variant, other) for m in block["models"])
+        self.all_cells = sorted(cells)
+        self.cells = [cell for cell in self.all_cells if cell not in left_out]
+        self.left_out = sorted(left_out)
+
+    def _trained_elsewhere(self, method: str, dataset: str) -> dict:
+        """A trained method's variant tested on other datasets than ``dataset``, the one it trains on: a
+        union's own fine-tune, or the method's fine-tune on that dataset."""
+        union = "union" in self.config["datasets"][dataset]
+        trained_as = f"{method}-{dataset}" if union else method
+        return {
+            "method": method,
+            **self.config["methods"][method],
+            "train_dataset": dataset,
+            "trained_as": trained_as,
+        }
 
     def _method_variants(self, method: str, dataset: str) -> dict[str, dict]:
         settings = self.config["methods"][method]
@@ -123,7 +175,7 @@ class Study:
                     f"config error at study: method '{method}' trains nothing, so it cannot train on the "
                     f"union '{dataset}'"
                 )
-            return {f"{method}-{dataset}": {"method": method, **settings, "train_dataset": dataset}}
+            return {f"{method}-{dataset}": self._trained_elsewhere(method, dataset)}
         if settings["kind"] not in PROMPTED_KINDS:
             return {method: {"method": method, **settings}}
         if settings["kind"] == "rag":
@@ -161,8 +213,13 @@ class Study:
         )
 
     def train_dataset(self, variant: str, dataset: str) -> str:
-        """The dataset a cell's model was trained on: a union for joint training, else its own."""
+        """The dataset a cell's model was trained on: a union for joint training, the block's dataset for a
+        cell tested on another (``test_on``), else its own."""
         return self._variants[variant].get("train_dataset", dataset)
+
+    def trained_as(self, variant: str) -> str:
+        """The method name of the fine-tune job a cell's model comes from."""
+        return self._variants[variant].get("trained_as", variant)
 
     @property
     def unions(self) -> list[str]:
@@ -173,7 +230,7 @@ class Study:
         """The fine-tune jobs: one per trained cell, and one per union for joint training."""
         return sorted(
             {
-                Cell(c.model, c.method, self.train_dataset(c.method, c.dataset))
+                Cell(c.model, self.trained_as(c.method), self.train_dataset(c.method, c.dataset))
                 for c in self.cells
                 if self.is_trained(c.method)
             }
@@ -228,6 +285,7 @@ class Study:
             "max_new_tokens": data["max_target_length"],
             "stop": data["stop"],
             **self.config["generation"],
+            **data.get("generation", {}),
         }
 
     def local_data_files(self, dataset: str) -> list[str]:
@@ -245,19 +303,6 @@ class Study:
             request["gpu_model"] = self.config["resources"]["gpu_model"]
         return request
 
-    def job_memory_mb(self, model: str, job: str) -> int:
-        """Host memory to request for a job on a model. On the CPU it holds fp32 weights, plus gradients and
-        AdamW state to train; with a GPU, only the weights on their way to the device."""
-        if job != "prepare" and self.config["resources"]["gpu"] > 0:
-            bytes_per_param = 4
-        else:
-            bytes_per_param = {"prepare": 8, "quantize": 8, "infer": 6, "finetune": 20}[job]
-        return int(4000 + self.config["models"][model]["size_b"] * 1000 * bytes_per_param)
-
-    def job_runtime_min(self, model: str, job: str) -> int:
-        minutes_per_billion = {"quantize": 5, "infer": 60, "finetune": 240}[job]
-        return int(30 + self.config["models"][model]["size_b"] * minutes_per_billion)
-
     def eval_settings(self) -> dict:
         return dict(self.config["evaluation"])
 
@@ -273,6 +318,8 @@ class Study:
             "seed": variant.get("seed"),
             "dataset": cell.dataset,
             "train_dataset": variant.get("train_dataset"),
+            # Trained on a union of datasets (RQ3), rather than tested on another dataset than its own.
+            "joint": "union" in self.config["datasets"].get(variant.get("train_dataset") or "", {}),
             "pretrained": self.config["models"][cell.model]["pretrained"],
             "size_b": self.config["models"][cell.model]["size_b"],
         }

@@ -1,45 +1,141 @@
 """Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
 
-Our schema: ``id`` (str), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero
-when the code is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a dataset without
-tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
+Our schema: ``id`` (str), ``source_id`` (str: the source's own identifier, HumanEval's ``task_id`` say,
+else empty), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero when the code
+is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a dataset without tests),
+``difficulty`` (str, APPS' level; else empty), ``split`` (str).
+
+Local and package files are read here, line by line for JSON Lines: a line that does not parse, or a row
+whose field is not text, is skipped and counted with its line number; a file that cannot be read at all
+stops the job with one line naming it and where.
 """
 
 from __future__ import annotations
 
 import ast
+import gzip
+import importlib.util
 import json
+import logging
 import re
 import string
 import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from huggingface_hub import HfApi
 
 from peftcode.programs import io_tests
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "intent", "code", "tests", "difficulty", "split")
+COLUMNS = ("id", "source_id", "intent", "code", "tests", "difficulty", "split")
+# Line numbers of skipped rows kept in stats.json, per split and reason.
+SHOWN_LINES = 10
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """A dataset that cannot be read as configured; the message names the file and column."""
 
 
-def _load_split(source: dict, file_format: str, split: str) -> tuple[datasets.Dataset, str]:
-    """Load one split of the source; returns the rows and a name for error messages."""
+@dataclass
+class Rows:
+    """One split's raw rows: each with where it came from (a file's line or item, a hub dataset's row),
+    the columns they have, the lines that did not parse, and a name for messages."""
+
+    rows: Iterable[tuple[str, dict]]
+    columns: list[str]
+    origin: str
+    unparsed: list[int] = field(default_factory=list)
+
+
+def package_file(source: dict) -> Path:
+    """A data file inside an installed Python package, found without importing the package."""
+    found = importlib.util.find_spec(source["package"])
+    install = source.get("pip", source["package"].replace("_", "-"))
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"package '{source['package']}' is not installed (pip install {install})")
+    path = Path(found.submodule_search_locations[0]) / source["file"]
+    if not path.is_file():
+        raise DataError(f"{path}: no such file in package '{source['package']}' (pip install {install})")
+    return path
+
+
+def _decoded(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataError(f"{path}:{line}:{column}: not UTF-8 text ({error.reason})") from None
+
+
+def read_file(path: Path) -> Rows:
+    """A local data file's rows: JSON Lines (a skipped line for each that does not parse, or is not an
+    object), a JSON list of objects, or parquet; ``.gz`` compressed or not."""
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    kind = suffixes[-1] if suffixes else ""
+    if kind == ".parquet":
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(f"{path}: not a readable parquet file ({error})") from None
+        items = table.to_pylist()
+        return Rows([(f"row {i + 1}", row) for i, row in enumerate(items)], table.column_names, str(path))
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise DataError(f"{path}: not a readable gzip file ({error})") from None
+    text = _decoded(path, raw)
+    if kind == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise DataError(f"{path}: expected a JSON list of objects")
+        columns = list(dict.fromkeys(key for item in items for key in item))
+        return Rows([(f"item {i + 1}", item) for i, item in enumerate(items)], columns, str(path))
+    if kind != ".jsonl":
+        raise DataError(f"{path}: unknown data format '{kind}' (jsonl, json or parquet, optionally .gz)")
+    rows, unparsed = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            item = None
+        if isinstance(item, dict):
+            rows.append((f"line {number}", item))
+        else:
+            unparsed.append(number)
+    columns = list(dict.fromkeys(key for _, item in rows for key in item))
+    return Rows(rows, columns, str(path), unparsed)
+
+
+def _load_split(source: dict, file_format: str, split: str) -> Rows:
+    """Load one split of the source."""
+    if "package" in source:
+        return read_file(package_file(source))
+    origin = f"{source.get('hub')}[{split}]"
     if "hub" in source and "data_files" in source:
-        return _load_hub_data_files(source, split), f"{source['hub']}[{split}]"
+        rows = _load_hub_data_files(source, split)
+        return Rows(((f"row {i + 1}", row) for i, row in enumerate(rows)), rows.column_names, origin)
     if "hub" in source:
         rows = datasets.load_dataset(source["hub"], revision=source.get("revision"), split=split)
-        return rows, f"{source['hub']}[{split}]"
+        return Rows(((f"row {i + 1}", row) for i, row in enumerate(rows)), rows.column_names, origin)
     path = Path(source["path"]) / f"{split}.{file_format}"
     if not path.is_file():
         raise DataError(f"{path}: no such file for split '{split}'")
-    builder = "parquet" if file_format == "parquet" else "json"
-    return datasets.load_dataset(builder, data_files=str(path), split="train"), str(path)
+    return read_file(path)
 
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -64,6 +160,11 @@ def _load_hub_data_files(source: dict, split: str) -> datasets.Dataset:
 
 def _as_columns(spec) -> list[str]:
     return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _identifier(row: dict, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None else str(value)
 
 
 def _text(value) -> str | None:
@@ -136,37 +237,41 @@ def apps_columns(row: dict) -> dict | None:
 PRESETS = {"apps": (["solutions", "input_output"], ["solution", "test_cases"], apps_columns)}
 
 
-def normalise_rows(
-    rows: datasets.Dataset, settings: dict, split: str, origin: str
-) -> tuple[pd.DataFrame, int, int]:
+def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame, list[str], int]:
     """Map the source's columns onto our schema. Rows missing intent, code or (where the dataset has
-    them) tests are dropped and counted; with ``python_only``, examples that are not Python are filtered
-    out and counted apart. Returns the rows, the dropped count and the filtered count."""
-    present, preset = list(rows.column_names), PRESETS.get(settings.get("preset"))
+    them) tests, or whose field is not text (a number, a list where text is expected, null), are dropped;
+    with ``python_only``, examples that are not Python are filtered out and counted apart. Returns the
+    rows, where the dropped ones were, and the filtered count."""
+    origin = rows.origin
+    if not rows.columns:
+        raise DataError(f"{origin}: no rows for split '{split}'")
+    present, preset = list(rows.columns), PRESETS.get(settings.get("preset"))
     if preset is not None:
         raw, derived, _ = preset
         missing = [column for column in raw if column not in present]
         if missing:
             raise DataError(f"{origin}: missing column {missing[0]!r} of the '{settings['preset']}' preset")
         present += derived
-    wanted = {ours: _as_columns(spec) for ours, spec in settings["fields"].items()}
+    fields = dict(settings["fields"])
+    source_id = fields.pop("source_id", None)
+    wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
     for ours, columns in wanted.items():
         if not any(_readable(column, present) for column in columns):
             raise DataError(
                 f"{origin}: missing column {' or '.join(map(repr, columns))} for field '{ours}' "
                 f"(columns present: {', '.join(present)})"
             )
-    records, dropped, filtered = [], 0, 0
-    for index, row in enumerate(rows):
+    records, dropped, filtered = [], [], 0
+    for index, (where, row) in enumerate(rows.rows):
         row = preset[2](row) if preset is not None else row
         if row is None:
-            dropped += 1
+            dropped.append(where)
             continue
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
         tests = _first_present(row, wanted["tests"]) if "tests" in wanted else ""
         if intent is None or code is None or tests is None:
-            dropped += 1
+            dropped.append(where)
             continue
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
@@ -177,6 +282,7 @@ def normalise_rows(
         records.append(
             {
                 "id": f"{split}-{index}",
+                "source_id": _identifier(row, source_id) if source_id else "",
                 "intent": intent.strip(),
                 "code": code.strip("\n"),
                 "tests": tests,
@@ -188,7 +294,8 @@ def normalise_rows(
 
 
 def prepare_data(settings: dict, out_dir: str | Path) -> dict:
-    """Write ``{train,validation,test}.parquet`` and ``stats.json`` under ``out_dir``; returns the stats."""
+    """Write ``{train,validation,test}.parquet`` and ``stats.json`` under ``out_dir``; returns the stats. A
+    split the dataset does not have (a test-only benchmark's training split) is written empty."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = dict(settings["source"])
@@ -198,17 +305,36 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
         source["revision"] = HfApi().dataset_info(source["hub"], revision=source.get("revision")).sha
         stats["commit"] = source["revision"]
     for split in SPLITS:
-        rows, origin = _load_split(source, settings["format"], settings["splits"][split])
-        frame, dropped, filtered = normalise_rows(rows, settings, split, origin)
+        if split not in settings["splits"]:
+            pd.DataFrame(columns=COLUMNS).to_parquet(out_dir / f"{split}.parquet", index=False)
+            stats["splits"][split] = {"rows": 0, "absent": True}
+            continue
+        rows = _load_split(source, settings["format"], settings["splits"][split])
+        frame, dropped, filtered = normalise_rows(rows, settings, split)
+        for reason, places in (
+            ("did not parse", [f"line {n}" for n in rows.unparsed]),
+            ("lacked a field", dropped),
+        ):
+            if places:
+                logger.warning(
+                    "%s: %d rows skipped that %s (%s)",
+                    rows.origin,
+                    len(places),
+                    reason,
+                    ", ".join(places[:SHOWN_LINES]),
+                )
         limit = settings.get("limit", {}).get(split)
         if limit is not None:
             frame = frame.head(limit)
         if frame.empty:
-            raise DataError(f"{origin}: no usable rows for split '{split}'")
+            raise DataError(f"{rows.origin}: no usable rows for split '{split}'")
         frame.to_parquet(out_dir / f"{split}.parquet", index=False)
         stats["splits"][split] = {
             "rows": len(frame),
-            "dropped_rows": dropped,
+            "unparsed_lines": len(rows.unparsed),
+            "unparsed_at": rows.unparsed[:SHOWN_LINES],
+            "dropped_rows": len(dropped),
+            "dropped_at": dropped[:SHOWN_LINES],
             "filtered_rows": filtered,
             "mean_intent_chars": round(frame["intent"].str.len().mean(), 1),
             "mean_code_chars": round(frame["code"].str.len().mean(), 1),

@@ -217,11 +217,11 @@ def finetune(
     resume_dir = Path(resume_dir) if resume_dir else None
     resumed = load_resume_state(resume_dir, settings)
     if resumed is None:
-        first_step, order, earlier_time = 1, None, 0.0
+        first_step, order, earlier_time, earlier_wall, attempt = 1, None, 0.0, 0.0, 1
         best_loss = evaluate()
         best_step, best_state = 0, None
         log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
-        tokens = 0
+        tokens, longest, most_targets = 0, 0, 0
     else:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
@@ -234,8 +234,10 @@ def finetune(
         shuffler.set_state(resumed["shuffler"])
         torch.set_rng_state(resumed["torch_rng"])
         first_step, order, earlier_time = resumed["step"] + 1, resumed["order"], resumed["train_time"]
+        earlier_wall, attempt = resumed["wall_time"], resumed["attempt"] + 1
         best_loss, best_step, best_state = resumed["best"]
         log, tokens = resumed["log"], resumed["tokens"]
+        longest, most_targets = resumed["longest"], resumed["most_targets"]
     loop_started = time.perf_counter()
     progress = tqdm(range(first_step, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
     for step in progress:
@@ -250,6 +252,8 @@ def finetune(
         # Each batch's mean loss weighted by its share of the step's target tokens: the accumulated
         # gradient is that of the mean over all of them, as if the step were one batch.
         step_tokens = sum(target_tokens(batch) for batch in batches)
+        longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
+        most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
         step_loss = 0.0
         for batch in batches:
             with precision.autocast():
@@ -295,7 +299,11 @@ def finetune(
                     "best": (best_loss, best_step, best_state),
                     "log": log,
                     "tokens": tokens,
+                    "longest": longest,
+                    "most_targets": most_targets,
                     "train_time": earlier_time + time.perf_counter() - loop_started,
+                    "wall_time": earlier_wall + meter.elapsed(),
+                    "attempt": attempt,
                 },
             )
 
@@ -322,6 +330,9 @@ def finetune(
         optimizer=settings["optimizer"],
         batch_size=batch_size,
         grad_accum_steps=settings["grad_accum_steps"],
+        # The largest batch's shape, which sets the activations' peak (see peftcode.planner).
+        longest_sequence=longest,
+        most_target_tokens=most_targets,
         devices=sorted({str(p.device) for p in model.parameters()}),
         model_commit=model_commit(model_dir),
         quantization_bits=(settings["quantization"] or {}).get("bits"),
@@ -330,6 +341,9 @@ def finetune(
         resumed_from_step=first_step - 1 if resumed else None,
         train_tokens=tokens,
         train_time_s=round(train_time, 3),
+        # Over every attempt, to its last save for a killed one: what the cell cost, not its last run.
+        total_wall_time_s=round(earlier_wall + meter.elapsed(), 3),
+        attempts=attempt,
         tokens_per_s=round(tokens / train_time, 1),
         best_step=best_step,
         best_val_loss=best_loss,

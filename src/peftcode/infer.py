@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
 from peftcode.prompts import inference_prompts, prompt_ids
+from peftcode.sampling import sample
 
 MERGEABLE = ("LORA", "IA3")
 # Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
@@ -155,6 +157,8 @@ def search_settings(settings: dict, sampling: dict | None = None) -> dict:
             "num_return_sequences": min(settings["num_return_sequences"], settings["num_beams"]),
             "early_stopping": settings["early_stopping"],
         }
+    if sampling["temperature"] == 0:  # greedy: one draw, the most likely token at each step
+        return {"do_sample": False, "num_beams": 1, "num_return_sequences": 1}
     return {
         "do_sample": True,
         "num_beams": 1,
@@ -164,14 +168,30 @@ def search_settings(settings: dict, sampling: dict | None = None) -> dict:
     }
 
 
-def generation_batch_size(model, settings: dict, sampling: dict | None) -> int:
-    """Prompts per batch: one where a prompt's candidates would otherwise depend on the prompts batched with
-    it. Sampled draws share one random stream across a batch, and bitsandbytes' 8-bit matrix product
-    (LLM.int8) picks its outlier columns over the whole batch."""
+def is_8bit(model) -> bool:
     quantization = getattr(model.config, "quantization_config", None) or {}
     if not isinstance(quantization, dict):
         quantization = quantization.to_dict()
-    if sampling is not None or quantization.get("load_in_8bit"):
+    return bool(quantization.get("load_in_8bit"))
+
+
+def searches_itself(model, family: str) -> bool:
+    """Whether our own beam search and sampler serve the model: a decoder reading plain prompts whose
+    generation config reshapes no scores. Soft prompts, encoder-decoders and score shaping go to
+    ``generate``."""
+    if family != "causal" or reshapes_scores(model.generation_config):
+        return False
+    if isinstance(model, PeftModel):
+        return model.peft_config["default"].peft_type not in (PeftType.PROMPT_TUNING, PeftType.PREFIX_TUNING)
+    return True
+
+
+def generation_batch_size(model, settings: dict, sampling: dict | None) -> int:
+    """Prompts per batch: one where a prompt's candidates would otherwise depend on the prompts batched with
+    it. bitsandbytes' 8-bit matrix product (LLM.int8) picks its outlier columns over the whole batch; and
+    ``generate`` draws samples from one random stream across its batch (our sampler gives each draw its
+    own)."""
+    if is_8bit(model) or (sampling is not None and not searches_itself(model, settings["family"])):
         return 1
     return settings["batch_size"]
 
@@ -207,16 +227,31 @@ def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: di
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     candidates: list[list[str]] = [[] for _ in prompts]
     batch_size = generation_batch_size(model, settings, sampling)
+    ours = searches_itself(model, family)
     for start in tqdm(range(0, len(order), batch_size), desc="generate", mininterval=5):
         rows = order[start : start + batch_size]
-        if sampling is not None:
-            # Each prompt's draws come from a seed of its own, whatever was drawn before it.
-            torch.manual_seed(settings["seed"] + rows[0])
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(model.device)
         # generate() repeats each row once per beam, or once per returned sample.
         generator, inputs = conditioned_inputs(model, batch, family, max(search["num_beams"], returns))
-        plain_prompts = family == "causal" and set(inputs) == {"input_ids", "attention_mask"}
-        if sampling is None and plain_prompts and not reshapes_scores(generator.generation_config):
+        if ours and sampling is not None:
+            ends = torch.cat((torch.tensor(eos_ids(generator), dtype=torch.long), stop_ids.long()))
+            draw = partial(
+                sample,
+                generator,
+                **inputs,
+                prompt_indices=rows,
+                max_new_tokens=settings["max_new_tokens"],
+                temperature=sampling["temperature"],
+                top_p=sampling["top_p"],
+                seed=settings["seed"],
+                end_ids=ends,
+            )
+            if is_8bit(model):  # one draw at a time too: LLM.int8 would see the others
+                draws = [[d for j in range(returns) for d in draw(draws=1, first_draw=j)[0]]]
+            else:
+                draws = draw(draws=returns)
+            new_tokens = [tokens for row in draws for tokens in row]
+        elif ours:
             hypotheses = beam_search(
                 generator,
                 **inputs,
@@ -230,6 +265,9 @@ def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: di
             )
             new_tokens = [tokens for row in hypotheses for tokens in row]
         else:
+            if sampling is not None:
+                # Each prompt's draws come from a seed of its own, whatever was drawn before it.
+                torch.manual_seed(settings["seed"] + rows[0])
             output = generator.generate(
                 **inputs,
                 **search,
@@ -278,7 +316,7 @@ def infer(
     test = read_split(data_dir, "test")
     prompts = inference_prompts(
         test,
-        read_split(data_dir, "train"),
+        read_split(data_dir, "train") if settings["shots"] else None,
         settings["family"],
         settings["shots"],
         settings["seed"],
@@ -291,6 +329,7 @@ def infer(
     generations = pd.DataFrame(
         {
             "id": test["id"],
+            "source_id": test["source_id"],
             "intent": test["intent"],
             "reference": test["code"],
             "prompt": prompts,
@@ -299,8 +338,13 @@ def infer(
     )
     sampling = settings["sampling"]
     if sampling:
-        # Draws for pass@k, on problems that carry tests.
-        generations["samples"] = generate_candidates(model, tokenizer, prompts, settings, sampling, precision)
+        # Draws for pass@k, on problems that carry tests; a greedy draw is the greedy candidate, where the
+        # search is greedy too.
+        if sampling["temperature"] == 0 and settings["num_beams"] == 1:
+            generations["samples"] = [row[:1] for row in candidates]
+        else:
+            drawn = generate_candidates(model, tokenizer, prompts, settings, sampling, precision)
+            generations["samples"] = drawn
         generations["tests"] = test["tests"]
         generations["difficulty"] = test["difficulty"]
     generations.to_parquet(out_path, index=False)

@@ -12,6 +12,18 @@ from pathlib import Path
 import torch
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size, from the kernel's accounting.
 
@@ -20,13 +32,9 @@ def peak_rss_mb() -> float:
     fork, so a job started by a large process (Snakemake, a benchmark holding a model) would report at least
     its parent's size.
     """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
@@ -41,9 +49,15 @@ class JobMeter:
     def __init__(self):
         self.started = time.perf_counter()
         self.started_at = time.time()
+        # What the process held before the job loaded anything (its libraries): the CPU peak less this is
+        # the job's own, which the memory plan estimates.
+        self.baseline_rss_mb = _status_mb("VmRSS")
         self.cuda = torch.cuda.is_available()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
     def snapshot(self) -> dict:
         record = {
@@ -52,8 +66,9 @@ class JobMeter:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started_at": round(self.started_at, 3),
             "finished_at": round(time.time(), 3),
-            "wall_time_s": round(time.perf_counter() - self.started, 3),
+            "wall_time_s": round(self.elapsed(), 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "baseline_rss_mb": None if self.baseline_rss_mb is None else round(self.baseline_rss_mb, 1),
         }
         if self.cuda:
             record["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

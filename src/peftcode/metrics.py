@@ -130,7 +130,9 @@ def evaluate(
     candidates = [list(c) for c in generations["candidates"]]
     top1 = [c[0] if c else "" for c in candidates]
     ranks = match_ranks(references, candidates)
-    row = {**cell, "n_test": len(generations), "ranks": ranks}
+    # Per-example outputs (ranks, passes) line up with the examples' own identifiers, to look them up.
+    ids = [source or ours for source, ours in zip(generations["source_id"], generations["id"], strict=True)]
+    row = {**cell, "n_test": len(generations), "example_ids": ids, "ranks": ranks}
     for k in settings["k"]:
         hits = hits_at_k(ranks, k)
         low, high = bootstrap_mean_ci(hits, settings["bootstrap_samples"])
@@ -164,7 +166,12 @@ def evaluate(
             finetune_peak_rss_mb=training["peak_rss_mb"],
             # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
             finetune_peak_mb=training.get("cuda_max_allocated_mb", training["peak_rss_mb"]),
-            finetune_time_s=training["wall_time_s"],
+            # The job's own part, which the memory plan estimates.
+            finetune_own_peak_mb=training.get(
+                "cuda_max_reserved_mb", training["peak_rss_mb"] - training["baseline_rss_mb"]
+            ),
+            finetune_time_s=training["total_wall_time_s"],
+            finetune_attempts=training["attempts"],
             finetune_precision=training["precision"],
             optimizer=training["optimizer"],
             train_tokens_per_s=training["tokens_per_s"],

@@ -67,7 +67,7 @@ def retrieved_examples(
 
 def inference_prompts(
     test: pd.DataFrame,
-    train: pd.DataFrame,
+    train: pd.DataFrame | None,
     family: str,
     shots: int = 0,
     seed: int = 0,
@@ -79,10 +79,10 @@ def inference_prompts(
         if shots:
             raise ValueError("in-context examples need a causal model")
         return list(test["intent"])
-    pairs = list(zip(train["intent"], train["code"], strict=True))
     intents = list(test["intent"])
     if not shots:
         return [causal_prompt(intent) for intent in intents]
+    pairs = list(zip(train["intent"], train["code"], strict=True))
     if retriever == "bm25":
         return [
             causal_prompt(intent, examples)

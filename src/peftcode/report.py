@@ -289,7 +289,7 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
 
 
 # --- RQ4 -----------------------------------------------------------------------------------------------
-MEMORY_COLUMNS = ["weights", "checkpointing", "weight_mb", "peak_mb"]
+MEMORY_COLUMNS = ["weights", "optimizer", "checkpointing", "weight_mb", "peak_mb", "own_mb", "estimated_mb"]
 # The bars of Figure 1, in the study's order; other trained kinds are left out of it.
 FIGURE1_KINDS = ("full-ft", "lora", "qlora-8bit", "qlora-4bit")
 
@@ -340,14 +340,23 @@ def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
     top = em_columns(trained)[-1]
     lines = [
         "Each fine-tuning job's peak memory (MB; CUDA: peak allocated, CPU: peak resident set of the job's "
-        "process) and weight footprint (MB) against its effectiveness:",
+        "process), its own part of it (CUDA: peak reserved; CPU: less what the process held before "
+        "loading anything, its libraries), the memory plan's estimate of that part, its weight footprint "
+        "(MB) and the optimizer it ran with, against its effectiveness:",
         "",
     ]
+    quantized = trained["quantization_bits"]
+    estimates = trained.get("estimated_peak_mb", pd.Series(index=trained.index, dtype=float))
     memory = trained.assign(
-        weights=[f"{bits:.0f}-bit" if pd.notna(bits) else "fp32" for bits in trained["quantization_bits"]],
+        weights=[
+            f"{bits:.0f}-bit" if pd.notna(bits) else precision
+            for bits, precision in zip(quantized, trained["finetune_precision"], strict=True)
+        ],
         checkpointing=trained["gradient_checkpointing"].map({True: "yes", False: "no"}),
         weight_mb=trained["finetune_weight_mb"].round().astype("Int64"),
         peak_mb=trained["finetune_peak_mb"].round().astype("Int64"),
+        own_mb=trained["finetune_own_peak_mb"].round().astype("Int64"),
+        estimated_mb=estimates.round().astype("Int64"),
     )
     for dataset, rows in memory.groupby("dataset"):
         lines += [f"## {dataset}", "", _results_table(rows, [*MEMORY_COLUMNS, top, "codebleu"], top), ""]
@@ -431,6 +440,21 @@ QUESTIONS = {
 }
 
 
+def not_fitting(plan: pd.DataFrame | None) -> list[str]:
+    """The cells the memory plan left out of the study (``over_budget: skip``)."""
+    if plan is None or plan["fits"].all():
+        return []
+    out = plan[~plan["fits"]]
+    lines = [
+        f"**{len(out)} cells do not fit in {out['budget_gb'].iloc[0]:g} GB per GPU and were left out:**",
+        "",
+    ]
+    for _, row in out.iterrows():
+        peak = max(row["finetune_peak_mb"] if pd.notna(row["finetune_peak_mb"]) else 0, row["infer_peak_mb"])
+        lines.append(f"- {row['model']} / {row['method']} / {row['dataset']}: about {peak / 1024:.1f} GB")
+    return [*lines, ""]
+
+
 def unsafe_execution_warning(table: pd.DataFrame) -> list[str]:
     """Cells whose pass@k ran model-written programs without kernel isolation, which the config allowed."""
     if "sandbox" not in table.columns:
@@ -457,11 +481,24 @@ def missing_cells(table: pd.DataFrame, expected: list[dict] | None) -> list[str]
     ]
 
 
-def write_reports(table: pd.DataFrame | str | Path, out_dir: str | Path, expected: list[dict] | None = None):
+def write_reports(
+    table: pd.DataFrame | str | Path,
+    out_dir: str | Path,
+    expected: list[dict] | None = None,
+    plan: pd.DataFrame | str | Path | None = None,
+):
     """Write ``rq1.md`` .. ``rq4.md`` and ``rq1.png`` .. ``rq4.png`` under ``out_dir``; ``expected`` cells
-    that the table lacks are listed at the top of every report."""
+    that the table lacks are listed at the top of every report, and so are the cells the memory ``plan``
+    (plan.csv) left out as not fitting; RQ4 sets the plan's estimates beside the measured peaks."""
     if not isinstance(table, pd.DataFrame):
         table = pd.read_parquet(table)
+    if plan is not None and not isinstance(plan, pd.DataFrame):
+        plan = pd.read_csv(plan)
+    if plan is not None and len(table):
+        estimates = plan[CELL_COLUMNS + ["finetune_peak_mb"]].rename(
+            columns={"finetune_peak_mb": "estimated_peak_mb"}
+        )
+        table = table.merge(estimates, on=CELL_COLUMNS, how="left")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = missing_cells(table, expected)
@@ -473,7 +510,7 @@ def write_reports(table: pd.DataFrame | str | Path, out_dir: str | Path, expecte
             *[f"- {cell}" for cell in missing],
             "",
         ]
-    preface += unsafe_execution_warning(table)
+    preface += unsafe_execution_warning(table) + not_fitting(plan)
     figure1(table, out_dir / "figure1_memory.png")
     for name, (title, build) in QUESTIONS.items():
         figure = out_dir / f"{name}.png"

@@ -17,12 +17,12 @@ def one_of(names):
 
 
 def compute_resources(job):
-    """What a job that runs a model asks of the scheduler: the config's GPUs, and memory and runtime that
-    scale with the model's size."""
+    """What a job that runs a model asks of the scheduler: the config's GPUs, and the memory and runtime
+    the plan estimates for it."""
     return {
         **study.gpu_request(),
-        "mem_mb": lambda w: study.job_memory_mb(w.model, job),
-        "runtime": lambda w: study.job_runtime_min(w.model, job),
+        "mem_mb": lambda w: plan.mem_mb(job, w.model, w.get("method"), w.get("dataset")),
+        "runtime": lambda w: plan.runtime_min(job, w.model, w.get("method"), w.get("dataset")),
     }
 
 
@@ -53,15 +53,23 @@ def metrics_path(model, method, dataset):
     return f"{R}/metrics/{model}/{method}/{dataset}.json"
 
 
+def trained_dir(w):
+    """The fine-tune a cell's model comes from (shared by the cells tested on other datasets)."""
+    trained_as = study.trained_as(w.method)
+    return finetune_dir(w.model, trained_as, study.train_dataset(w.method, w.dataset))
+
+
 def infer_inputs(w):
-    """Full fine-tunes infer from their own checkpoint, PEFT methods from the base model plus adapter."""
+    """Full fine-tunes infer from their own checkpoint, PEFT methods from the base model plus adapter;
+    in-context examples come from the training split."""
     kind = study.kind(w.method)
-    trained = f"{finetune_dir(w.model, w.method, study.train_dataset(w.method, w.dataset))}/checkpoint"
+    trained = f"{trained_dir(w)}/checkpoint"
     inputs = {
-        "model": trained if kind == "full-ft" else base_model_dir(w.model, w.method),
+        "model": trained if kind == "full-ft" else base_model_dir(w.model, study.trained_as(w.method)),
         "test": f"{data_dir(w.dataset)}/test.parquet",
-        "train": f"{data_dir(w.dataset)}/train.parquet",
     }
+    if study.infer_settings(w.model, w.method, w.dataset)["shots"]:
+        inputs["train"] = f"{data_dir(w.dataset)}/train.parquet"
     if kind in PEFT_KINDS:
         inputs["adapter"] = trained
     return inputs
@@ -73,6 +81,5 @@ def evaluate_inputs(w):
         "infer_memory": generations_path(w.model, w.method, w.dataset).replace(".parquet", ".memory.json"),
     }
     if study.is_trained(w.method):
-        trained_on = study.train_dataset(w.method, w.dataset)
-        inputs["finetune_memory"] = f"{finetune_dir(w.model, w.method, trained_on)}/memory.json"
+        inputs["finetune_memory"] = f"{trained_dir(w)}/memory.json"
     return inputs

@@ -6,7 +6,7 @@ rule infer:
         memory=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.memory.json",
     params:
         code=code_version("infer"),
-        settings=lambda w: study.infer_settings(w.model, w.method, w.dataset),
+        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset),
     threads: config["threads"]
     resources:
         **compute_resources("infer"),

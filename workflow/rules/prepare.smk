@@ -54,7 +54,7 @@ rule prepare_model:
         code=code_version("models"),
         settings=lambda w: study.model_settings(w.model),
     resources:
-        mem_mb=lambda w: study.job_memory_mb(w.model, "prepare"),
+        mem_mb=lambda w: plan.mem_mb("prepare", w.model),
         runtime=60,
     conda:
         "../../envs/models.yaml"

