@@ -21,8 +21,10 @@ def tiny_study(results) -> dict:
         {"models": ["tiny-llama"], "methods": list(config["methods"]), "datasets": ["conala-style"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["codealpaca-style"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["joint"]},
-        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["mbpp-style"]},
+        {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["mbpp-style"], "test_on": ["humaneval"]},
+        {"models": ["tiny-llama"], "methods": ["zero-shot"], "datasets": ["humaneval"]},
     ]
+    config["methods"]["zero-shot"] = {"kind": "icl", "shots": [0]}
     return config
 
 
@@ -47,6 +49,7 @@ def cells():
     yield ("codealpaca-style", "lora")
     yield from ((dataset, "lora-joint") for dataset in ("conala-style", "codealpaca-style"))
     yield ("mbpp-style", "lora")
+    yield from (("humaneval", method) for method in ("lora-mbpp-style", "zero-shot-0shot"))
 
 
 def test_prepare_targets(tiny_run):
@@ -113,7 +116,10 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
     test = pd.read_parquet(results / "data" / dataset / "test.parquet")
     assert list(generations["id"]) == list(test["id"])
     assert list(generations["reference"]) == list(test["code"])
-    assert all(len(c) == config["generation"]["num_return_sequences"] for c in generations["candidates"])
+    returned = {**config["generation"], **config["datasets"][dataset].get("generation", {})}[
+        "num_return_sequences"
+    ]
+    assert all(len(c) == returned for c in generations["candidates"])
     if dataset == "conala-style":
         assert not any("\n" in c for cands in generations["candidates"] for c in cands)
     shots = int(method.split("-")[1][0]) if method.startswith(("icl", "rag")) else 0
@@ -131,10 +137,17 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
         dataset,
         len(test),
     )
-    assert (metrics["trainable_params"] > 0) == (not method.startswith(("icl", "rag")))
-    if dataset == "mbpp-style":  # the one test set with tests: samples run in the sandbox
+    assert (metrics["trainable_params"] > 0) == (metrics["kind"] not in ("icl", "rag"))
+    # Each per-example output lines up with the examples' own identifiers where the source has them.
+    assert metrics["example_ids"] == [s or i for s, i in zip(test["source_id"], test["id"], strict=True)]
+    assert list(generations["source_id"]) == list(test["source_id"])
+    if dataset == "mbpp-style":  # samples run in the sandbox
         assert all(len(s) == 2 for s in generations["samples"]) and metrics["pass_samples"] == 2
         assert len(metrics["passes"]) == len(test) and 0 <= metrics["pass@1"] <= metrics["pass@2"] <= 1
+    elif dataset == "humaneval":  # greedy: the one draw is the greedy candidate
+        assert test["source_id"].str.startswith("HumanEval/").all()
+        assert [list(s) for s in generations["samples"]] == [list(c) for c in generations["candidates"]]
+        assert metrics["pass_samples"] == 1 and 0 <= metrics["pass@1"] <= 1
     else:
         assert "samples" not in generations.columns and "pass@1" not in metrics
 
@@ -146,7 +159,7 @@ def test_results_table_and_reports(tiny_run):
     assert set(zip(table["dataset"], table["method"], strict=True)) == set(cells())
     assert len(pd.read_csv(results / "results.csv")) == len(table)
     icl = table[table["kind"] == "icl"]
-    assert sorted(icl["shots"]) == [0, 1, 1]
+    assert sorted(icl["shots"]) == [0, 0, 1, 1]
     for rq in ("rq1", "rq2", "rq3", "rq4"):
         text = (results / "reports" / f"{rq}.md").read_text()
         assert text.startswith(f"# {rq.upper()}:") and f"({rq}.png)" in text
@@ -156,6 +169,7 @@ def test_results_table_and_reports(tiny_run):
     rq1 = (results / "reports" / "rq1.md").read_text()
     assert "pass@1" in rq1.split("## mbpp-style")[1]
     assert "tiny-llama (untrained)" in rq1 and "prefix-tuning" in rq1
+    assert "Trained on mbpp-style, tested on humaneval:" in rq1.split("## humaneval")[1]
     rq3 = (results / "reports" / "rq3.md").read_text()
     rows = [line for line in rq3.splitlines() if line.startswith("| tiny-llama")]
     assert sorted(line.split("|")[4].strip() for line in rows) == ["joint"] * 2 + ["per-dataset"] * 2
@@ -185,8 +199,9 @@ def test_editing_one_method_reruns_only_its_cells(tiny_run, tmp_path):
     edited = copy.deepcopy(config)
     edited["methods"]["lora"]["lr"] = 5e-3
     counts = planned_jobs(write_study(edited, tmp_path))
-    # LoRA on each of the three datasets, and the joint adapter tested on two
-    assert counts == {"finetune": 4, "infer": 5, "evaluate": 5, "aggregate": 1, "report": 1, "all": 1}
+    # LoRA on each of the three datasets, the joint adapter tested on two, and the MBPP-trained one on
+    # HumanEval too
+    assert counts == {"finetune": 4, "infer": 6, "evaluate": 6, "aggregate": 1, "report": 1, "all": 1}
 
 
 def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):

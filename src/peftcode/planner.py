@@ -318,7 +318,13 @@ def _converted_fields(settings_json: str) -> dict:
 
 
 def _local_rows(settings: dict, split: str) -> int | None:
-    """Rows of a local dataset's split file (before any are dropped); None for a hub dataset."""
+    """Rows of a local or package dataset's split file (before any are dropped); None for a hub dataset."""
+    if split not in settings["splits"]:
+        return 0
+    if "package" in settings["source"]:
+        from peftcode.data import package_file, read_file
+
+        return len(read_file(package_file(settings["source"])).rows)
     if "path" not in settings["source"]:
         return None
     path = Path(settings["source"]["path"]) / f"{settings['splits'][split]}.{settings['format']}"
@@ -430,7 +436,7 @@ class Plan:
         needed = max(row["infer_peak_mb"], row["finetune_peak_mb"] or 0)
         row["fits"] = self.budget_mb is None or needed <= self.budget_mb
         row["budget_gb"] = self.memory_gb if self.budget_mb else None
-        row["gpu_hours"] = None if flops is None else round(self._hours(flops), 3)
+        row["gpu_hours"] = None if flops is None else self._hours(flops)
         return row
 
     def _hours(self, flops: float) -> float:

@@ -129,7 +129,19 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
     lines = []
     for dataset, rows in trained.groupby("dataset"):
         columns = [*ems, "codebleu", *pass_columns(rows), "trainable_params"]
-        lines += [f"## {dataset}", "", _results_table(rows, columns, top), ""]
+        lines += [f"## {dataset}", ""]
+        # Cells trained on another dataset and tested on this one, apart from those trained on it.
+        for trained_on, group in rows[rows["transfer"]].groupby("train_dataset"):
+            lines += [
+                f"Trained on {trained_on}, tested on {dataset}:",
+                "",
+                _results_table(group, columns, top),
+                "",
+            ]
+        rows = rows[~rows["transfer"]]
+        if rows.empty:
+            continue
+        lines += [_results_table(rows, columns, top), ""]
         full, peft = rows[rows["kind"] == "full-ft"], rows[rows["kind"].isin(PEFT_KINDS)]
         if not full.empty and not peft.empty:
             best_peft, best_full = peft.loc[peft[top].idxmax()], full.loc[full[top].idxmax()]
@@ -245,7 +257,8 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
 
 # --- RQ3 -----------------------------------------------------------------------------------------------
 def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
-    joint = table[table["train_dataset"].notna()] if "train_dataset" in table.columns else table.iloc[:0]
+    joint = table[table["joint"]]
+    table = table[~table["transfer"]]
     if joint.empty:
         _no_cells_figure(figure_path, "No jointly trained cells in this study")
         return ["No jointly trained cells in this study: RQ3 is not answered by this run."]
@@ -298,8 +311,7 @@ def _memory_comparisons(trained: pd.DataFrame, top: str) -> list[str]:
     """QLoRA against LoRA on the same model and test set: the ratio of peak memories and the change in
     effectiveness, each beside the paper's claim."""
     lines = []
-    if "train_dataset" in trained.columns:
-        trained = trained[trained["train_dataset"].isna()]  # joint adapters saw other data
+    trained = trained[trained["train_dataset"].isna()]  # joint or transferred adapters saw other data
     for (model, dataset), rows in trained.groupby(["model", "dataset"]):
         lora = rows[rows["kind"] == "lora"]
         if lora.empty:
@@ -396,8 +408,7 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
     if rows.empty:
         _no_cells_figure(figure_path, "No full fine-tuning, LoRA or QLoRA cells in this study")
         return
-    if "train_dataset" in rows.columns:
-        rows = rows[rows["train_dataset"].isna()]  # a joint adapter trained on other data
+    rows = rows[rows["train_dataset"].isna()]  # a joint or transferred adapter trained on other data
     # Peaks grow with sequence length: compare each model's methods on the datasets all of them ran on.
     kinds_run = rows.groupby(["model", "dataset"])["kind"].agg(frozenset)
     every_kind = rows.groupby("model")["kind"].agg(frozenset)
@@ -499,6 +510,13 @@ def write_reports(
             columns={"finetune_peak_mb": "estimated_peak_mb"}
         )
         table = table.merge(estimates, on=CELL_COLUMNS, how="left")
+    if len(table):
+        if "train_dataset" not in table.columns:
+            table["train_dataset"] = None
+        if "joint" not in table.columns:  # a results table written before test_on cells existed
+            table["joint"] = table["train_dataset"].notna()
+        table["joint"] = table["joint"].fillna(False).astype(bool)
+        table["transfer"] = table["train_dataset"].notna() & ~table["joint"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = missing_cells(table, expected)
