@@ -31,10 +31,11 @@ def test_paper_grid_dry_run_lists_every_cell_that_fits_in_24_gb(tmp_path):
     summary = next(line for line in result.stderr.splitlines() if line.startswith("Memory plan"))
     assert summary.startswith("Memory plan at 24 GB per GPU: ") and "GPU-hours" in summary
     fitting, total = (int(n) for n in summary.split(": ")[1].split(" cells fit")[0].split(" of "))
-    assert 0 < fitting < total == 291  # the grid's cells; CodeLlama-13B and 34B in fp16 do not all fit
+    assert 0 < fitting < total == 327  # the grid's cells; CodeLlama-13B and 34B in fp16 do not all fit
     counts = planned_jobs(PAPER, env=env)
     assert counts["evaluate"] == counts["infer"] == fitting
     assert counts["plan"] == counts["report"] == counts["aggregate"] == counts["join_data"] == 1
+    assert counts["embed_data"] == 2  # the dense retriever's embeddings, once per dataset
     # Left out at 24 GB: everything of CodeLlama-13B-Python (its fp16 weights alone are 26 GB), and APPS
     # (its one method, LoRA on 1024-token examples, needs over 40 GB even on CodeLlama-7B).
     assert counts["prepare_data"] == 2 and counts["prepare_model"] == 11

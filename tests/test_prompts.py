@@ -79,3 +79,40 @@ def test_rag_prompts_hold_the_most_similar_training_examples_most_similar_last()
     assert file_prompt.count("### Instruction:") == 3
     # The only training intent sharing a word with the query comes last, next to it.
     assert file_prompt.split("### Instruction:\nread file")[0].endswith("open(f)\n\n")
+
+
+def test_a_chat_formatted_example_masks_all_but_the_answer_and_its_end_of_turn(tokenizer):
+    from peftcode.prompts import chat_style
+
+    chat = chat_style(tokenizer)
+    example = encode_example(tokenizer, "causal", "sort list `l`", "l.sort()", 128, 64, chat)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "sort list `l`"}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = tokenizer("l.sort()", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert example["input_ids"] == prompt_ids + answer
+    # The loss covers exactly the answer and the token that ends the assistant's turn (<|im_end|>).
+    assert [t for t in example["labels"] if t != IGNORE_INDEX] == answer
+    assert example["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+    assert tokenizer.decode(answer[-1:]) == "<|im_end|>"
+    # What the model sees after its training examples is what its chat template writes for that turn.
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "sort list `l`"}, {"role": "assistant", "content": "l.sort()"}],
+        tokenize=False,
+    )
+    assert full.startswith(tokenizer.decode(example["input_ids"]))
+
+
+def test_chat_in_context_examples_are_earlier_turns_and_a_long_prompt_keeps_its_ending(tokenizer):
+    from peftcode.prompts import chat_style, prompt_ids
+
+    chat = chat_style(tokenizer)
+    test = pd.DataFrame({"intent": ["reverse `s`"]})
+    train = pd.DataFrame({"intent": ["sort `l`"], "code": ["l.sort()"]})
+    (prompt,) = inference_prompts(test, train, "causal", shots=1, style=chat)
+    assert prompt.count("<|im_start|>user\n") == 2 and "<|im_start|>assistant\nl.sort()<|im_end|>" in prompt
+    assert prompt.endswith("reverse `s`<|im_end|>\n<|im_start|>assistant\n")
+    assert chat.marker == "<|im_end|>\n<|im_start|>assistant\n"
+    ids = prompt_ids(tokenizer, chat.render("word " * 200, ()), 40, chat.marker)
+    assert len(ids) == 40 and tokenizer.decode(ids).endswith(chat.marker)

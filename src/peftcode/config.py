@@ -15,10 +15,17 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 QLORA_BITS = {"qlora-8bit": 8, "qlora-4bit": 4}
+# What a model's prepared checkpoint depends on.
+WEIGHT_KEYS = ("source", "tokenizer", "family", "trust_remote_code", "pretrained")
 PEFT_KINDS = ("lora", *QLORA_BITS, "ia3", "prompt-tuning", "prefix-tuning")
 TRAINED_KINDS = ("full-ft", *PEFT_KINDS)
 PROMPTED_KINDS = ("icl", "rag")
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def encoder_key(encoder: str) -> str:
+    """A file name for a dense retriever's encoder (a hub id or a local directory)."""
+    return encoder.strip("/").replace("/", "--")
 
 
 class ConfigError(ValueError):
@@ -48,6 +55,9 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
         if "revision" in model["source"] and "hub" not in model["source"]:
             raise ConfigError(f"config error at models.{name}.source: a revision pins a hub model only")
+    for name, method in config["methods"].items():
+        if method.get("retriever") == "dense" and not method.get("encoder"):
+            raise ConfigError(f"config error at methods.{name}: the dense retriever needs an 'encoder'")
     for name, dataset in config["datasets"].items():
         hub_only = sorted({"revision", "data_files"} & set(dataset.get("source", {})))
         if hub_only and "hub" not in dataset["source"]:
@@ -185,6 +195,7 @@ class Study:
                     "kind": "rag",
                     "shots": shots,
                     "retriever": settings["retriever"],
+                    "encoder": settings.get("encoder"),
                 }
                 for shots in settings["shots"]
             }
@@ -251,6 +262,21 @@ class Study:
     def model_settings(self, model: str) -> dict:
         return dict(self.config["models"][model])
 
+    def encoder_named(self, key: str) -> str:
+        """The dense encoder whose file name is ``key`` (see peftcode.retrieval.encoder_key)."""
+        encoders = {s["encoder"] for s in self.config["methods"].values() if s.get("retriever") == "dense"}
+        return next(encoder for encoder in encoders if encoder_key(encoder) == key)
+
+    def prepared_as(self, model: str) -> str:
+        """The model whose prepared checkpoint ``model`` uses: the first with the same weights (models that
+        differ only in how they are prompted, their precision or their size label share one)."""
+        weights = {key: value for key, value in self.config["models"][model].items() if key in WEIGHT_KEYS}
+        return next(
+            name
+            for name, settings in self.config["models"].items()
+            if {key: value for key, value in settings.items() if key in WEIGHT_KEYS} == weights
+        )
+
     def train_settings(self, model: str, method: str, dataset: str) -> dict:
         """All a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
         if not self.is_trained(method):
@@ -263,6 +289,7 @@ class Study:
             "precision": self.precision(model, method),
             "quantization": self.quantization(method),
             "family": model_config["family"],
+            "prompt": model_config["prompt"],
             "target_modules": model_config.get("target_modules", {}),
             "max_input_length": data["max_input_length"],
             "max_target_length": data["max_target_length"],
@@ -279,6 +306,8 @@ class Study:
             "shots": variant.get("shots", 0),
             "seed": variant.get("seed", self.config["training"]["seed"]),
             "retriever": variant.get("retriever"),
+            "encoder": variant.get("encoder"),
+            "prompt": self.config["models"][model]["prompt"],
             "sampling": data.get("sampling"),
             "family": self.config["models"][model]["family"],
             "max_input_length": data["max_input_length"],
@@ -321,5 +350,7 @@ class Study:
             # Trained on a union of datasets (RQ3), rather than tested on another dataset than its own.
             "joint": "union" in self.config["datasets"].get(variant.get("train_dataset") or "", {}),
             "pretrained": self.config["models"][cell.model]["pretrained"],
+            "prompt": self.config["models"][cell.model]["prompt"],
+            "retriever": variant.get("retriever"),
             "size_b": self.config["models"][cell.model]["size_b"],
         }

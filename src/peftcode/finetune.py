@@ -30,13 +30,14 @@ from peftcode.models import load_checkpoint, model_commit, read_manifest, write_
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
-from peftcode.prompts import IGNORE_INDEX, encode_example
+from peftcode.prompts import IGNORE_INDEX, encode_example, prompt_style
 
 PROBE_FILE = "validation_probe.json"
 RESUME_FILE = "resume.pt"
 
 
 def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[str, list[int]]]:
+    style = prompt_style(settings.get("prompt", "alpaca"), tokenizer)
     return [
         encode_example(
             tokenizer,
@@ -45,6 +46,7 @@ def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[st
             code,
             settings["max_input_length"],
             settings["max_target_length"],
+            style,
         )
         for intent, code in zip(frame["intent"], frame["code"], strict=True)
     ]

@@ -24,7 +24,8 @@ from peftcode.models import load_checkpoint, model_commit
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
-from peftcode.prompts import inference_prompts, prompt_ids
+from peftcode.prompts import inference_prompts, prompt_ids, prompt_style
+from peftcode.retrieval import nearest
 from peftcode.sampling import sample
 
 MERGEABLE = ("LORA", "IA3")
@@ -217,7 +218,8 @@ def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: di
     if family == "seq2seq":
         encoded = [tokenizer(p, max_length=limit, truncation=True)["input_ids"] for p in prompts]
     else:
-        encoded = [prompt_ids(tokenizer, p, limit) for p in prompts]
+        marker = prompt_style(settings.get("prompt", "alpaca"), tokenizer).marker
+        encoded = [prompt_ids(tokenizer, p, limit, marker) for p in prompts]
     tokenizer.padding_side = "left"
     search = search_settings(settings, sampling)
     returns = search["num_return_sequences"]
@@ -296,6 +298,7 @@ def infer(
     threads: int | None = None,
     gpus: int = 1,
     gpu_memory_gb: float | None = None,
+    embeddings_path: str | Path | None = None,
 ) -> pd.DataFrame:
     """Generate candidates for one cell's test split on the job's device (or spread over its ``gpus``);
     writes them as parquet with the job's memory record."""
@@ -321,6 +324,8 @@ def infer(
         settings["shots"],
         settings["seed"],
         settings["retriever"],
+        prompt_style(settings["prompt"], tokenizer),
+        nearest(embeddings_path, settings["shots"]) if embeddings_path else None,
     )
     started = time.perf_counter()
     candidates = generate_candidates(model, tokenizer, prompts, settings, precision=precision)

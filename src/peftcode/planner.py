@@ -69,6 +69,7 @@ class Shape:
     linears: dict = field(default_factory=dict)  # name -> (in, out): the blocks' matrices
     embedding_params: int = 0
     head_params: int = 0  # the output embedding when not tied to the input one
+    stored_bytes: int = 4  # per weight in the checkpoint (its config's dtype; ours are saved in float32)
 
 
 def _width(config, *names: str, default: int | None = None) -> int:
@@ -127,6 +128,7 @@ def shape_of_config(fields: dict, family: str) -> Shape:
             p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
         ),
         head_params=0 if tied or head is None else head.weight.numel(),
+        stored_bytes={"bfloat16": 2, "float16": 2}.get(fields.get("torch_dtype") or fields.get("dtype"), 4),
     )
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(shape.__dict__))
@@ -238,6 +240,16 @@ def finetune_peak(
     # Logits in the compute dtype, their float32 copy (none when already float32), log-softmax and gradient.
     logits = targets * shape.vocab * (act + (8 if act == 4 else 12))
     runtime = RUNTIME_MIB[device] * MIB
+    # On the CPU a checkpoint loaded in another dtype than it is stored in holds the file's pages and the
+    # converted weights at once (on a GPU the file's pages are host memory); QLoRA's k-bit preparation
+    # converts the weights it keeps in float32 the same way.
+    loading = 0.0
+    if device == "cpu":
+        loaded = 4 if kind == "full-ft" else BYTES[precision]
+        if bits and BYTES[precision] != 4:
+            weights += BYTES[precision] * other
+        elif not bits and loaded != shape.stored_bytes:
+            loading = (shape.stored_bytes + loaded) * shape.params + runtime
     parts = {
         "weights": weights,
         "gradients": gradients,
@@ -247,7 +259,8 @@ def finetune_peak(
         "runtime": runtime,
     }
     parts = {name: value / MIB for name, value in parts.items()}
-    return {**parts, "total": sum(parts.values()), "trainable_params": trainable}
+    total = max(sum(parts.values()), loading / MIB)
+    return {**parts, "loading": loading / MIB, "total": total, "trainable_params": trainable}
 
 
 def inference_peak(shape: Shape, settings: dict, device: str, precision: str) -> dict:

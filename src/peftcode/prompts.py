@@ -1,14 +1,18 @@
 """Prompts and training examples, as in Weyssow et al.
 
-Causal models read ``### Instruction:\\n{intent}\\n### Response:\\n`` and learn ``{code}<eos>``, with the
-loss on the target tokens only. Seq2seq models read the intent and learn the code. In-context examples are
-whole instruction/response pairs placed before the test prompt.
+Causal models read a prompt in one of two styles and learn ``{code}<eos>``, with the loss on the target
+tokens only: ``alpaca``, the study's ``### Instruction:\\n{intent}\\n### Response:\\n`` (in-context
+examples as whole instruction/response pairs before it), or ``chat``, the tokenizer's own chat template
+(the instruction as the user's turn, in-context examples as earlier user and assistant turns; the
+assistant's turn ends with the tokenizer's end-of-turn token, its EOS, which the model learns). Seq2seq
+models read the intent and learn the code.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import bm25s
@@ -25,13 +29,52 @@ def causal_prompt(intent: str, shots: Sequence[tuple[str, str]] = ()) -> str:
     return f"{examples}{INSTRUCTION}{intent}{RESPONSE}"
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int | None) -> list[int]:
-    """Token ids of a causal prompt; a long one keeps its head and always ends with the response marker."""
+@dataclass(frozen=True)
+class PromptStyle:
+    """How a causal model is prompted: ``render(intent, shots)`` and the ``marker`` that ends every prompt
+    (what a truncated prompt keeps at its end, so that the model still answers)."""
+
+    name: str
+    render: Callable[[str, Sequence[tuple[str, str]]], str]
+    marker: str
+
+
+ALPACA = PromptStyle("alpaca", causal_prompt, RESPONSE)
+
+
+def chat_style(tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
+    """The tokenizer's chat template: the instruction as the user's turn, in-context examples as earlier
+    turns, and the generation prompt that opens the assistant's turn."""
+    if not tokenizer.chat_template:
+        raise ValueError("prompt: chat needs a tokenizer with a chat template, and this one has none")
+
+    def render(intent: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+        turns = [
+            turn
+            for shot_intent, code in shots
+            for turn in ({"role": "user", "content": shot_intent}, {"role": "assistant", "content": code})
+        ]
+        turns.append({"role": "user", "content": intent})
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    # The end of the user's turn and the opening of the assistant's: what follows the instruction.
+    probe = render("\x00")
+    return PromptStyle("chat", render, probe[probe.index("\x00") + 1 :])
+
+
+def prompt_style(name: str, tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
+    return chat_style(tokenizer) if name == "chat" else ALPACA
+
+
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int | None, marker: str = RESPONSE
+) -> list[int]:
+    """Token ids of a causal prompt; a long one keeps its head and always ends with the style's marker."""
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if max_length is None or len(ids) <= max_length:
         return ids
-    marker = tokenizer(RESPONSE, add_special_tokens=False)["input_ids"]
-    return ids[: max_length - len(marker)] + marker
+    marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+    return ids[: max_length - len(marker_ids)] + marker_ids
 
 
 def encode_example(
@@ -41,13 +84,14 @@ def encode_example(
     code: str,
     max_input_length: int,
     max_target_length: int,
+    style: PromptStyle = ALPACA,
 ) -> dict[str, list[int]]:
     """One training example: ``input_ids`` and ``labels`` (prompt positions masked for causal models)."""
     if family == "seq2seq":
         source = tokenizer(intent, max_length=max_input_length, truncation=True)["input_ids"]
         target = tokenizer(code, max_length=max_target_length, truncation=True)["input_ids"]
         return {"input_ids": source, "labels": target}
-    prompt = prompt_ids(tokenizer, causal_prompt(intent), max_input_length)
+    prompt = prompt_ids(tokenizer, style.render(intent, ()), max_input_length, style.marker)
     target = tokenizer(code, add_special_tokens=False)["input_ids"][: max_target_length - 1]
     target.append(tokenizer.eos_token_id)
     return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
@@ -72,21 +116,25 @@ def inference_prompts(
     shots: int = 0,
     seed: int = 0,
     retriever: str | None = None,
+    style: PromptStyle = ALPACA,
+    similar: list[list[int]] | None = None,
 ) -> list[str]:
-    """The prompt of every test example, after ``shots`` training examples of its own: drawn at random
-    from ``seed``, or retrieved as the most similar (``retriever``: "bm25")."""
+    """The prompt of every test example, in ``style``, after ``shots`` training examples of its own: drawn
+    at random from ``seed``, or retrieved as the most similar (``retriever`` "bm25", or "dense" with
+    ``similar``, each test example's training examples most similar first, see :mod:`peftcode.retrieval`)."""
     if family == "seq2seq":
         if shots:
             raise ValueError("in-context examples need a causal model")
         return list(test["intent"])
     intents = list(test["intent"])
     if not shots:
-        return [causal_prompt(intent) for intent in intents]
+        return [style.render(intent, ()) for intent in intents]
     pairs = list(zip(train["intent"], train["code"], strict=True))
     if retriever == "bm25":
-        return [
-            causal_prompt(intent, examples)
-            for intent, examples in zip(intents, retrieved_examples(intents, pairs, shots), strict=True)
-        ]
-    rng = random.Random(seed)
-    return [causal_prompt(intent, rng.sample(pairs, shots)) for intent in intents]
+        chosen = retrieved_examples(intents, pairs, shots)
+    elif retriever == "dense":
+        chosen = [[pairs[i] for i in reversed(row[:shots])] for row in similar]
+    else:
+        rng = random.Random(seed)
+        chosen = [rng.sample(pairs, shots) for _ in intents]
+    return [style.render(intent, examples) for intent, examples in zip(intents, chosen, strict=True)]

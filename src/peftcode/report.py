@@ -46,18 +46,37 @@ def relative_gain(ours: float, baseline: float) -> float | None:
 
 
 def agreement(value: float | None, expected: list[float] | None) -> str:
-    """Whether our value agrees with the paper's range: in it, the same direction only, or against it. A
-    claim without a range (``expected`` None) is a claim of a gain."""
+    """Whether our value agrees with a range: in it, the same direction only, or against it. Without a
+    range (``expected`` None), the claim is one of a gain."""
     if value is None:
         return "cannot be compared (our baseline scores 0)"
     if expected is None:
-        return "agrees in direction" if value > 0 else "disagrees"
+        return "agrees" if value > 0 else "disagrees"
     low, high = expected
     if low <= value <= high:
         return "agrees"
     if (value > 0) == (low > 0):
         return "agrees in direction, not in size"
     return "disagrees"
+
+
+def claim_lines(claim: dict, gain: float | None = None, compared: bool = False) -> list[str]:
+    """A claim as the reports state it: the study's qualitative finding with its source, how we check it
+    (with our verdict when ``compared``, from the relative ``gain``), then, where a number is claimed, its
+    range with its standing and where ours falls."""
+    lines = [f"The study finds ({claim['source']}): {claim['finding']}"]
+    check = claim.get("check")
+    if check:
+        verdict = f": ours {agreement(gain, None)}" if compared else ""
+        lines.append(f"Checked as {check['text']} ({check['source']}){verdict}.")
+    if compared and "range" in claim:
+        claimed = claim["range"]
+        standing = {"secondary": "a secondary summary's figure, not found in the paper's text we checked"}
+        lines.append(
+            f"A range, {claimed['text']} ({standing.get(claimed['source'], claimed['source'])}): ours "
+            f"{_gain_text(gain)}, {agreement(gain, claimed['relative_gain'])}."
+        )
+    return lines
 
 
 def _gain_text(gain: float | None) -> str:
@@ -91,7 +110,7 @@ def _comparison(name: str, ours, baseline, column: str, claim: dict) -> list[str
         f"{_with_ci(baseline, column)} for {baseline['method']} ({baseline['model']}), "
         f"{_gain_text(gain)} relative; exact McNemar test on EM@1: p = {p_value:.3g}"
         f"{' (significant at 0.05)' if p_value < 0.05 else ' (not significant at 0.05)'}.",
-        f"The paper: {claim['claim']} Our run {agreement(gain, claim.get('relative_gain'))}.",
+        *claim_lines(claim, gain, compared=True),
         "",
     ]
 
@@ -178,7 +197,7 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
 # --- RQ2 -----------------------------------------------------------------------------------------------
 def _icl_summary(icl: pd.DataFrame, top: str) -> pd.DataFrame:
     return (
-        icl.groupby(["dataset", "model", "shots"])
+        icl.groupby(["dataset", "model", "prompt", "shots"])
         .agg(
             seeds=("seed", "count"),
             mean=(top, "mean"),
@@ -205,8 +224,12 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
         lines += ["In-context learning with random examples, mean and standard deviation over seeds:", ""]
         lines += [_markdown(summary.rename(columns={"mean": f"{top} mean", "std": f"{top} std"})), ""]
     if not rag.empty:
-        lines += ["Retrieval-augmented prompts (the most similar training examples by BM25):", ""]
-        columns = ["dataset", "shots", top, "codebleu", *pass_columns(rag)]
+        lines += [
+            "Retrieval-augmented prompts (the most similar training examples, by BM25 or by the cosine "
+            "similarity of a dense encoder's embeddings):",
+            "",
+        ]
+        columns = ["dataset", "retriever", "shots", top, "codebleu", *pass_columns(rag)]
         lines += [_results_table(rag.astype({"shots": int}), columns, top), ""]
     datasets = sorted(prompted["dataset"].unique())
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
@@ -230,7 +253,7 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
                     yerr=_error_bars(retrieved, top),
                     marker="s",
                     capsize=4,
-                    label=f"{model}: RAG (BM25; 95% CI)",
+                    label=f"{model}: RAG ({retrieved['retriever'].iloc[0]}; 95% CI)",
                 )
             tuned = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
             if tuned.empty:
@@ -271,7 +294,7 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
         "",
         _results_table(compared, ["dataset", "training", top, "codebleu"], top),
         "",
-        f"The paper: {PAPER['rq3']['claim']}",
+        *claim_lines(PAPER["rq3"]),
         "",
     ]
     for (model, dataset, group), rows in compared.groupby(["model", "dataset", "method_group"]):
@@ -374,9 +397,9 @@ def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
         lines += [f"## {dataset}", "", _results_table(rows, [*MEMORY_COLUMNS, top, "codebleu"], top), ""]
     comparisons = _memory_comparisons(trained, top)
     if comparisons:
-        lines += ["## QLoRA against LoRA", "", f"The paper: {PAPER['rq4']['claim']}", "", *comparisons]
+        lines += ["## QLoRA against LoRA", "", *claim_lines(PAPER["rq4"]), "", *comparisons]
     else:
-        lines.append(f"The paper: {PAPER['rq4']['claim']} This run has no QLoRA and LoRA cells to compare.")
+        lines += [*claim_lines(PAPER["rq4"]), "This run has no QLoRA and LoRA cells to compare."]
     lines += ["", "![Figure 1: peak fine-tuning memory by method](figure1_memory.png)"]
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -517,6 +540,9 @@ def write_reports(
             table["joint"] = table["train_dataset"].notna()
         table["joint"] = table["joint"].fillna(False).astype(bool)
         table["transfer"] = table["train_dataset"].notna() & ~table["joint"]
+        for column, default in (("prompt", "alpaca"), ("retriever", "bm25")):  # tables of earlier versions
+            if column not in table.columns:
+                table[column] = default
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = missing_cells(table, expected)

@@ -1,7 +1,7 @@
 # Paths of every cell's targets, and the input functions that route a cell to its upstream jobs.
 import re
 
-from peftcode.config import PEFT_KINDS, Cell
+from peftcode.config import PEFT_KINDS, Cell, encoder_key
 from peftcode.versions import code_version
 
 
@@ -31,7 +31,12 @@ def data_dir(dataset):
 
 
 def model_dir(model):
-    return f"{R}/models/{model}"
+    """Models that differ only in how they are prompted share one prepared checkpoint."""
+    return f"{R}/models/{study.prepared_as(model)}"
+
+
+def embeddings_path(dataset, encoder):
+    return f"{R}/embeddings/{dataset}/{encoder_key(encoder)}.npz"
 
 
 def base_model_dir(model, method):
@@ -68,8 +73,11 @@ def infer_inputs(w):
         "model": trained if kind == "full-ft" else base_model_dir(w.model, study.trained_as(w.method)),
         "test": f"{data_dir(w.dataset)}/test.parquet",
     }
-    if study.infer_settings(w.model, w.method, w.dataset)["shots"]:
+    settings = study.infer_settings(w.model, w.method, w.dataset)
+    if settings["shots"]:
         inputs["train"] = f"{data_dir(w.dataset)}/train.parquet"
+    if settings["retriever"] == "dense":
+        inputs["embeddings"] = embeddings_path(w.dataset, settings["encoder"])
     if kind in PEFT_KINDS:
         inputs["adapter"] = trained
     return inputs

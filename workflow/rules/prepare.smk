@@ -47,6 +47,25 @@ rule join_data:
         "../scripts/join_data.py"
 
 
+# A dense retriever's embeddings of a dataset's training and test intents, once per dataset and encoder.
+rule embed_data:
+    input:
+        train=lambda w: f"{data_dir(w.dataset)}/train.parquet",
+        test=lambda w: f"{data_dir(w.dataset)}/test.parquet",
+    output:
+        f"{R}/embeddings/{{dataset}}/{{encoder}}.npz",
+    params:
+        code=code_version("retrieval"),
+        encoder=lambda w: study.encoder_named(w.encoder),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../scripts/embed_data.py"
+
+
 rule prepare_model:
     output:
         directory(f"{R}/models/{{model}}"),

@@ -17,4 +17,5 @@ infer(
     threads=snakemake.threads,  # noqa: F821
     gpus=snakemake.resources.gpu,  # noqa: F821
     gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),  # noqa: F821
+    embeddings_path=snakemake.input.get("embeddings"),  # noqa: F821
 )

@@ -1,0 +1,5 @@
+from pathlib import Path
+
+from peftcode.retrieval import embed_dataset
+
+embed_dataset(Path(snakemake.input.train).parent, snakemake.params.encoder, snakemake.output[0])  # noqa: F821
