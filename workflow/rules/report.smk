@@ -9,7 +9,7 @@ rule plan:
         code=code_version("planner"),
         rows=plan.rows,
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/models.yaml"
     script:
         "../scripts/plan.py"
 
