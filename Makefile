@@ -29,11 +29,15 @@ sandbox-tools:
 study: $(INSTALLED) sandbox-tools
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-test: $(INSTALLED) sandbox-tools
+test: lint sandbox-tools
 	$(PYTHON) -m pytest -q
 
+# Python style, the workflow's own lints (snakemake --lint) and its formatting (snakefmt).
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests workflow/scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests workflow/scripts benchmarks
+	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 
 clean:
 	rm -rf results .snakemake

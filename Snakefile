@@ -10,7 +10,7 @@ from snakemake.utils import min_version
 # the code a job runs is the code its params' version hash covers, whatever environment runs it.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH"))))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH")))))
 
 from peftcode.config import Study, validate_config  # noqa: E402
 from peftcode.planner import Plan  # noqa: E402
@@ -31,6 +31,15 @@ plan = Plan(Study(config))
 study = Study(config, left_out=plan.left_out(config["over_budget"]))
 print(plan.summary(), file=sys.stderr)
 R = study.results
+
+
+# Cheap rules run where snakemake runs, not as cluster jobs.
+localrules:
+    join_data,
+    plan,
+    aggregate,
+    report,
+    partial_report,
 
 
 include: "workflow/rules/common.smk"

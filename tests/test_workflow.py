@@ -244,3 +244,29 @@ def test_the_plan_lists_every_cell_and_rq4_sets_estimates_beside_measurements(ti
     assert trained["finetune_peak_mb"].notna().all() and (plan["gpu_hours"] > 0).all()
     rq4 = (results / "reports" / "rq4.md").read_text()
     assert "estimated_mb" in rq4 and "optimizer" in rq4 and "adamw" in rq4
+
+
+def test_a_failing_job_leaves_its_traceback_in_its_log(tmp_path):
+    source = tmp_path / "broken"
+    source.mkdir()
+    for split in ("train", "validation", "test"):
+        (source / f"{split}.json").write_text('[{"nl": "a", "cmd": "b"},\n {"nl": "c" "cmd": "d"}]')
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(tmp_path / "results")
+    config["datasets"]["broken"] = {
+        "source": {"path": str(source)},
+        "format": "json",
+        "fields": {"intent": "nl", "code": "cmd"},
+    }
+    config["study"] = [{"models": ["tiny-llama"], "methods": ["icl"], "datasets": ["broken"]}]
+    result = snakemake(
+        write_study(config, tmp_path),
+        "--cores",
+        "1",
+        str(tmp_path / "results" / "data" / "broken" / "stats.json"),
+    )
+    assert result.returncode != 0
+    log = tmp_path / "results" / "logs" / "prepare_data" / "broken.log"
+    assert str(log) in result.stderr  # Snakemake names the log of the job that failed
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "DataError" in text and "train.json:2:13" in text

@@ -331,7 +331,15 @@ def _converted_fields(settings_json: str) -> dict:
 
 
 def _local_rows(settings: dict, split: str) -> int | None:
-    """Rows of a local or package dataset's split file (before any are dropped); None for a hub dataset."""
+    """Rows of a local or package dataset's split file (before any are dropped); None for a hub dataset,
+    or for a file that cannot be read (its prepare_data job says why)."""
+    try:
+        return _count_rows(settings, split)
+    except (ValueError, OSError):
+        return None
+
+
+def _count_rows(settings: dict, split: str) -> int | None:
     if split not in settings["splits"]:
         return 0
     if "package" in settings["source"]:

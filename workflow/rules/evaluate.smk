@@ -3,17 +3,19 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         f"{R}/metrics/{{model}}/{{method}}/{{dataset}}.json",
-    params:
-        code=code_version("metrics"),
-        cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
-        settings=study.eval_settings(),
+    log:
+        f"{R}/logs/evaluate/{{model}}/{{method}}/{{dataset}}.log",
+    conda:
+        "../../envs/analysis.yaml"
     # Model-written programs run in parallel when the test set has tests.
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        code=code_version("metrics"),
+        cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
+        settings=study.eval_settings(),
     script:
         "../scripts/evaluate.py"
 
@@ -24,9 +26,11 @@ rule aggregate:
     output:
         table=f"{R}/results.parquet",
         csv=f"{R}/results.csv",
-    params:
-        code=code_version("aggregate"),
+    log:
+        f"{R}/logs/aggregate.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        code=code_version("aggregate"),
     script:
         "../scripts/aggregate.py"

@@ -7,15 +7,17 @@ rule finetune:
         checkpoint=directory(f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/checkpoint"),
         log=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/train_log.csv",
         memory=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/memory.json",
+    log:
+        f"{R}/logs/finetune/{{model}}/{{method}}/{{dataset}}.log",
+    conda:
+        "../../envs/models.yaml"
+    threads: config["threads"]
+    resources:
+        **compute_resources("finetune"),
     params:
         code=code_version("finetune"),
         settings=lambda w: study.train_settings(w.model, w.method, w.dataset),
         # Resume state lives outside the outputs, which Snakemake deletes before it reruns a job.
         resume=lambda w: f"{R}/resume/{w.model}/{w.method}/{w.dataset}",
-    threads: config["threads"]
-    resources:
-        **compute_resources("finetune"),
-    conda:
-        "../../envs/models.yaml"
     script:
         "../scripts/finetune.py"

@@ -4,13 +4,15 @@ rule infer:
     output:
         generations=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.parquet",
         memory=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.memory.json",
-    params:
-        code=code_version("infer"),
-        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset),
+    log:
+        f"{R}/logs/infer/{{model}}/{{method}}/{{dataset}}.log",
+    conda:
+        "../../envs/models.yaml"
     threads: config["threads"]
     resources:
         **compute_resources("infer"),
-    conda:
-        "../../envs/models.yaml"
+    params:
+        code=code_version("infer"),
+        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset),
     script:
         "../scripts/infer.py"

@@ -1,6 +1,4 @@
 rule prepare_data:
-    wildcard_constraints:
-        dataset=one_of(d for d in config["datasets"] if d not in study.unions),
     input:
         lambda w: study.local_data_files(w.dataset),
     output:
@@ -8,22 +6,24 @@ rule prepare_data:
         validation=f"{R}/data/{{dataset}}/validation.parquet",
         test=f"{R}/data/{{dataset}}/test.parquet",
         stats=f"{R}/data/{{dataset}}/stats.json",
-    params:
-        code=code_version("data"),
-        settings=lambda w: study.data_settings(w.dataset),
+    log:
+        f"{R}/logs/prepare_data/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=one_of(d for d in config["datasets"] if d not in study.unions),
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        code=code_version("data"),
+        settings=lambda w: study.data_settings(w.dataset),
     script:
         "../scripts/prepare_data.py"
 
 
 # The union of datasets' prepared splits, for joint training (RQ3).
 rule join_data:
-    wildcard_constraints:
-        dataset=one_of(study.unions),
     input:
         lambda w: [
             f"{data_dir(member)}/{split}.parquet"
@@ -35,14 +35,18 @@ rule join_data:
         validation=f"{R}/data/{{dataset}}/validation.parquet",
         test=f"{R}/data/{{dataset}}/test.parquet",
         stats=f"{R}/data/{{dataset}}/stats.json",
-    params:
-        code=code_version("data"),
-        members=lambda w: {m: data_dir(m) for m in config["datasets"][w.dataset]["union"]},
+    log:
+        f"{R}/logs/join_data/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=one_of(study.unions),
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        code=code_version("data"),
+        members=lambda w: {m: data_dir(m) for m in config["datasets"][w.dataset]["union"]},
     script:
         "../scripts/join_data.py"
 
@@ -54,14 +58,16 @@ rule embed_data:
         test=lambda w: f"{data_dir(w.dataset)}/test.parquet",
     output:
         f"{R}/embeddings/{{dataset}}/{{encoder}}.npz",
-    params:
-        code=code_version("retrieval"),
-        encoder=lambda w: study.encoder_named(w.encoder),
+    log:
+        f"{R}/logs/embed_data/{{dataset}}/{{encoder}}.log",
+    conda:
+        "../../envs/models.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/models.yaml"
+    params:
+        code=code_version("retrieval"),
+        encoder=lambda w: study.encoder_named(w.encoder),
     script:
         "../scripts/embed_data.py"
 
@@ -69,14 +75,16 @@ rule embed_data:
 rule prepare_model:
     output:
         directory(f"{R}/models/{{model}}"),
-    params:
-        code=code_version("models"),
-        settings=lambda w: study.model_settings(w.model),
+    log:
+        f"{R}/logs/prepare_model/{{model}}.log",
+    conda:
+        "../../envs/models.yaml"
     resources:
         mem_mb=lambda w: plan.mem_mb("prepare", w.model),
         runtime=60,
-    conda:
-        "../../envs/models.yaml"
+    params:
+        code=code_version("models"),
+        settings=lambda w: study.model_settings(w.model),
     script:
         "../scripts/prepare_model.py"
 
@@ -88,14 +96,16 @@ rule quantize_model:
         lambda w: model_dir(w.model),
     output:
         directory(f"{R}/quantized/{{model}}/{{method}}"),
+    log:
+        f"{R}/logs/quantize_model/{{model}}/{{method}}.log",
+    conda:
+        "../../envs/models.yaml"
+    resources:
+        **compute_resources("quantize"),
     params:
         code=code_version("models"),
         family=lambda w: study.model_settings(w.model)["family"],
         quantization=lambda w: study.quantization(w.method),
         precision=lambda w: study.precision(w.model, w.method),
-    resources:
-        **compute_resources("quantize"),
-    conda:
-        "../../envs/models.yaml"
     script:
         "../scripts/quantize_model.py"

@@ -5,11 +5,13 @@ RESEARCH_QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
 rule plan:
     output:
         f"{R}/plan.csv",
+    log:
+        f"{R}/logs/plan.log",
+    conda:
+        "../../envs/models.yaml"
     params:
         code=code_version("planner"),
         rows=plan.rows,
-    conda:
-        "../../envs/models.yaml"
     script:
         "../scripts/plan.py"
 
@@ -20,9 +22,7 @@ rule report:
         plan=rules.plan.output[0],
     output:
         **{
-            rq: report(
-                f"{R}/reports/{rq}.md", caption=f"../report/{rq}.rst", category="Research questions"
-            )
+            rq: report(f"{R}/reports/{rq}.md", caption=f"../report/{rq}.rst", category="Research questions")
             for rq in RESEARCH_QUESTIONS
         },
         **{
@@ -34,11 +34,13 @@ rule report:
         figure1=report(
             f"{R}/reports/figure1_memory.png", caption="../report/figure1_memory.rst", category="Figures"
         ),
+    log:
+        f"{R}/logs/report.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../scripts/report.py"
 
@@ -48,11 +50,13 @@ rule report:
 rule partial_report:
     output:
         directory(f"{R}/reports/partial"),
+    log:
+        f"{R}/logs/partial_report.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
         metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../scripts/partial_report.py"

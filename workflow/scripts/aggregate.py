@@ -1,3 +1,7 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
 from peftcode.aggregate import aggregate
 
-aggregate(snakemake.input, snakemake.output.table, snakemake.output.csv)  # noqa: F821
+aggregate(snakemake.input, snakemake.output.table, snakemake.output.csv)

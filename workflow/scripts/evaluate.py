@@ -1,11 +1,15 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
 from peftcode.metrics import evaluate
 
 evaluate(
-    generations_path=snakemake.input.generations,  # noqa: F821
-    out_path=snakemake.output[0],  # noqa: F821
-    cell=snakemake.params.cell,  # noqa: F821
-    settings=snakemake.params.settings,  # noqa: F821
-    infer_memory_path=snakemake.input.infer_memory,  # noqa: F821
-    finetune_memory_path=snakemake.input.get("finetune_memory"),  # noqa: F821
-    workers=snakemake.threads,  # noqa: F821
+    generations_path=snakemake.input.generations,
+    out_path=snakemake.output[0],
+    cell=snakemake.params.cell,
+    settings=snakemake.params.settings,
+    infer_memory_path=snakemake.input.infer_memory,
+    finetune_memory_path=snakemake.input.get("finetune_memory"),
+    workers=snakemake.threads,
 )

@@ -1,21 +1,25 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
 from pathlib import Path
 
 from peftcode.devices import claim_gpus
 
 # Before torch initializes CUDA, which reads the devices it may use once.
-claim_gpus(snakemake.resources.gpu)  # noqa: F821
+claim_gpus(snakemake.resources.gpu)
 
-from peftcode.infer import infer  # noqa: E402
+from peftcode.infer import infer
 
 infer(
-    model_dir=snakemake.input.model,  # noqa: F821
-    adapter_dir=snakemake.input.get("adapter"),  # noqa: F821
-    data_dir=Path(snakemake.input.test).parent,  # noqa: F821
-    out_path=snakemake.output.generations,  # noqa: F821
-    memory_path=snakemake.output.memory,  # noqa: F821
-    settings=snakemake.params.settings,  # noqa: F821
-    threads=snakemake.threads,  # noqa: F821
-    gpus=snakemake.resources.gpu,  # noqa: F821
-    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),  # noqa: F821
-    embeddings_path=snakemake.input.get("embeddings"),  # noqa: F821
+    model_dir=snakemake.input.model,
+    adapter_dir=snakemake.input.get("adapter"),
+    data_dir=Path(snakemake.input.test).parent,
+    out_path=snakemake.output.generations,
+    memory_path=snakemake.output.memory,
+    settings=snakemake.params.settings,
+    threads=snakemake.threads,
+    gpus=snakemake.resources.gpu,
+    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
+    embeddings_path=snakemake.input.get("embeddings"),
 )

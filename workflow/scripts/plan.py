@@ -1,3 +1,7 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
 from peftcode.planner import write_plan
 
-write_plan(snakemake.params.rows, snakemake.output[0])  # noqa: F821
+write_plan(snakemake.params.rows, snakemake.output[0])

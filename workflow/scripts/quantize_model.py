@@ -1,14 +1,18 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
 from peftcode.devices import claim_gpus
 
 # Before torch initializes CUDA, which reads the devices it may use once.
-claim_gpus(snakemake.resources.gpu)  # noqa: F821
+claim_gpus(snakemake.resources.gpu)
 
-from peftcode.models import quantize_model  # noqa: E402
+from peftcode.models import quantize_model
 
 quantize_model(
-    model_dir=snakemake.input[0],  # noqa: F821
-    out_dir=snakemake.output[0],  # noqa: F821
-    family=snakemake.params.family,  # noqa: F821
-    quantization=snakemake.params.quantization,  # noqa: F821
-    precision=snakemake.params.precision,  # noqa: F821
+    model_dir=snakemake.input[0],
+    out_dir=snakemake.output[0],
+    family=snakemake.params.family,
+    quantization=snakemake.params.quantization,
+    precision=snakemake.params.precision,
 )
