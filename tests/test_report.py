@@ -18,6 +18,7 @@ def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=Non
         "shots": shots,
         "seed": seed,
         "pretrained": True,
+        "size_b": 1.0,
         "prompt": "alpaca",
         "retriever": "dense" if kind == "rag" else None,
         "n_test": len(ranks),

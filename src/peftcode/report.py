@@ -17,7 +17,9 @@ import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from peftcode.config import PEFT_KINDS, TRAINED_KINDS  # noqa: E402
@@ -165,33 +167,38 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list[str]:
         if not full.empty and not peft.empty:
             best_peft, best_full = peft.loc[peft[top].idxmax()], full.loc[full[top].idxmax()]
             lines += _comparison("Best PEFT vs best full fine-tune", best_peft, best_full, top, PAPER["rq1"])
+    _heat_maps(trained, top, figure_path)
+    return lines
+
+
+def _heat_maps(trained: pd.DataFrame, top: str, figure_path: Path) -> None:
+    """One panel per test set: models (smallest first) by method, each cell's value printed in it; it reads
+    the same for one model and a few methods as for the paper's 12 models and 9 methods."""
     datasets = sorted(trained["dataset"].unique())
-    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets, strict=True):
-        rows = trained[trained["dataset"] == dataset].sort_values("method")
-        width = 0.8 / len(ems)
-        for offset, column in enumerate(ems):
-            positions = [i + offset * width for i in range(len(rows))]
-            axis.bar(
-                positions,
-                rows[column],
-                width=width,
-                yerr=_error_bars(rows, column),
-                capsize=2,
-                label=column.upper(),
-            )
-        labels = [f"{row['method']}\n{_model_label(row)}" for _, row in rows.iterrows()]
-        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], labels, rotation=30, ha="right")
-        axis.set_ylabel("exact match (share of test set)")
-        axis.set_ylim(0, 1)
-        axis.set_title(dataset)
-        axis.legend(fontsize=9, title="95% bootstrap CI", title_fontsize=8)
-        if rows[ems].to_numpy().max() == 0:
-            axis.text(0.5, 0.5, "no exact match in any cell", transform=axis.transAxes, ha="center")
-    figure.suptitle("RQ1: exact match at k by fine-tuning method")
+    methods = sorted(trained["method"].unique())
+    models = sorted(
+        trained["model"].unique(), key=lambda m: (trained.loc[trained["model"] == m, "size_b"].max(), m)
+    )
+    width = max(5.0, 0.75 * len(methods) + 2.5)
+    height = max(2.2, 0.42 * len(models) + 1.6)
+    figure, axes = plt.subplots(
+        len(datasets), 1, figsize=(width, height * len(datasets)), squeeze=False, constrained_layout=True
+    )
+    for axis, dataset in zip(axes[:, 0], datasets, strict=True):
+        grid = trained[trained["dataset"] == dataset].pivot_table(index="model", columns="method", values=top)
+        grid = grid.reindex(index=[m for m in models if m in grid.index], columns=methods)
+        image = axis.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (row, column), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if not np.isnan(value):
+                colour = "black" if value > 0.6 else "white"
+                axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+        axis.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=9)
+        axis.set_yticks(range(len(grid.index)), grid.index, fontsize=9)
+        axis.set_title(f"{dataset}: {top.upper()} (blank: not run)", fontsize=11)
+    figure.colorbar(image, ax=axes[:, 0].tolist(), label=f"{top.upper()} (share of test set)", shrink=0.8)
+    figure.suptitle("RQ1: exact match by fine-tuning method and model")
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
-    return lines
 
 
 # --- RQ2 -----------------------------------------------------------------------------------------------
@@ -231,51 +238,83 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list[str]:
         ]
         columns = ["dataset", "retriever", "shots", top, "codebleu", *pass_columns(rag)]
         lines += [_results_table(rag.astype({"shots": int}), columns, top), ""]
-    datasets = sorted(prompted["dataset"].unique())
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets, strict=True):
+    for dataset in sorted(prompted["dataset"].unique()):
         for model in sorted(prompted.loc[prompted["dataset"] == dataset, "model"].unique()):
-            random_shots = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
-            if not random_shots.empty:
-                axis.errorbar(
-                    random_shots["shots"],
-                    random_shots["mean"],
-                    yerr=random_shots["std"],
-                    marker="o",
-                    capsize=4,
-                    label=f"{model}: ICL (mean ± std over seeds)",
-                )
-            retrieved = rag[(rag["dataset"] == dataset) & (rag["model"] == model)].sort_values("shots")
-            if not retrieved.empty:
-                axis.errorbar(
-                    retrieved["shots"],
-                    retrieved[top],
-                    yerr=_error_bars(retrieved, top),
-                    marker="s",
-                    capsize=4,
-                    label=f"{model}: RAG ({retrieved['retriever'].iloc[0]}; 95% CI)",
-                )
             tuned = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
             if tuned.empty:
                 continue
             winner = tuned.loc[tuned[top].idxmax()]
-            axis.axhline(winner[top], linestyle="--", color="black", label=f"{model}: {winner['method']}")
             lines += [f"### {dataset}, {model}", ""]
             for name, cells, claim in (("ICL", icl, PAPER["rq2"]), ("RAG", rag, PAPER["rq2_rag"])):
                 cells = cells[(cells["dataset"] == dataset) & (cells["model"] == model)]
                 if not cells.empty:
                     best = cells.loc[cells[top].idxmax()]
                     lines += _comparison(f"Best PEFT vs best {name} cell", winner, best, top, claim)
-        axis.set_xlabel("in-context examples (shots)")
-        axis.set_ylabel(f"{top.upper()} (share of test set)")
-        axis.set_ylim(0, 1)
-        axis.set_xticks(sorted(prompted["shots"].astype(int).unique()))
+    _prompting_dots(prompted, summary, rag, peft, top, figure_path)
+    return lines
+
+
+def _prompting_dots(
+    prompted: pd.DataFrame,
+    summary: pd.DataFrame,
+    rag: pd.DataFrame,
+    peft: pd.DataFrame,
+    top: str,
+    figure_path: Path,
+) -> None:
+    """One panel per test set, one row per model: ICL by number of shots (mean and std over seeds), RAG and
+    the model's best PEFT cell as markers on a shared scale, so the legend stays short however many models
+    the study has."""
+    datasets = sorted(prompted["dataset"].unique())
+    models = sorted(prompted["model"].unique())
+    shots = sorted(summary["shots"].unique())
+    shades = dict(
+        zip(shots, plt.get_cmap("Blues")(np.linspace(0.35, 0.95, max(len(shots), 1))), strict=False)
+    )
+    figure, axes = plt.subplots(
+        1,
+        len(datasets),
+        figsize=(4.6 * len(datasets) + 1.5, max(2.6, 0.38 * len(models) + 1.6)),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
+    )
+    offsets = np.linspace(-0.25, 0.25, len(shots) + 2)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        for y, model in enumerate(models):
+            for offset, count in zip(offsets, shots, strict=False):
+                cell = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
+                cell = cell[cell["shots"] == count]
+                if not cell.empty:
+                    axis.errorbar(
+                        cell["mean"], [y + offset], xerr=cell["std"], fmt="o", color=shades[count], capsize=2,
+                        label=f"ICL, {count} shot{'s' if count != 1 else ''} (mean ± std over seeds)",
+                    )  # fmt: skip
+            retrieved = rag[(rag["dataset"] == dataset) & (rag["model"] == model)]
+            for _, cell in retrieved.iterrows():
+                axis.plot(
+                    cell[top], y + offsets[-2], "s", color="tab:orange",
+                    label=f"RAG ({cell['retriever']}, {int(cell['shots'])} shots)",
+                )  # fmt: skip
+            tuned = peft[(peft["dataset"] == dataset) & (peft["model"] == model)]
+            if not tuned.empty:
+                axis.plot(
+                    tuned[top].max(), y + offsets[-1], "*", color="black", markersize=10, label="best PEFT"
+                )
+        axis.set_yticks(range(len(models)), models, fontsize=9)
+        axis.set_ylim(len(models) - 0.5, -0.5)
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_xlabel(f"{top.upper()} (share of test set)")
         axis.set_title(dataset)
-        axis.legend(fontsize=8)
-    figure.suptitle("RQ2: in-context learning and RAG vs the best PEFT method (dashed)")
+        axis.grid(axis="x", alpha=0.3)
+    handles = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=9)
+    figure.suptitle("RQ2: in-context learning and RAG against the best PEFT method per model")
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
-    return lines
 
 
 # --- RQ3 -----------------------------------------------------------------------------------------------
@@ -286,8 +325,8 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
         _no_cells_figure(figure_path, "No jointly trained cells in this study")
         return ["No jointly trained cells in this study: RQ3 is not answered by this run."]
     top = em_columns(table)[-1]
-    groups = set(joint["method_group"])
-    compared = table[table["method_group"].isin(groups) & table["dataset"].isin(joint["dataset"])].copy()
+    pairs = joint[["model", "method_group", "dataset"]].drop_duplicates()
+    compared = table.merge(pairs, on=["model", "method_group", "dataset"])
     compared["training"] = compared["train_dataset"].fillna("per-dataset")
     lines = [
         "Each adapter on each test set; a joint adapter was trained once on the union of the datasets:",
@@ -312,13 +351,14 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list[str]:
                 f"{dataset} alone, {_gain_text(relative_gain(together[top], alone_row[top]))} relative; "
                 f"exact McNemar test on EM@1: p = {p_value:.3g}. Ours {verdict}."
             )
-    figure, axis = plt.subplots(figsize=(6.5, 4))
-    bars = compared.pivot_table(index="dataset", columns="training", values=top)
-    bars.plot.bar(ax=axis, rot=0)
-    axis.set_xlabel("test set")
+    compared["cell"] = compared["model"] + "\non " + compared["dataset"]
+    bars = compared.pivot_table(index="cell", columns="training", values=top)
+    figure, axis = plt.subplots(figsize=(min(14.0, max(6.5, 1.4 * len(bars) + 2)), 4))
+    bars.plot.bar(ax=axis, rot=0 if len(bars) <= 6 else 30, fontsize=9)
+    axis.set_xlabel("model, test set")
     axis.set_ylabel(f"{top.upper()} (share of test set)")
     axis.set_title("RQ3: joint vs per-dataset adapters")
-    axis.legend(title="trained on", fontsize=9)
+    axis.legend(title="trained on", fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
     return lines
@@ -401,27 +441,43 @@ def rq4(table: pd.DataFrame, figure_path: Path) -> list[str]:
     else:
         lines += [*claim_lines(PAPER["rq4"]), "This run has no QLoRA and LoRA cells to compare."]
     lines += ["", "![Figure 1: peak fine-tuning memory by method](figure1_memory.png)"]
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours = {m: palette[i % len(palette)] for i, m in enumerate(sorted(trained["method"].unique()))}
-    markers = {d: "osD^v<>ph*"[i % 10] for i, d in enumerate(sorted(trained["dataset"].unique()))}
-    for (dataset, method), rows in trained.groupby(["dataset", "method"]):
+    _memory_scatter(trained, top, figure_path)
+    return lines
+
+
+def _memory_scatter(trained: pd.DataFrame, top: str, figure_path: Path) -> None:
+    """Peak memory against effectiveness: a marker per method, a colour per model, one legend for each
+    (12 models and 9 methods make 21 entries, not 108), memory on a log scale across model sizes."""
+    trained = trained[trained["finetune_peak_mb"].notna()]
+    methods = sorted(trained["method_group"].unique())
+    models = sorted(
+        trained["model"].unique(), key=lambda m: (trained.loc[trained["model"] == m, "size_b"].max(), m)
+    )
+    colours = dict(zip(models, plt.get_cmap("tab20" if len(models) > 10 else "tab10").colors, strict=False))
+    markers = dict(zip(methods, "osD^v<>ph*XP8", strict=False))
+    figure, axis = plt.subplots(figsize=(8, 4.8), constrained_layout=True)
+    for (model, method), rows in trained.groupby(["model", "method_group"]):
         axis.errorbar(
-            rows["finetune_peak_mb"],
-            rows[top],
-            yerr=_error_bars(rows, top),
-            fmt=markers[dataset],
-            color=colours[method],
-            capsize=3,
-            label=f"{method} ({dataset})",
-        )
+            rows["finetune_peak_mb"], rows[top], yerr=_error_bars(rows, top), fmt=markers[method],
+            color=colours[model], capsize=2, markersize=6, alpha=0.85, linestyle="none",
+        )  # fmt: skip
+    if trained["finetune_peak_mb"].max() > 10 * trained["finetune_peak_mb"].min():
+        axis.set_xscale("log")
     axis.set_xlabel("peak memory of the fine-tuning job (MB)")
-    axis.set_ylabel(f"{top.upper()} (share of test set)")
-    axis.set_title("RQ4: peak memory vs effectiveness")
-    axis.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axis.set_ylabel(f"{top.upper()} (share of test set; 95% CI)")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_title("RQ4: peak memory against effectiveness, every dataset")
+    method_handles = [
+        Line2D([], [], marker=markers[m], color="grey", linestyle="none", label=m) for m in methods
+    ]
+    model_handles = [Patch(color=colours[m], label=m) for m in models]
+    first = axis.legend(
+        handles=method_handles, title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
+    axis.add_artist(first)
+    axis.legend(handles=model_handles, title="model", fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0))
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
-    return lines
 
 
 def figure1(table: pd.DataFrame, figure_path: Path) -> None:
@@ -445,7 +501,9 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colours = {kind: palette[i] for i, kind in enumerate(kinds)}
     width = 0.8 / peaks.groupby("model").size().max()
-    figure, axis = plt.subplots(figsize=(max(6.0, 1.8 * len(models) * len(kinds) / 2), 4.5))
+    # An inch or so a model, however many: the paper's 12 models stay on one page.
+    figure, axis = plt.subplots(figsize=(min(14.0, max(6.0, 1.1 * len(models) + 2)), 4.5))
+    labelled = len(models) * len(kinds) <= 16  # values over the bars only where they fit
     for index, model in enumerate(models):
         # Each model's bars centred on its tick, however many of the methods it ran.
         of_model = peaks.loc[model].reindex([k for k in kinds if k in peaks.loc[model].index])
@@ -455,11 +513,19 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
             axis.bar(
                 position, bar["finetune_weight_mb"], width, fill=False, hatch="//", edgecolor="black", lw=0
             )
-            axis.bar_label(drawn, fmt="%.0f", fontsize=8)
+            if labelled:
+                axis.bar_label(drawn, fmt="%.0f", fontsize=8)
     handles = [Patch(color=colours[kind], label=kind) for kind in kinds]
     handles.append(Patch(fill=False, hatch="//", edgecolor="black", lw=0, label="of which model weights"))
     axis.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
-    axis.set_xticks(range(len(models)), models)
+    axis.set_xticks(
+        range(len(models)),
+        models,
+        rotation=30 if len(models) > 4 else 0,
+        ha="right" if len(models) > 4 else "center",
+    )
+    if peaks["finetune_peak_mb"].max() > 20 * peaks["finetune_peak_mb"].min():
+        axis.set_yscale("log")
     axis.set_ylabel("peak memory of the fine-tuning job (MB)")
     axis.set_title("Figure 1: peak fine-tuning memory by method")
     figure.savefig(figure_path, bbox_inches="tight")
