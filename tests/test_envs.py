@@ -72,7 +72,14 @@ def job_requirements(script: Path) -> set[str]:
         modules |= module_closure(module)
     names = third_party_imports(script).union(*(third_party_imports(PACKAGE / f"{m}.py") for m in modules))
     distributions = packages_distributions()
-    return {CONDA_NAMES.get(name, normalized(distributions[name][0])) for name in names}
+    return {CONDA_NAMES.get(name, distribution(name, distributions[name])) for name in names}
+
+
+def distribution(module: str, candidates: list[str]) -> str:
+    """The package that provides a module: the one named as the module where several do (mlflow and
+    mlflow-skinny both provide ``mlflow``)."""
+    names = [normalized(candidate) for candidate in candidates]
+    return normalized(module) if normalized(module) in names else names[0]
 
 
 def rule_env(rule) -> Path:

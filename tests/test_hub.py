@@ -156,9 +156,9 @@ def study_from_hub(folder: Path) -> dict:
     config["study"] = [
         # Trained on jsonl read through data files, and on APPS with pass@k; prompt tuning initialises
         # from the cached tokenizer; 0-shot ICL reads the parquet-only dataset too.
-        {"models": ["tiny-llama"], "methods": ["lora", "prompt-tuning"], "datasets": ["conala"]},
+        {"models": ["tiny-llama"], "methods": ["prompt-tuning"], "datasets": ["conala"]},
         {"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["apps"]},
-        {"models": ["tiny-llama"], "methods": ["icl"], "datasets": ["codealpaca", "conala"]},
+        {"models": ["tiny-llama"], "methods": ["icl"], "datasets": ["codealpaca"]},
     ]
     return config
 
@@ -167,20 +167,13 @@ def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_
     hub, env = hub_env
     config = study_from_hub(tmp_path)
     configfile = write_study(config, tmp_path)
-    import time
-
-    t0 = time.time()
     prepared = snakemake(configfile, "--cores", "2", "--until", "prepare_model", "prepare_data", env=env)
-    print("PHASE1", time.time() - t0)
     assert prepared.returncode == 0, prepared.stderr[-4000:]
     hub.stop()  # from here on, no job may need it
 
-    t0 = time.time()
     finished = snakemake(configfile, "--cores", "2", env=env)
-    print("PHASE2", time.time() - t0)
-    print(finished.stderr[-20000:])
     assert finished.returncode == 0, finished.stderr[-6000:]
-    assert planned_jobs(configfile) == {}
+    assert planned_jobs(configfile, env=env) == {}
 
     results = Path(config["results"])
     commit = hub.commit("models", MODEL)
@@ -202,7 +195,7 @@ def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_
     assert splits["validation"]["rows"] + splits["validation"]["dropped_rows"] == 2
 
     metrics = [json.loads(p.read_text()) for p in (results / "metrics").rglob("*.json")]
-    assert len(metrics) == 5
+    assert len(metrics) == 3
     assert all(row["model_commit"] == commit for row in metrics)
     apps = next(row for row in metrics if row["dataset"] == "apps")
     assert "pass@1" in apps and apps["sandbox"] == "kernel isolation"

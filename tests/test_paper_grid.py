@@ -5,7 +5,7 @@ import json
 
 from peftcode.planner import cache_configs
 from tests.conftest import REPO, read_yaml
-from tests.workflow import planned_jobs, snakemake
+from tests.workflow import job_counts, snakemake
 
 PAPER = REPO / "studies" / "paper.yaml"
 
@@ -32,7 +32,7 @@ def test_paper_grid_dry_run_lists_every_cell_that_fits_in_24_gb(tmp_path):
     assert summary.startswith("Memory plan at 24 GB per GPU: ") and "GPU-hours" in summary
     fitting, total = (int(n) for n in summary.split(": ")[1].split(" cells fit")[0].split(" of "))
     assert 0 < fitting < total == 327  # the grid's cells; CodeLlama-13B and 34B in fp16 do not all fit
-    counts = planned_jobs(PAPER, env=env)
+    counts = job_counts(result)
     assert counts["evaluate"] == counts["infer"] == fitting
     assert counts["plan"] == counts["report"] == counts["aggregate"] == counts["join_data"] == 1
     assert counts["embed_data"] == 2  # the dense retriever's embeddings, once per dataset

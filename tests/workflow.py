@@ -38,6 +38,11 @@ def planned_jobs(configfile: Path, *args: str, env: dict[str, str] | None = None
     """Jobs per rule that a dry run would execute (an empty dict when there is nothing to do)."""
     result = snakemake(configfile, "--dry-run", "--quiet", "rules", *args, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    return job_counts(result)
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the "Job stats" table a (dry) run printed."""
     counts = {}
     text = result.stdout + result.stderr
     if "Job stats:" not in text:

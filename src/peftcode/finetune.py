@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -179,9 +180,10 @@ def finetune(
     resume_dir: str | Path | None = None,
     gpus: int = 1,
     gpu_memory_gb: float | None = None,
+    on_log_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fine-tune one cell on the job's device (or spread over its ``gpus``); returns its memory and cost
-    record.
+    record. ``on_log_row`` sees each training-log row as it is made (experiment tracking follows them).
 
     With ``resume_dir`` (outside the job's outputs, which Snakemake deletes before a rerun), the run saves
     its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
@@ -223,6 +225,8 @@ def finetune(
         best_loss = evaluate()
         best_step, best_state = 0, None
         log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
+        if on_log_row:
+            on_log_row(log[0])
         tokens, longest, most_targets = 0, 0, 0
     else:
         with torch.no_grad():
@@ -285,6 +289,8 @@ def finetune(
                 best_state = trainable_copy(model)
             progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
         log.append(row)
+        if on_log_row:
+            on_log_row(row)
         if resume_dir and row["val_loss"] is not None and step < total_steps:
             save_resume_state(
                 resume_dir,

@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
@@ -293,7 +294,13 @@ def model_fields(settings: dict) -> dict:
     local directory, a GGUF file's metadata, or the config a built model is built from."""
     source = settings["source"]
     if "hub" in source:
-        path = hf_hub_download(source["hub"], "config.json", revision=source.get("revision"))
+        # Every snakemake call plans: a cached config.json spares compute nodes without network the hub's
+        # retries.
+        where = {"repo_id": source["hub"], "filename": "config.json", "revision": source.get("revision")}
+        try:
+            path = hf_hub_download(**where, local_files_only=True)
+        except LocalEntryNotFoundError:
+            path = hf_hub_download(**where)
         return json.loads(Path(path).read_text())
     if "path" in source:
         return json.loads((Path(source["path"]) / "config.json").read_text())

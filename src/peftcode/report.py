@@ -1,5 +1,7 @@
 """RQ1-RQ4 reports: markdown tables and one PNG figure per research question, plus the study's Figure 1
-(peak fine-tuning memory by method), from the results table alone.
+(peak fine-tuning memory by method), from the results table alone; each report also as one HTML page with
+its figure inside, for Snakemake's HTML report (which shows HTML and images, and offers markdown only as a
+download).
 
 Every number carries its 95% bootstrap interval; a claim that one method beats another carries an exact
 McNemar test on EM@1 over the same test examples, and the study's published claim beside ours. A question
@@ -9,9 +11,11 @@ partial study still reports.
 
 from __future__ import annotations
 
+import base64
 from importlib.resources import files
 from pathlib import Path
 
+import markdown
 import matplotlib
 import yaml
 
@@ -471,11 +475,10 @@ def _memory_scatter(trained: pd.DataFrame, top: str, figure_path: Path) -> None:
         Line2D([], [], marker=markers[m], color="grey", linestyle="none", label=m) for m in methods
     ]
     model_handles = [Patch(color=colours[m], label=m) for m in models]
-    first = axis.legend(
-        handles=method_handles, title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
-    )
-    axis.add_artist(first)
-    axis.legend(handles=model_handles, title="model", fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0))
+    # Figure legends placed "outside" get their room from the constrained layout (an axis legend moved out
+    # with bbox_to_anchor is cut off by the saved bounding box).
+    figure.legend(handles=method_handles, title="method", fontsize=8, loc="outside right upper")
+    figure.legend(handles=model_handles, title="model", fontsize=8, loc="outside right lower")
     figure.savefig(figure_path, bbox_inches="tight")
     plt.close(figure)
 
@@ -625,8 +628,31 @@ def write_reports(
     for name, (title, build) in QUESTIONS.items():
         figure = out_dir / f"{name}.png"
         body = build(table, figure) if len(table) else _empty(figure)
-        text = "\n".join([f"# {title}", "", *preface, *body, "", f"![{name}]({name}.png)", ""])
-        (out_dir / f"{name}.md").write_text(text)
+        page = [f"# {title}", "", *preface, *body, ""]
+        (out_dir / f"{name}.md").write_text("\n".join([*page, f"![{name}]({name}.png)", ""]))
+        (out_dir / f"{name}.html").write_text(html_page(title, page, figure))
+
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; line-height: 1.45; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f2f2f2; }
+td { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; }
+"""
+
+
+def html_page(title: str, lines: list[str], figure: Path) -> str:
+    """A report's markdown as a standalone HTML page, its figure embedded (a page viewed inside Snakemake's
+    report cannot reach files beside it)."""
+    image = base64.b64encode(figure.read_bytes()).decode()
+    body = markdown.markdown("\n".join(lines), extensions=["tables"])
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>\n{body}\n"
+        f"<img alt='{figure.stem} figure' src='data:image/png;base64,{image}'>\n</body></html>\n"
+    )
 
 
 def _empty(figure: Path) -> list[str]:

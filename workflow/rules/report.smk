@@ -21,18 +21,30 @@ rule report:
         table=rules.aggregate.output.table,
         plan=rules.plan.output[0],
     output:
+        **{rq: f"{R}/reports/{rq}.md" for rq in RESEARCH_QUESTIONS},
         **{
-            rq: report(f"{R}/reports/{rq}.md", caption=f"../report/{rq}.rst", category="Research questions")
+            f"{rq}_page": report(
+                f"{R}/reports/{rq}.html",
+                caption=f"../report/{rq}.rst",
+                category="Research questions",
+                labels={"question": rq.upper(), "page": "tables, claims and figure"},
+            )
             for rq in RESEARCH_QUESTIONS
         },
         **{
             f"{rq}_figure": report(
-                f"{R}/reports/{rq}.png", caption=f"../report/{rq}_figure.rst", category="Figures"
+                f"{R}/reports/{rq}.png",
+                caption=f"../report/{rq}_figure.rst",
+                category="Figures",
+                labels={"figure": rq.upper()},
             )
             for rq in RESEARCH_QUESTIONS
         },
         figure1=report(
-            f"{R}/reports/figure1_memory.png", caption="../report/figure1_memory.rst", category="Figures"
+            f"{R}/reports/figure1_memory.png",
+            caption="../report/figure1_memory.rst",
+            category="Figures",
+            labels={"figure": "Figure 1: peak fine-tuning memory"},
         ),
     log:
         f"{R}/logs/report.log",

@@ -3,13 +3,16 @@ from peftcode.logs import log_to
 log_to(snakemake.log[0])
 
 from peftcode.metrics import evaluate
+from peftcode.tracking import job_run
 
-evaluate(
-    generations_path=snakemake.input.generations,
-    out_path=snakemake.output[0],
-    cell=snakemake.params.cell,
-    settings=snakemake.params.settings,
-    infer_memory_path=snakemake.input.infer_memory,
-    finetune_memory_path=snakemake.input.get("finetune_memory"),
-    workers=snakemake.threads,
-)
+with job_run(snakemake, "evaluate") as run:
+    row = evaluate(
+        generations_path=snakemake.input.generations,
+        out_path=snakemake.output[0],
+        cell=snakemake.params.cell,
+        settings=snakemake.params.settings,
+        infer_memory_path=snakemake.input.infer_memory,
+        finetune_memory_path=snakemake.input.get("finetune_memory"),
+        workers=snakemake.threads,
+    )
+    run.log_record(row, "")

@@ -10,16 +10,21 @@ from peftcode.devices import claim_gpus
 claim_gpus(snakemake.resources.gpu)
 
 from peftcode.finetune import finetune
+from peftcode.tracking import job_run
 
-finetune(
-    model_dir=snakemake.input.model,
-    data_dir=Path(snakemake.input.train).parent,
-    out_dir=snakemake.output.checkpoint,
-    log_path=snakemake.output.log,
-    memory_path=snakemake.output.memory,
-    settings=snakemake.params.settings,
-    threads=snakemake.threads,
-    gpus=snakemake.resources.gpu,
-    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
-    resume_dir=snakemake.params.resume,
-)
+with job_run(snakemake, "finetune") as run:
+    record = finetune(
+        model_dir=snakemake.input.model,
+        data_dir=Path(snakemake.input.train).parent,
+        out_dir=snakemake.output.checkpoint,
+        log_path=snakemake.output.log,
+        memory_path=snakemake.output.memory,
+        settings=snakemake.params.settings,
+        threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
+        gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
+        resume_dir=snakemake.params.resume,
+        on_log_row=run.log_step,
+    )
+    run.log_record(record, "finetune/")
+    run.log_reference("checkpoint", snakemake.output.checkpoint)

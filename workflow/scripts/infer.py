@@ -2,6 +2,7 @@ from peftcode.logs import log_to
 
 log_to(snakemake.log[0])
 
+import json
 from pathlib import Path
 
 from peftcode.devices import claim_gpus
@@ -10,16 +11,23 @@ from peftcode.devices import claim_gpus
 claim_gpus(snakemake.resources.gpu)
 
 from peftcode.infer import infer
+from peftcode.tracking import job_run
 
-infer(
-    model_dir=snakemake.input.model,
-    adapter_dir=snakemake.input.get("adapter"),
-    data_dir=Path(snakemake.input.test).parent,
-    out_path=snakemake.output.generations,
-    memory_path=snakemake.output.memory,
-    settings=snakemake.params.settings,
-    threads=snakemake.threads,
-    gpus=snakemake.resources.gpu,
-    gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
-    embeddings_path=snakemake.input.get("embeddings"),
-)
+with job_run(snakemake, "infer") as run:
+    infer(
+        model_dir=snakemake.input.model,
+        adapter_dir=snakemake.input.get("adapter"),
+        data_dir=Path(snakemake.input.test).parent,
+        out_path=snakemake.output.generations,
+        memory_path=snakemake.output.memory,
+        settings=snakemake.params.settings,
+        threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
+        gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
+        embeddings_path=snakemake.input.get("embeddings"),
+    )
+    run.log_record(json.loads(Path(snakemake.output.memory).read_text()), "infer/")
+    run.log_reference("model", snakemake.input.model)
+    if snakemake.input.get("adapter"):
+        run.log_reference("adapter", snakemake.input.adapter)
+    run.log_reference("generations", snakemake.output.generations)
