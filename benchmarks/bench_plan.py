@@ -10,6 +10,7 @@
 2. The paper grid's plan at 24 GB and 80 GB per GPU (the models' shapes from tests/fixtures/configs).
 
 Usage: python benchmarks/bench_plan.py [--models tiny-llama,smollm2] [--precisions fp32,bf16]
+       (--models "" prints the paper grid's plans alone)
 """
 
 from __future__ import annotations
@@ -103,14 +104,15 @@ def main() -> None:
     parser.add_argument("--models", default="tiny-llama,smollm2")
     parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()
-    rows = measure(args.models.split(","), args.precisions.split(","))
-    print("| model | method | precision | measured (MiB) | estimated (MiB) | error |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for model, method, precision, own, estimate in rows:
-        error = (estimate - own) / own
-        print(f"| {model} | {method} | {precision} | {own:.0f} | {estimate:.0f} | {error:+.0%} |")
-    worst = max(abs(estimate - own) / own for *_, own, estimate in rows)
-    print(f"\nLargest error: {worst:.0%}\n")
+    rows = measure([model for model in args.models.split(",") if model], args.precisions.split(","))
+    if rows:
+        print("| model | method | precision | measured (MiB) | estimated (MiB) | error |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for model, method, precision, own, estimate in rows:
+            error = (estimate - own) / own
+            print(f"| {model} | {method} | {precision} | {own:.0f} | {estimate:.0f} | {error:+.0%} |")
+        worst = max(abs(estimate - own) / own for *_, own, estimate in rows)
+        print(f"\nLargest error: {worst:.0%}\n")
     for budget, plan in paper_plans():
         print(plan.summary())
         print()
@@ -118,9 +120,11 @@ def main() -> None:
         for row in plan.rows:
             if row["finetune_peak_mb"] is not None and not row["method"].endswith("-joint"):
                 key = (row["model"], row["method"])
-                trained[key] = max(trained.get(key, (0, True))[0], row["finetune_peak_mb"]), row["fits"]
+                peak, fits = trained.get(key, (0, True))
+                trained[key] = max(peak, row["finetune_peak_mb"]), fits and row["fits"]
         methods = sorted({method for _, method in trained})
-        print(f"Fine-tune peaks at {budget} GB (GB, the larger of the datasets; * does not fit):\n")
+        legend = "GB, the larger of the datasets; * does not fit on one or both"
+        print(f"Fine-tune peaks at {budget} GB ({legend}):\n")
         print("| model | " + " | ".join(methods) + " |")
         print("| --- |" + " --- |" * len(methods))
         for model in sorted({model for model, _ in trained}, key=lambda m: plan.shapes[m].params):
