@@ -173,3 +173,27 @@ def test_next_tokens_keeps_the_top_p_set_and_greedy_takes_the_most_likely():
     assert next_tokens(logits, 1.0, 0.8, uniforms).tolist() == [0, 0, 1, 1]  # 0.5 + 0.3 reach 0.8
     assert next_tokens(logits, 1.0, 1.0, uniforms).tolist() == [0, 1, 1, 3]  # cumulative 0.5, 0.8, 0.95
     assert next_tokens(logits, 0, 0.8, uniforms).tolist() == [0, 0, 0, 0]
+
+
+def test_next_tokens_over_a_large_vocabulary_match_sorting_all_of_it():
+    """The top-p set is looked for among the most likely tokens first; rows whose set lies beyond them
+    (here the flat ones, at a high temperature) sort the whole vocabulary."""
+    from peftcode.sampling import CANDIDATES, next_tokens
+
+    def sorting_everything(logits, temperature, top_p, uniforms):
+        probabilities = torch.softmax(logits / temperature, dim=-1)
+        ranked, order = probabilities.sort(dim=-1, descending=True)
+        cumulative = ranked.cumsum(-1)
+        kept = torch.where(cumulative - ranked < top_p, ranked, 0.0).cumsum(-1)
+        picked = torch.searchsorted(kept, uniforms.unsqueeze(-1) * kept[:, -1:], right=True)
+        return order.gather(-1, picked.clamp(max=kept.shape[-1] - 1)).squeeze(-1)
+
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = 20 * CANDIDATES
+    peaked = torch.randn(6, vocabulary, generator=generator) * 8
+    flat = torch.randn(6, vocabulary, generator=generator) * 0.1
+    logits = torch.cat((peaked, flat))[torch.randperm(12, generator=generator)]
+    for temperature in (0.2, 0.8, 3.0):
+        uniforms = torch.rand(12, generator=generator)
+        expected = sorting_everything(logits, temperature, 0.95, uniforms)
+        assert torch.equal(next_tokens(logits, temperature, 0.95, uniforms), expected)

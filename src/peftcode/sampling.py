@@ -19,6 +19,29 @@ def draw_seed(seed: int, prompt: int, draw: int) -> int:
     return (seed * 1_000_003 + prompt * 10_007 + draw) % (2**63)
 
 
+# Most of a step's sampling cost was sorting the whole vocabulary; the top-p set is almost always among the
+# most likely few hundred tokens, so those are sorted first and a row sorts everything only where they fall
+# short of top_p.
+CANDIDATES = 256
+
+
+def top_p_order(probabilities: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's probabilities in descending order with their token ids, at least as far as the smallest
+    set that reaches ``top_p`` (the most likely ``CANDIDATES`` where they reach it, else the whole row)."""
+    if probabilities.shape[-1] <= CANDIDATES:
+        return probabilities.sort(dim=-1, descending=True)
+    ranked, order = probabilities.topk(CANDIDATES, dim=-1)
+    short = (ranked.sum(-1) < top_p).nonzero().flatten()
+    if len(short) == 0:
+        return ranked, order
+    whole, whole_order = probabilities[short].sort(dim=-1, descending=True)
+    padding = probabilities.shape[-1] - CANDIDATES
+    ranked = torch.nn.functional.pad(ranked, (0, padding))
+    order = torch.nn.functional.pad(order, (0, padding))
+    ranked[short], order[short] = whole, whole_order
+    return ranked, order
+
+
 def next_tokens(
     logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor
 ) -> torch.Tensor:
@@ -27,7 +50,7 @@ def next_tokens(
     if temperature == 0:
         return logits.argmax(-1)
     probabilities = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probabilities, order = probabilities.sort(dim=-1, descending=True)
+    sorted_probabilities, order = top_p_order(probabilities, top_p)
     cumulative = sorted_probabilities.cumsum(-1)
     # A token stays while the tokens more likely than it hold less than top_p (the first always stays).
     kept = torch.where(cumulative - sorted_probabilities < top_p, sorted_probabilities, 0.0)
@@ -86,12 +109,13 @@ def sample(
         ended = torch.isin(chosen, end_ids)
         if ended.all() or step == max_new_tokens - 1:
             break
-        stays = (~ended).nonzero().flatten()
-        live = [live[i] for i in stays.tolist()]
-        cache.reorder_cache(stays)
-        chosen = chosen[stays]
-        attention_mask = torch.cat((attention_mask[stays], attention_mask.new_ones((len(stays), 1))), dim=-1)
-        last_position = last_position[stays] + 1
+        if ended.any():
+            stays = (~ended).nonzero().flatten()
+            live = [live[i] for i in stays.tolist()]
+            cache.reorder_cache(stays)
+            chosen, attention_mask, last_position = chosen[stays], attention_mask[stays], last_position[stays]
+        attention_mask = torch.cat((attention_mask, attention_mask.new_ones((len(live), 1))), dim=-1)
+        last_position = last_position + 1
         logits = model(
             input_ids=chosen.unsqueeze(-1),
             attention_mask=attention_mask,
