@@ -29,8 +29,10 @@ sandbox-tools:
 study: $(INSTALLED) sandbox-tools
 	$(VENV)/bin/snakemake --cores $(CORES)
 
+# A test worker per core, each taking a whole module at a time, so that a module-wide fixture (a whole study)
+# runs once.
 test: lint sandbox-tools
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile
 
 # Python style, the workflow's own lints (snakemake --lint) and its formatting (snakefmt).
 lint: $(INSTALLED)

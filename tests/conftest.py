@@ -1,11 +1,23 @@
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+# The modules that run whole studies, longest first: `make test` runs the tests on two workers, and these
+# go first so that the short modules fill in around them instead of one long module running alone at the
+# end (the SLURM one spends most of its time waiting for the cluster).
+WHOLE_STUDIES = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_smollm2.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(
+        key=lambda item: WHOLE_STUDIES.index(item.path.name) if item.path.name in WHOLE_STUDIES else 99
+    )
 
 
 def read_yaml(path: Path) -> dict:
@@ -39,9 +51,14 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory):
     """SmolLM2-135M-Instruct converted from its GGUF file to a checkpoint, once for every test that uses
-    it (the conversion takes half a minute)."""
-    from peftcode.models import prepare_model
+    it (the conversion takes half a minute): the test workers of one run share it."""
+    from peftcode.models import MANIFEST, prepare_model, read_manifest
 
-    folder = tmp_path_factory.mktemp("smollm2")
-    info = prepare_model(SMOLLM2, folder / "model")
-    return folder / "model", info
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / "smollm2"
+    with FileLock(f"{folder}.lock"):
+        if (folder / "model" / MANIFEST).exists():
+            return folder / "model", read_manifest(folder / "model")
+        return folder / "model", prepare_model(SMOLLM2, folder / "model")
