@@ -34,7 +34,9 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
         write_jsonl(tmp_path / "src", split, CONALA_ROWS)
     stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
-    assert list(train.columns) == ["id", "source_id", "intent", "code", "tests", "difficulty", "split"]
+    assert list(train.columns) == [
+        *("id", "source_id", "intent", "prefix", "code", "tests", "difficulty", "split")
+    ]
     assert list(train["code"]) == ["l.sort()", "len(s)", "max(a)"]
     assert stats["splits"]["train"] == {
         "rows": 3,
@@ -220,10 +222,26 @@ def test_a_dataset_in_an_installed_package_test_only_with_its_own_ids(tmp_path):
     assert test["source_id"].iloc[0] == "HumanEval/0" and test["tests"].iloc[0].endswith(
         "check(has_close_elements)"
     )
+    assert (test["prefix"] == "").all()  # no prefix field: the prompt gives no code
     assert (
         stats["splits"]["train"] == {"rows": 0, "absent": True}
         and pd.read_parquet(tmp_path / "train.parquet").empty
     )
+
+
+def test_a_code_prefix_field_gives_the_start_of_each_problems_code(tmp_path):
+    fields = {
+        **HUMANEVAL["fields"],
+        "intent": "Write the body of the Python function {entry_point}.",
+        "prefix": "prompt",
+    }
+    prepare_data({**HUMANEVAL, "fields": fields}, tmp_path)
+    test = pd.read_parquet(tmp_path / "test.parquet")
+    assert test["intent"].iloc[0] == "Write the body of the Python function has_close_elements."
+    assert test["prefix"].iloc[0].startswith("from typing import List") and test["prefix"].iloc[0].endswith(
+        '"""\n'
+    )
+    assert all(code.startswith(prefix) for code, prefix in zip(test["code"], test["prefix"], strict=True))
 
 
 def test_a_missing_package_or_file_says_what_to_install(tmp_path):

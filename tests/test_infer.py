@@ -123,6 +123,50 @@ def test_soft_prompt_generation_matches_the_training_forward_pass(tiny_llama, se
 def test_candidates_are_cut_at_the_stop_string():
     assert cut_at_stop("s[::-1]\nprint(s)", "\n") == "s[::-1]"
     assert cut_at_stop("  def f():\n    pass\n", None) == "def f():\n    pass"
+    assert cut_at_stop("x = 1\n```\nIt sets x.\n### Response:", ["###", "```"]) == "x = 1"
+    # After a prefix the body keeps its indentation.
+    assert (
+        cut_at_stop("    return a + b\n### Response:", "###", "def f(a, b):\n")
+        == "def f(a, b):\n    return a + b"
+    )
+
+
+def test_a_draw_ends_at_a_token_holding_any_of_the_stop_strings(tokenizer):
+    from peftcode.infer import StopTokens
+
+    stops = ["###", "```"]
+    texts = [tokenizer.decode([i]) for i in StopTokens(tokenizer, stops).stop_ids.tolist()]
+    assert all(any(stop in text for stop in stops) for text in texts)
+    assert {stop for stop in stops for text in texts if stop in text} == set(stops)
+
+
+def test_each_prompt_ends_with_its_prefix_and_each_candidate_begins_with_it(tiny_llama):
+    model, tokenizer = load_checkpoint(tiny_llama, "causal")
+    model.eval()
+    prompts = [f"### Instruction:\nWrite the body of {name}.\n### Response:\n" for name in ("f", "g")]
+    prefixes = ["def f(x):\n", 'def g(a, b):\n    """Sum."""\n']
+    settings = {
+        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 6, "stop": None,
+        "num_beams": 2, "num_return_sequences": 2, "batch_size": 2, "early_stopping": True, "seed": 7,
+    }  # fmt: skip
+    searched = generate_candidates(model, tokenizer, prompts, settings, prefixes=prefixes)
+    drawn = generate_candidates(
+        model,
+        tokenizer,
+        prompts,
+        settings,
+        {"samples": 2, "temperature": 1.0, "top_p": 0.95},
+        prefixes=prefixes,
+    )
+    for candidates in (searched, drawn):
+        assert all(
+            c.startswith(prefix) for row, prefix in zip(candidates, prefixes, strict=True) for c in row
+        )
+    # What follows the prefix is what the model writes after the prompt with the prefix in it.
+    alone = generate_candidates(
+        model, tokenizer, [p + f for p, f in zip(prompts, prefixes, strict=True)], settings
+    )
+    assert [[c[len(f) :].strip() for c in row] for row, f in zip(searched, prefixes, strict=True)] == alone
 
 
 @torch.no_grad()

@@ -36,6 +36,18 @@ def test_long_prompts_and_targets_are_truncated_keeping_the_response_marker_and_
     assert prompt.startswith("### Instruction:\nconvert") and prompt.endswith("\n### Response:\n")
 
 
+def test_a_truncated_prompt_keeps_the_code_prefix_after_its_marker(tokenizer):
+    from peftcode.prompts import RESPONSE, prompt_ids
+
+    prefix = 'def add(a, b):\n    """Add two numbers."""\n'
+    prompt = causal_prompt("write the body " * 50) + prefix
+    kept = tokenizer.decode(prompt_ids(tokenizer, prompt, 40, RESPONSE + prefix))
+    assert kept.startswith("### Instruction:\nwrite the body") and kept.endswith(RESPONSE + prefix)
+    # A marker longer than the limit leaves the prompt's last tokens, never more than the limit.
+    ids = prompt_ids(tokenizer, prompt, 8, RESPONSE + prefix)
+    assert len(ids) == 8 and tokenizer.decode(ids).endswith('numbers."""\n')
+
+
 def test_seq2seq_examples_read_the_intent_and_learn_the_code(tokenizer):
     example = encode_example(tokenizer, "seq2seq", "sort list `l`", "l.sort()", 64, 64)
     assert example["input_ids"] == tokenizer("sort list `l`")["input_ids"]

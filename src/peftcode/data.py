@@ -1,9 +1,10 @@
 """Datasets: a hub dataset or local files in its format -> one schema, one parquet file per split.
 
 Our schema: ``id`` (str), ``source_id`` (str: the source's own identifier, HumanEval's ``task_id`` say,
-else empty), ``intent`` (str), ``code`` (str), ``tests`` (str: test code that exits non-zero when the code
-is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a dataset without tests),
-``difficulty`` (str, APPS' level; else empty), ``split`` (str).
+else empty), ``intent`` (str), ``prefix`` (str: the start of the code that the prompt gives, HumanEval's
+signature and docstring, which the model continues; else empty), ``code`` (str), ``tests`` (str: test code
+that exits non-zero when the code is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a
+dataset without tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
 
 Local and package files are read here, line by line for JSON Lines: a line that does not parse, or a row
 whose field is not text, is skipped and counted with its line number; a file that cannot be read at all
@@ -33,7 +34,7 @@ from huggingface_hub import HfApi
 from peftcode.programs import io_tests
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "source_id", "intent", "code", "tests", "difficulty", "split")
+COLUMNS = ("id", "source_id", "intent", "prefix", "code", "tests", "difficulty", "split")
 # Line numbers of skipped rows kept in stats.json, per split and reason.
 SHOWN_LINES = 10
 logger = logging.getLogger(__name__)
@@ -270,7 +271,8 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
         tests = _first_present(row, wanted["tests"]) if "tests" in wanted else ""
-        if intent is None or code is None or tests is None:
+        prefix = _first_present(row, wanted["prefix"]) if "prefix" in wanted else ""
+        if intent is None or code is None or tests is None or prefix is None:
             dropped.append(where)
             continue
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
@@ -284,6 +286,7 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
                 "id": f"{split}-{index}",
                 "source_id": _identifier(row, source_id) if source_id else "",
                 "intent": intent.strip(),
+                "prefix": prefix.lstrip("\n"),
                 "code": code.strip("\n"),
                 "tests": tests,
                 "difficulty": _first_present(row, wanted["difficulty"]) if "difficulty" in wanted else "",

@@ -33,16 +33,22 @@ MERGEABLE = ("LORA", "IA3")
 MIN_PROBE_AGREEMENT = 0.9
 
 
+def stop_strings(stop: str | list[str] | None) -> list[str]:
+    """A dataset's ``stop`` setting as a list: none, one text or several."""
+    return [] if not stop else [stop] if isinstance(stop, str) else list(stop)
+
+
 class StopTokens(StoppingCriteria):
-    """Ends a beam whose newest token's text contains the stop string (a newline for CoNaLa).
+    """Ends a beam whose newest token's text contains a stop string (a newline for CoNaLa).
 
     Beam search finishes such a beam as it does one that emits EOS. Checking the newest token id against a
     precomputed set costs one tensor lookup a step; listing those tokens as extra EOS ids instead would make
     beam search keep (1 + number of EOS ids) x beams candidates at every step.
     """
 
-    def __init__(self, tokenizer, stop: str):
-        ids = [i for i in range(len(tokenizer)) if stop in tokenizer.decode([i])]
+    def __init__(self, tokenizer, stop: str | list[str]):
+        stops = stop_strings(stop)
+        ids = [i for i in range(len(tokenizer)) if any(text in tokenizer.decode([i]) for text in stops)]
         self.stop_ids = torch.tensor(ids)
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
@@ -83,10 +89,11 @@ def eos_ids(model) -> list[int]:
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
-def cut_at_stop(text: str, stop: str | None) -> str:
-    if stop and stop in text:
-        text = text[: text.index(stop)]
-    return text.strip()
+def cut_at_stop(text: str, stop: str | list[str] | None, prefix: str = "") -> str:
+    """A candidate: the generated text up to the first stop string, after the ``prefix`` the prompt gave
+    (then the text keeps its leading indentation, the body of the prefix's function say)."""
+    text = text[: min((text.index(s) for s in stop_strings(stop) if s in text), default=len(text))]
+    return prefix + text.rstrip() if prefix else text.strip()
 
 
 def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple[object, dict]:
@@ -205,21 +212,32 @@ def generate_candidates(
     settings: dict,
     sampling: dict | None = None,
     precision: Precision | None = None,
+    prefixes: list[str] | None = None,
 ) -> list[list[str]]:
     """Candidates per prompt: beam search's best first, or ``sampling``'s draws, computed under the
-    precision's autocast (none by default). Prompts are batched longest first to limit padding."""
+    precision's autocast (none by default). A prompt's prefix (the start of its code, see
+    :mod:`peftcode.data`) ends the prompt and begins each of its candidates. Prompts are batched longest
+    first to limit padding."""
+    prefixes = prefixes or [""] * len(prompts)
     with precision.autocast() if precision else contextlib.nullcontext():
-        return _generate(model, tokenizer, prompts, settings, sampling)
+        return _generate(model, tokenizer, prompts, prefixes, settings, sampling)
 
 
-def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: dict | None) -> list[list[str]]:
+def _generate(
+    model, tokenizer, prompts: list[str], prefixes: list[str], settings: dict, sampling: dict | None
+) -> list[list[str]]:
     family, shots = settings["family"], settings["shots"]
     limit = settings["max_input_length"] if not shots else None
     if family == "seq2seq":
+        if any(prefixes):
+            raise ValueError("a dataset's prefix (the start of the code in the prompt) needs a causal model")
         encoded = [tokenizer(p, max_length=limit, truncation=True)["input_ids"] for p in prompts]
     else:
         marker = prompt_style(settings.get("prompt", "alpaca"), tokenizer).marker
-        encoded = [prompt_ids(tokenizer, p, limit, marker) for p in prompts]
+        # A prompt cut to its limit keeps the marker and the prefix, which the model continues.
+        encoded = [
+            prompt_ids(tokenizer, p + f, limit, marker + f) for p, f in zip(prompts, prefixes, strict=True)
+        ]
     tokenizer.padding_side = "left"
     search = search_settings(settings, sampling)
     returns = search["num_return_sequences"]
@@ -283,7 +301,8 @@ def _generate(model, tokenizer, prompts: list[str], settings: dict, sampling: di
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for offset, row in enumerate(rows):
             candidates[row] = [
-                cut_at_stop(t, settings["stop"]) for t in texts[offset * returns : (offset + 1) * returns]
+                cut_at_stop(t, settings["stop"], prefixes[row])
+                for t in texts[offset * returns : (offset + 1) * returns]
             ]
     return candidates
 
@@ -327,17 +346,24 @@ def infer(
         prompt_style(settings["prompt"], tokenizer),
         nearest(embeddings_path, settings["shots"]) if embeddings_path else None,
     )
+    prefixes = list(test["prefix"])
     started = time.perf_counter()
-    candidates = generate_candidates(model, tokenizer, prompts, settings, precision=precision)
+    candidates = generate_candidates(
+        model, tokenizer, prompts, settings, precision=precision, prefixes=prefixes
+    )
     generation_time = time.perf_counter() - started
-    candidate_tokens = sum(len(tokenizer(c)["input_ids"]) for row in candidates for c in row)
+    candidate_tokens = sum(
+        len(tokenizer(c[len(prefix) :])["input_ids"])
+        for row, prefix in zip(candidates, prefixes, strict=True)
+        for c in row
+    )
     generations = pd.DataFrame(
         {
             "id": test["id"],
             "source_id": test["source_id"],
             "intent": test["intent"],
             "reference": test["code"],
-            "prompt": prompts,
+            "prompt": [prompt + prefix for prompt, prefix in zip(prompts, prefixes, strict=True)],
             "candidates": candidates,
         }
     )
@@ -348,7 +374,7 @@ def infer(
         if sampling["temperature"] == 0 and settings["num_beams"] == 1:
             generations["samples"] = [row[:1] for row in candidates]
         else:
-            drawn = generate_candidates(model, tokenizer, prompts, settings, sampling, precision)
+            drawn = generate_candidates(model, tokenizer, prompts, settings, sampling, precision, prefixes)
             generations["samples"] = drawn
         generations["tests"] = test["tests"]
         generations["difficulty"] = test["difficulty"]

@@ -69,12 +69,13 @@ def prompt_style(name: str, tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
 def prompt_ids(
     tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int | None, marker: str = RESPONSE
 ) -> list[int]:
-    """Token ids of a causal prompt; a long one keeps its head and always ends with the style's marker."""
+    """Token ids of a causal prompt; a long one keeps its head and always ends with ``marker`` (the style's,
+    and a prefix after it), or only the end of the marker where the marker alone is too long."""
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if max_length is None or len(ids) <= max_length:
         return ids
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
-    return ids[: max_length - len(marker_ids)] + marker_ids
+    return (ids[: max(max_length - len(marker_ids), 0)] + marker_ids)[-max_length:]
 
 
 def encode_example(
