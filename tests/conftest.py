@@ -8,15 +8,17 @@ from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-# The modules that run whole studies, longest first: `make test` runs the tests on two workers, and these
-# go first so that the short modules fill in around them instead of one long module running alone at the
+# The modules that run whole studies, longest first: `make test` runs the tests on a worker per core, and
+# these go first so that the short modules fill in around them instead of one long module running alone at the
 # end (the SLURM one spends most of its time waiting for the cluster).
 WHOLE_STUDIES = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_smollm2.py")
 
 
 def pytest_collection_modifyitems(items):
     items.sort(
-        key=lambda item: WHOLE_STUDIES.index(item.path.name) if item.path.name in WHOLE_STUDIES else 99
+        key=lambda item: (
+            WHOLE_STUDIES.index(item.path.name) if item.path.name in WHOLE_STUDIES else len(WHOLE_STUDIES)
+        )
     )
 
 
