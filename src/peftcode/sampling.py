@@ -1,17 +1,21 @@
 """Sampled programs for pass@k, drawn for many prompts at once, each draw from a random stream of its own.
 
-A batch computes each prompt once and copies its cache to the prompt's draws, and drops a draw from the
-batch once it ends (at EOS or the stop text). Each draw has its own generator, seeded from the cell's seed,
-the prompt's index and the draw's index, from which it takes one uniform number a step and picks the token
-whose cumulative probability first reaches it (inverse-CDF sampling, after temperature and top-p): its
-tokens depend on nothing else in the batch, so a batch draws what one prompt and one draw at a time would
-(tested), at a fraction of the cost.
+A batch computes each prompt once, its draws attending to its keys and values
+(:mod:`peftcode.shared_prompt`), and drops a draw from the batch once it ends (at EOS or the stop text).
+Each draw has its own generator, seeded from the cell's seed, the prompt's index and the draw's index,
+from which it takes one uniform number a step and picks the token whose cumulative probability first
+reaches it (inverse-CDF sampling, after temperature and top-p): its tokens depend on nothing else in the
+batch, so a batch draws what one prompt and one draw at a time would (tested), at a fraction of the cost.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import DynamicCache
+
+from peftcode import shared_prompt
 
 
 def draw_seed(seed: int, prompt: int, draw: int) -> int:
@@ -77,7 +81,7 @@ def sample(
     """``draws`` samples of each left-padded prompt (``prompt_indices`` name them for their seeds, the
     draws counting from ``first_draw``), as the new token ids of each, the token that ended a draw
     included."""
-    prompts, prompt_length = input_ids.shape
+    prompts = input_ids.shape[0]
     device = input_ids.device
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
@@ -89,11 +93,20 @@ def sample(
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1, :]
-    # Each prompt computed once, its cache and logits copied to its draws.
-    cache.batch_repeat_interleave(draws)
+    # Each prompt computed once: its logits copied to its draws, and its keys and values read by its draws'
+    # attention where the model lets us (else its cache copied to them).
     logits = logits.repeat_interleave(draws, dim=0)
-    attention_mask = attention_mask.repeat_interleave(draws, dim=0)
     last_position = positions[:, -1:].repeat_interleave(draws, dim=0)
+    if shared_prompt.serves(model):
+        shared = shared_prompt.SharedPrompts(cache, attention_mask, draws)
+        cache = DynamicCache(config=model.config)
+        attention = shared_prompt.attending_to_shared_prompts(model)
+        step_inputs = {"shared_prompts": shared}
+    else:
+        shared = None
+        cache.batch_repeat_interleave(draws)
+        attention = contextlib.nullcontext()
+        step_inputs = {"attention_mask": attention_mask.repeat_interleave(draws, dim=0)}
     generators = [
         torch.Generator().manual_seed(draw_seed(seed, prompt_indices[row // draws], first_draw + row % draws))
         for row in range(prompts * draws)
@@ -101,26 +114,33 @@ def sample(
     live = list(range(prompts * draws))  # the draw each row of the batch is
     tokens: list[list[int]] = [[] for _ in live]
     end_ids = end_ids.to(device)
-    for step in range(max_new_tokens):
-        uniforms = torch.cat([torch.rand(1, generator=generators[row]) for row in live]).to(device)
-        chosen = next_tokens(logits, temperature, top_p, uniforms)
-        for row, token in zip(live, chosen.tolist(), strict=True):
-            tokens[row].append(token)
-        ended = torch.isin(chosen, end_ids)
-        if ended.all() or step == max_new_tokens - 1:
-            break
-        if ended.any():
-            stays = (~ended).nonzero().flatten()
-            live = [live[i] for i in stays.tolist()]
-            cache.reorder_cache(stays)
-            chosen, attention_mask, last_position = chosen[stays], attention_mask[stays], last_position[stays]
-        attention_mask = torch.cat((attention_mask, attention_mask.new_ones((len(live), 1))), dim=-1)
-        last_position = last_position + 1
-        logits = model(
-            input_ids=chosen.unsqueeze(-1),
-            attention_mask=attention_mask,
-            position_ids=last_position,
-            cache=cache,
-            use_cache=True,
-        ).logits[:, -1, :]
+    with attention:
+        for step in range(max_new_tokens):
+            uniforms = torch.cat([torch.rand(1, generator=generators[row]) for row in live]).to(device)
+            chosen = next_tokens(logits, temperature, top_p, uniforms)
+            for row, token in zip(live, chosen.tolist(), strict=True):
+                tokens[row].append(token)
+            ended = torch.isin(chosen, end_ids)
+            if ended.all() or step == max_new_tokens - 1:
+                break
+            if ended.any():
+                stays = (~ended).nonzero().flatten()
+                live = [live[i] for i in stays.tolist()]
+                cache.reorder_cache(stays)
+                chosen, last_position = chosen[stays], last_position[stays]
+                if shared is not None:
+                    shared.keep(stays)
+                else:
+                    step_inputs["attention_mask"] = step_inputs["attention_mask"][stays]
+            if shared is None:
+                mask = step_inputs["attention_mask"]
+                step_inputs["attention_mask"] = torch.cat((mask, mask.new_ones((len(live), 1))), dim=-1)
+            last_position = last_position + 1
+            logits = model(
+                input_ids=chosen.unsqueeze(-1),
+                position_ids=last_position,
+                cache=cache,
+                use_cache=True,
+                **step_inputs,
+            ).logits[:, -1, :]
     return [tokens[prompt * draws : (prompt + 1) * draws] for prompt in range(prompts)]

@@ -1,0 +1,116 @@
+"""Attention for many draws of the same prompts, each prompt's keys and values held once.
+
+Copying a prompt's cache to each of its draws made the sampler's every step read and rewrite those copies:
+twenty draws of a HumanEval prompt hold twenty copies of its few hundred tokens' keys and values, against a
+hundred and twenty-eight tokens of their own at most. Here the draws keep only the keys and values of what
+they generated (a cache of their own, in the model's usual cache), and each layer's attention reads the
+prompt's from the one copy computed for it, its padding masked. The attention is the same softmax over the
+prompt's keys and the draw's own, computed in two parts.
+
+Used where the model dispatches its attention through transformers' attention interface (Llama and most
+current decoders): :func:`attending_to_shared_prompts` swaps it in for the draws' steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import AttentionInterface, DynamicCache
+
+NAME = "peftcode_shared_prompt"
+
+
+class SharedPrompts:
+    """The prompts' keys and values per layer, their padding, and which draw each row of the batch is.
+
+    Rows are laid out as ``draws`` consecutive rows per prompt (row ``r`` draws from prompt ``r // draws``);
+    :meth:`keep` drops the rows of ended draws, as the draws' own cache drops them."""
+
+    def __init__(self, cache: DynamicCache, attention_mask: torch.Tensor, draws: int):
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        self.prompts = attention_mask.shape[0]
+        self.draws = draws
+        self.padding = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
+        self.padding.masked_fill_(attention_mask == 0, float("-inf"))
+        self.rows = torch.arange(self.prompts * draws, device=attention_mask.device)
+
+    def keep(self, stays: torch.Tensor) -> None:
+        self.rows = self.rows[stays]
+
+    def to_prompts(self, per_row: torch.Tensor) -> torch.Tensor:
+        """``[rows, kv_heads, groups, n]`` to ``[prompts, kv_heads, draws * groups, n]``, ended draws zero,
+        so that one batched product per prompt serves all its draws."""
+        _, kv_heads, groups, n = per_row.shape
+        padded = per_row.new_zeros(self.prompts * self.draws, kv_heads, groups, n)
+        padded[self.rows] = per_row
+        padded = padded.view(self.prompts, self.draws, kv_heads, groups, n).transpose(1, 2)
+        return padded.reshape(self.prompts, kv_heads, self.draws * groups, n)
+
+    def to_rows(self, per_prompt: torch.Tensor, groups: int) -> torch.Tensor:
+        """The inverse of :meth:`to_prompts`, for the live rows."""
+        _, kv_heads, _, n = per_prompt.shape
+        per_draw = per_prompt.view(self.prompts, kv_heads, self.draws, groups, n).transpose(1, 2)
+        return per_draw.reshape(self.prompts * self.draws, kv_heads, groups, n)[self.rows]
+
+
+def shared_prompt_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    shared_prompts: SharedPrompts | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """One new token per row: ``query`` ``[rows, heads, 1, head_dim]`` attends to its prompt's keys and to
+    ``key``, the draw's own (its new token's included). Returns ``[rows, 1, heads, head_dim]``."""
+    if shared_prompts is None or query.shape[2] != 1:
+        raise ValueError(f"{NAME} attention serves one new token per draw, given the prompts' keys")
+    rows, heads, _, head_dim = query.shape
+    layer = module.layer_idx
+    prompt_keys, prompt_values = shared_prompts.keys[layer], shared_prompts.values[layer]
+    kv_heads = prompt_keys.shape[1]
+    groups = heads // kv_heads
+    # Query head h reads key head h // groups, as in transformers' repeat_kv.
+    query = query.reshape(rows, kv_heads, groups, head_dim) * scaling
+    prompt_scores = (
+        shared_prompts.to_rows(shared_prompts.to_prompts(query) @ prompt_keys.transpose(-1, -2), groups)
+        + shared_prompts.padding[shared_prompts.rows // shared_prompts.draws][:, None, None, :]
+    )
+    own_scores = query @ key.transpose(-1, -2)
+    weights = torch.cat((prompt_scores, own_scores), dim=-1).float().softmax(dim=-1).to(value.dtype)
+    prompt_weights, own_weights = weights.split([prompt_keys.shape[2], key.shape[2]], dim=-1)
+    output = shared_prompts.to_rows(shared_prompts.to_prompts(prompt_weights) @ prompt_values, groups)
+    output = output + own_weights @ value
+    return output.reshape(rows, 1, heads, head_dim), None
+
+
+AttentionInterface.register(NAME, shared_prompt_attention)
+
+
+def serves(model) -> bool:
+    """Whether the model's attention goes through transformers' attention interface, over every earlier
+    token (no sliding window) and without capping its scores."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    return (
+        bool(getattr(base, "_supports_attention_backend", False))
+        and getattr(config, "sliding_window", None) is None
+        and getattr(config, "attn_logit_softcapping", None) is None
+    )
+
+
+@contextlib.contextmanager
+def attending_to_shared_prompts(model):
+    """The model's attention is :func:`shared_prompt_attention` within, its own after."""
+    config = model.config
+    own = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = own
