@@ -1,8 +1,9 @@
 """Model-written programs are contained by the kernel: each hostile program fails, made through native code
 as well as Python, the machine is left as it was, and correct programs still pass.
 
-Each attack program exits with status 0 only if its attack worked, so "contained" is "did not pass"; what an
-attack could have changed outside (files, listeners, other processes) is checked from outside as well.
+Each attack program exits with status 0 only if its attack worked, so "contained" is "did not exit with
+status 0" (a pass needs more: see the early exits); what an attack could have changed outside (files,
+listeners, other processes) is checked from outside as well.
 """
 
 import gzip
@@ -314,6 +315,29 @@ def test_a_failing_assertion_fails(workroot):
     assert outcome.status == "failed" and "AssertionError" in outcome.output
 
 
+EARLY_EXITS = {
+    "sys.exit(0)": "import sys\nsys.exit(0)",
+    "exit()": "exit()",
+    "raise SystemExit": "raise SystemExit",
+    "os._exit(0)": "import os\nos._exit(0)",
+    "_exit(0) from C": "import ctypes\nctypes.CDLL(None)._exit(0)",
+    "exit in the function its tests call": "def add(a, b):\n    import sys\n    sys.exit(0)",
+}
+
+
+@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "unisolated"])
+def test_a_program_that_exits_with_status_0_before_its_tests_end_has_not_passed(workroot, isolated):
+    """Generated code often ends in ``exit()`` or a ``__main__`` block that exits: the tests after it
+    never run, and the exit status alone would call it a pass."""
+    tests = "\nassert add(2, 3) == 5\nprint('tests ran')\n"
+    outcomes = run_programs([code + tests for code in EARLY_EXITS.values()], limits=LIMITS, isolated=isolated)
+    for name, outcome in zip(EARLY_EXITS, outcomes, strict=True):
+        assert (outcome.status, outcome.exit_code) == ("exited early", 0), (name, outcome)
+        assert "tests ran" not in outcome.output
+    finishing = run_program("import sys\ndef add(a, b):\n    return a + b\n" + tests, LIMITS, isolated)
+    assert finishing.passed and finishing.output == "tests ran\n"
+
+
 def test_a_program_may_use_threads_and_its_folder(workroot):
     program = (
         "import threading, tempfile\nresults = []\n"
@@ -347,7 +371,7 @@ def test_every_hostile_program_is_contained_and_leaves_nothing_behind(
     outcomes = run_programs([*attacks.values(), CORRECT], workers=2, limits=LIMITS)
 
     for name, outcome in zip(attacks, outcomes, strict=False):
-        assert not outcome.passed, f"{name}: the attack worked: {outcome}"
+        assert outcome.exit_code != 0 and not outcome.passed, f"{name}: the attack worked: {outcome}"
         assert len(outcome.output) <= LIMITS.output_bytes
         assert SECRET not in outcome.output, name
     assert outcomes[-1].passed, "a correct program run beside them still passes"

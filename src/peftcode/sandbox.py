@@ -17,8 +17,11 @@ enforced by the kernel, set up in three steps, each in a process of its own:
 
 The evaluator reads at most ``output_bytes`` of the program's output and kills the sandbox at its wall
 clock timeout. Nothing is written on the host (the program's folder is a tmpfs of its own), so nothing is
-left behind. A program passes when it exits
-with status 0 within the limits.
+left behind. A program passes when it runs to its end (its tests after its code) within the limits: the
+guard says so on a pipe of its own once the program's last line has run, so that a program that exits with
+status 0 on the way (``sys.exit(0)``, ``exit()``, ``os._exit(0)``, ``_exit`` from C) has not passed. A
+program that sets out to forge that word can (it runs in the process its tests run in, as with HumanEval's
+own harness); the pipe holds against programs that end early, not against one written to cheat.
 
 Where the kernel cannot do this (no bubblewrap, no user namespaces, a non-root user without subordinate
 ids), :func:`require_isolation` says why and how to enable it. ``isolated=False`` runs programs with the
@@ -85,8 +88,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # passed, failed, timeout, output limit
+    status: str  # passed, failed, exited early (status 0 before its end), timeout, output limit
     output: str
+    exit_code: int | None = None  # None where the evaluator killed it
 
     @property
     def passed(self) -> bool:
@@ -222,7 +226,7 @@ NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts
 ENVIRONMENT = {"PATH": "/usr/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8"}
 
 
-def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int], limits: Limits) -> list[str]:
+def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int]) -> list[str]:
     argv = [
         "bwrap",
         *NAMESPACES,
@@ -246,12 +250,14 @@ def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int],
     argv += ["--ro-bind-data", str(fds["guard"]), GUARD_INSIDE]
     argv += ["--ro-bind-data", str(fds["filter"]), FILTER_INSIDE]
     argv += ["--chdir", WORKDIR, "--remount-ro", "/"]
-    return [*argv, sys.executable, "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py"]
+    return [*argv, sys.executable, "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py", str(fds["finished"])]
 
 
-def _supervise(process: subprocess.Popen, limits: Limits) -> Outcome:
+def _supervise(process: subprocess.Popen, limits: Limits, finished: int) -> Outcome:
     """Read the program's output until it exits, passes the output cap or its time; then kill its
-    process group (the stage became bubblewrap, whose death ends the PID namespace and all in it)."""
+    process group (the stage became bubblewrap, whose death ends the PID namespace and all in it). A
+    program that exits with status 0 has passed if the guard wrote to ``finished``, the read end of its
+    pipe."""
     chunks: list[bytes] = []
     received = [0]
 
@@ -267,13 +273,13 @@ def _supervise(process: subprocess.Popen, limits: Limits) -> Outcome:
     reader.start()
     deadline = time.monotonic() + limits.timeout_s
     killed_by_cpu_limit = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
-    status = None
+    status = code = None
     while status is None:
         code = process.poll()
         if code in killed_by_cpu_limit:
             status = "timeout"
         elif code is not None:
-            status = "passed" if code == 0 else "failed"
+            status = ("passed" if _said_finished(finished) else "exited early") if code == 0 else "failed"
         elif received[0] > limits.output_bytes:
             status = "output limit"
         elif time.monotonic() > deadline:
@@ -287,16 +293,36 @@ def _supervise(process: subprocess.Popen, limits: Limits) -> Outcome:
     process.wait()
     reader.join(timeout=5)
     process.stdout.close()
-    return Outcome(status, b"".join(chunks)[: limits.output_bytes].decode(errors="replace"))
+    output = b"".join(chunks)[: limits.output_bytes].decode(errors="replace")
+    return Outcome(status, output, code)
+
+
+FINISHED = b"finished"
+
+
+def _finished_pipe() -> tuple[int, int]:
+    """The pipe on which the guard says the program ran to its end: its read end stays here."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    return read, write
+
+
+def _said_finished(read: int) -> bool:
+    try:
+        return os.read(read, len(FINISHED)) == FINISHED
+    except BlockingIOError:
+        return False
 
 
 def _run_isolated(source: str, limits: Limits) -> Outcome:
     identity = _identity()
     paths, links = _visible_paths()
+    finished, finished_write = _finished_pipe()
     fds = {
         "program": _data_fd(source.encode()),
         "guard": _data_fd(GUARD.read_bytes()),
         "filter": _data_fd(seccomp_filter()),
+        "finished": finished_write,
     }
     try:
         spec = {
@@ -305,7 +331,7 @@ def _run_isolated(source: str, limits: Limits) -> Outcome:
             "read_only": paths,
             "workdir": {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries},
             "rlimits": _rlimits(limits),
-            "argv": _bubblewrap_argv(STAGING, paths, links, fds, limits),
+            "argv": _bubblewrap_argv(STAGING, paths, links, fds),
         }
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", str(STAGE), json.dumps(spec)],
@@ -316,9 +342,9 @@ def _run_isolated(source: str, limits: Limits) -> Outcome:
             start_new_session=True,
             pass_fds=list(fds.values()),
         )
-        return _supervise(process, limits)
+        return _supervise(process, limits, finished)
     finally:
-        for fd in fds.values():
+        for fd in (*fds.values(), finished):
             os.close(fd)
 
 
@@ -329,20 +355,26 @@ def _confine(limits: Limits) -> None:
 
 
 def _run_unisolated(source: str, limits: Limits) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="peftcode-unsafe-") as workdir:
-        (Path(workdir) / "program.py").write_text(source)
-        (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
-        process = subprocess.Popen(
-            [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py"],
-            cwd=workdir,
-            env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=partial(_confine, limits),
-        )
-        return _supervise(process, limits)
+    finished, finished_write = _finished_pipe()
+    try:
+        with tempfile.TemporaryDirectory(prefix="peftcode-unsafe-") as workdir:
+            (Path(workdir) / "program.py").write_text(source)
+            (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
+            process = subprocess.Popen(
+                [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", str(finished_write)],
+                cwd=workdir,
+                env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=[finished_write],
+                preexec_fn=partial(_confine, limits),
+            )
+            return _supervise(process, limits, finished)
+    finally:
+        os.close(finished)
+        os.close(finished_write)
 
 
 def run_program(source: str, limits: Limits = Limits(), isolated: bool = True) -> Outcome:

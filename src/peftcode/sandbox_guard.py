@@ -1,5 +1,6 @@
-"""The last trusted code of a sandboxed run (``python -I sandbox_guard.py FILTER PROGRAM``), inside
-bubblewrap: it loads the seccomp filter, then runs the program as ``__main__``.
+"""The last trusted code of a sandboxed run (``python -I sandbox_guard.py FILTER PROGRAM FD``), inside
+bubblewrap: it loads the seccomp filter, runs the program as ``__main__``, and writes ``finished`` to the
+pipe FD once the program's last line has run (a program that exits on the way never gets there).
 
 The filter (built by :func:`peftcode.sandbox.seccomp_filter`) is what the kernel enforces from here on, for
 this process and every thread it starts: no new processes or programs, no tracing, no namespaces or mounts,
@@ -64,7 +65,7 @@ def friendly_errors() -> None:
 
 
 def main() -> None:
-    filter_path, path = sys.argv[1], sys.argv[2]
+    filter_path, path, finished = sys.argv[1], sys.argv[2], int(sys.argv[3])
     try:
         load_seccomp_filter(filter_path)
     except OSError as error:
@@ -75,6 +76,7 @@ def main() -> None:
     friendly_errors()
     sys.argv = [path]
     exec(compile(source, path, "exec"), {"__name__": "__main__", "__builtins__": builtins})
+    os.write(finished, b"finished")
 
 
 if __name__ == "__main__":
