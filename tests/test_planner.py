@@ -93,6 +93,25 @@ def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not(paper_sh
     assert all(row["gpu_hours"] > 0 for row in plan.rows)
 
 
+def test_sampled_draws_hold_their_prompts_cache_once_unless_the_models_own_code_runs():
+    """CodeLlama-7B in bf16 drawing 20 programs for each of 4 HumanEval-length prompts at once."""
+    codellama = shape("codellama-7b")
+    assert codellama.shares_prompts
+    settings = {
+        "shots": 0, "max_input_length": 512, "max_new_tokens": 128, "batch_size": 4, "num_beams": 1,
+        "sampling": {"samples": 20},
+    }  # fmt: skip
+    shared = planner.inference_peak(codellama, settings, "cuda", "bf16")
+    copied = planner.inference_peak(codellama, {**settings, "trust_remote_code": True}, "cuda", "bf16")
+    per_token_mib = 32 * 2 * 4096 * 2 / 2**20  # layers x (keys, values) x width x 2 bytes
+    assert shared["cache"] == pytest.approx((4 * 512 + 80 * 128) * per_token_mib)
+    assert copied["cache"] == pytest.approx(80 * (512 + 128) * per_token_mib)
+    assert shared["total"] < 24 * 1024 < copied["total"]
+    # Beam search's cache where it holds more than the draws.
+    beams = planner.inference_peak(codellama, {**settings, "num_beams": 40}, "cuda", "bf16")
+    assert beams["cache"] == pytest.approx(160 * 640 * per_token_mib)
+
+
 def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out(paper_shapes):
     rows = {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(24).rows}
     three_shots = rows[("codellama-7b", "icl-3shot-seed42", "codealpacapy")]

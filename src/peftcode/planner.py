@@ -12,7 +12,9 @@ is about to allocate its state (which it then holds too):
   key/value, feed-forward, its norms), with a full layer's only for one layer and its input for the others
   under gradient checkpointing; plus the target-only logits and their float32 loss;
 - the runtime's own: CUDA's context and workspace on a GPU, the framework's buffers on the CPU.
-Inference holds the weights, the beam search's key/value cache and its float32 scores.
+Inference holds the weights, and the key/value cache and float32 scores of the beam search or of the
+sampler, whichever is larger: the sampler's draws of a prompt share the prompt's cache where the model's
+attention lets them (:mod:`peftcode.shared_prompt`), each holding only its new tokens'.
 
 Compute is the usual count, 2 FLOPs a parameter a token forward and 4 backward (2 for frozen weights, whose
 gradients are not computed), plus a forward for gradient checkpointing, over the training tokens; GPU-hours
@@ -40,6 +42,7 @@ from peft.utils.constants import (
 )
 from transformers import AutoConfig
 
+from peftcode import shared_prompt
 from peftcode.placement import meta_model
 from peftcode.versions import code_version
 
@@ -71,6 +74,7 @@ class Shape:
     embedding_params: int = 0
     head_params: int = 0  # the output embedding when not tied to the input one
     stored_bytes: int = 4  # per weight in the checkpoint (its config's dtype; ours are saved in float32)
+    shares_prompts: bool = False  # sampled draws read their prompt's keys and values from one copy
 
 
 def _width(config, *names: str, default: int | None = None) -> int:
@@ -130,6 +134,7 @@ def shape_of_config(fields: dict, family: str) -> Shape:
         ),
         head_params=0 if tied or head is None else head.weight.numel(),
         stored_bytes={"bfloat16": 2, "float16": 2}.get(fields.get("torch_dtype") or fields.get("dtype"), 4),
+        shares_prompts=shared_prompt.serves(model),
     )
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(shape.__dict__))
@@ -265,17 +270,27 @@ def finetune_peak(
 
 
 def inference_peak(shape: Shape, settings: dict, device: str, precision: str) -> dict:
-    """Inference's peak memory in MiB, by part: weights, the beam search's cache and scores."""
+    """Inference's peak memory in MiB, by part: weights, the key/value cache and scores of the beam search
+    or of the sampler (whichever holds more), and the prompts' forward pass. ``settings`` may say
+    ``trust_remote_code``: such a model's own code may not let the sampler share prompts."""
     act = BYTES[precision]
     bits = (settings.get("quantization") or {}).get("bits")
     linear = sum(a * b for a, b in shape.linears.values())
     weights = QUANTIZED_BYTES[bits] * linear + 4 * (shape.params - linear) if bits else act * shape.params
     shots = settings.get("shots", 0)
     prompt = (shots + 1) * settings["max_input_length"] + shots * settings["max_new_tokens"]
-    sampling = settings.get("sampling")
-    sequences = sampling["samples"] if sampling else settings["batch_size"] * settings["num_beams"]
     length = prompt + settings["max_new_tokens"]
-    cache = sequences * length * shape.decoder_layers * 2 * shape.kv * act
+    sequences = settings["batch_size"] * settings["num_beams"]
+    cached_tokens = sequences * length
+    sampling = settings.get("sampling")
+    if sampling:
+        draws = settings["batch_size"] * sampling["samples"]
+        if shape.shares_prompts and not settings.get("trust_remote_code"):
+            drawn_tokens = settings["batch_size"] * prompt + draws * settings["max_new_tokens"]
+        else:
+            drawn_tokens = draws * length
+        sequences, cached_tokens = max(sequences, draws), max(cached_tokens, drawn_tokens)
+    cache = cached_tokens * shape.decoder_layers * 2 * shape.kv * act
     scores = sequences * shape.vocab * 4 * 3  # logits, their log-softmax and the running sums
     prompt_pass = settings["batch_size"] * prompt * (shape.hidden + 2 * shape.intermediate) * act
     parts = {
@@ -417,7 +432,10 @@ class Plan:
 
     def _estimate(self, cell) -> dict:
         study, shape = self.study, self.shapes[cell.model]
-        infer = study.infer_settings(cell.model, cell.method, cell.dataset)
+        infer = {
+            **study.infer_settings(cell.model, cell.method, cell.dataset),
+            "trust_remote_code": study.model_settings(cell.model).get("trust_remote_code", False),
+        }
         precision = resolved_precision(infer["precision"], self.device)
         # Fewer prompts a batch where the configured batch's beams would not fit: batched beam search
         # returns the same candidates whatever the batch (tests/test_infer.py).
