@@ -3,7 +3,15 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (
+    DynamicCache,
+    Lfm2Config,
+    Lfm2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
 
 from peftcode.shared_prompt import SharedPrompts, attending_to_shared_prompts, serves
 
@@ -59,5 +67,8 @@ def test_shared_prompts_serve_decoders_attending_to_every_earlier_token():
     llama = LlamaForCausalLM(LlamaConfig(**CONFIG))
     assert serves(llama)
     assert serves(get_peft_model(llama, LoraConfig(r=2, target_modules=["q_proj"])))
-    # A sliding window would hide early prompt tokens from late draws' steps: such models copy the cache.
+    # A sliding window would hide early prompt tokens from late draws' steps, and a layer that is not
+    # attention (LFM2's convolutions) keeps no keys: such models copy the cache.
     assert not serves(MistralForCausalLM(MistralConfig(**CONFIG, sliding_window=16)))
+    hybrid = Lfm2Config(**CONFIG, layer_types=["conv", "full_attention"])
+    assert not serves(Lfm2ForCausalLM(hybrid))

@@ -31,6 +31,7 @@ an explicit, unsafe choice that the evaluation records.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -202,9 +203,11 @@ def _visible_paths() -> tuple[list[str], list[tuple[str, str]]]:
     return paths, links
 
 
-def _data_fd(data: bytes) -> int:
-    """A file descriptor to read ``data`` from, inheritable by the sandbox's first process."""
+def _data_fd(data: bytes, open_fds: contextlib.ExitStack) -> int:
+    """A file descriptor to read ``data`` from, inheritable by the sandbox's first process, closed when
+    ``open_fds`` closes."""
     fd = os.memfd_create("peftcode-sandbox", os.MFD_CLOEXEC)
+    open_fds.callback(os.close, fd)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -300,9 +303,12 @@ def _supervise(process: subprocess.Popen, limits: Limits, finished: int) -> Outc
 FINISHED = b"finished"
 
 
-def _finished_pipe() -> tuple[int, int]:
-    """The pipe on which the guard says the program ran to its end: its read end stays here."""
+def _finished_pipe(open_fds: contextlib.ExitStack) -> tuple[int, int]:
+    """The pipe on which the guard says the program ran to its end (its read end stays here), closed
+    when ``open_fds`` closes."""
     read, write = os.pipe()
+    open_fds.callback(os.close, read)
+    open_fds.callback(os.close, write)
     os.set_blocking(read, False)
     return read, write
 
@@ -317,14 +323,14 @@ def _said_finished(read: int) -> bool:
 def _run_isolated(source: str, limits: Limits) -> Outcome:
     identity = _identity()
     paths, links = _visible_paths()
-    finished, finished_write = _finished_pipe()
-    fds = {
-        "program": _data_fd(source.encode()),
-        "guard": _data_fd(GUARD.read_bytes()),
-        "filter": _data_fd(seccomp_filter()),
-        "finished": finished_write,
-    }
-    try:
+    with contextlib.ExitStack() as open_fds:
+        finished, finished_write = _finished_pipe(open_fds)
+        fds = {
+            "program": _data_fd(source.encode(), open_fds),
+            "guard": _data_fd(GUARD.read_bytes(), open_fds),
+            "filter": _data_fd(seccomp_filter(), open_fds),
+            "finished": finished_write,
+        }
         spec = {
             **identity,
             "staging": STAGING,
@@ -343,9 +349,6 @@ def _run_isolated(source: str, limits: Limits) -> Outcome:
             pass_fds=list(fds.values()),
         )
         return _supervise(process, limits, finished)
-    finally:
-        for fd in (*fds.values(), finished):
-            os.close(fd)
 
 
 def _confine(limits: Limits) -> None:
@@ -355,26 +358,23 @@ def _confine(limits: Limits) -> None:
 
 
 def _run_unisolated(source: str, limits: Limits) -> Outcome:
-    finished, finished_write = _finished_pipe()
-    try:
-        with tempfile.TemporaryDirectory(prefix="peftcode-unsafe-") as workdir:
-            (Path(workdir) / "program.py").write_text(source)
-            (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
-            process = subprocess.Popen(
-                [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", str(finished_write)],
-                cwd=workdir,
-                env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=[finished_write],
-                preexec_fn=partial(_confine, limits),
-            )
-            return _supervise(process, limits, finished)
-    finally:
-        os.close(finished)
-        os.close(finished_write)
+    with contextlib.ExitStack() as open_fds:
+        finished, finished_write = _finished_pipe(open_fds)
+        workdir = open_fds.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-unsafe-"))
+        (Path(workdir) / "program.py").write_text(source)
+        (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
+        process = subprocess.Popen(
+            [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", str(finished_write)],
+            cwd=workdir,
+            env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=[finished_write],
+            preexec_fn=partial(_confine, limits),
+        )
+        return _supervise(process, limits, finished)
 
 
 def run_program(source: str, limits: Limits = Limits(), isolated: bool = True) -> Outcome:

@@ -1,6 +1,11 @@
 """The last trusted code of a sandboxed run (``python -I sandbox_guard.py FILTER PROGRAM FD``), inside
-bubblewrap: it loads the seccomp filter, runs the program as ``__main__``, and writes ``finished`` to the
-pipe FD once the program's last line has run (a program that exits on the way never gets there).
+bubblewrap: it loads the seccomp filter, runs the program, and writes ``finished`` to the pipe FD once the
+program's last line has run (a program that exits on the way never gets there).
+
+The program runs as a module named ``program``, not ``__main__``: a candidate's ``if __name__ ==
+"__main__":`` block (a demo, ``unittest.main()``, ``sys.exit(main())``) does not run, as in HumanEval's
+and MBPP's harnesses, which ``exec`` the candidate and its tests. (APPS' input/output harness runs each
+solution as ``__main__`` itself, since such a solution is a script.)
 
 The filter (built by :func:`peftcode.sandbox.seccomp_filter`) is what the kernel enforces from here on, for
 this process and every thread it starts: no new processes or programs, no tracing, no namespaces or mounts,
@@ -73,10 +78,11 @@ def main() -> None:
         sys.exit(125)
     with open(path) as handle:
         source = handle.read()
+    write = os.write  # the program may replace the module's
     friendly_errors()
     sys.argv = [path]
-    exec(compile(source, path, "exec"), {"__name__": "__main__", "__builtins__": builtins})
-    os.write(finished, b"finished")
+    exec(compile(source, path, "exec"), {"__name__": "program", "__builtins__": builtins})
+    write(finished, b"finished")
 
 
 if __name__ == "__main__":

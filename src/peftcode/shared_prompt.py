@@ -17,6 +17,7 @@ import contextlib
 
 import torch
 from transformers import AttentionInterface, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 NAME = "peftcode_shared_prompt"
 
@@ -25,26 +26,37 @@ class SharedPrompts:
     """The prompts' keys and values per layer, their padding, and which draw each row of the batch is.
 
     Rows are laid out as ``draws`` consecutive rows per prompt (row ``r`` draws from prompt ``r // draws``);
-    :meth:`keep` drops the rows of ended draws, as the draws' own cache drops them."""
+    :meth:`keep` drops the rows of ended draws, as the draws' own cache drops them. A model spread over
+    several devices reads the rows and padding on each layer's device."""
 
     def __init__(self, cache: DynamicCache, attention_mask: torch.Tensor, draws: int):
         self.keys = [layer.keys for layer in cache.layers]
         self.values = [layer.values for layer in cache.layers]
         self.prompts = attention_mask.shape[0]
         self.draws = draws
-        self.padding = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
-        self.padding.masked_fill_(attention_mask == 0, float("-inf"))
+        padding = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
+        self.padding = padding.masked_fill(attention_mask == 0, float("-inf"))
         self.rows = torch.arange(self.prompts * draws, device=attention_mask.device)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(self, stays: torch.Tensor) -> None:
-        self.rows = self.rows[stays]
+        self.rows = self.rows[stays.to(self.rows.device)]
+        self._on_device.clear()
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The live rows' slots, and each live row's prompt padding ``[rows, 1, 1, prompt length]``."""
+        if device not in self._on_device:
+            rows = self.rows.to(device)
+            padding = self.padding.to(device)[rows // self.draws][:, None, None, :]
+            self._on_device[device] = rows, padding
+        return self._on_device[device]
 
     def to_prompts(self, per_row: torch.Tensor) -> torch.Tensor:
         """``[rows, kv_heads, groups, n]`` to ``[prompts, kv_heads, draws * groups, n]``, ended draws zero,
         so that one batched product per prompt serves all its draws."""
         _, kv_heads, groups, n = per_row.shape
         padded = per_row.new_zeros(self.prompts * self.draws, kv_heads, groups, n)
-        padded[self.rows] = per_row
+        padded[self.on(per_row.device)[0]] = per_row
         padded = padded.view(self.prompts, self.draws, kv_heads, groups, n).transpose(1, 2)
         return padded.reshape(self.prompts, kv_heads, self.draws * groups, n)
 
@@ -52,7 +64,12 @@ class SharedPrompts:
         """The inverse of :meth:`to_prompts`, for the live rows."""
         _, kv_heads, _, n = per_prompt.shape
         per_draw = per_prompt.view(self.prompts, kv_heads, self.draws, groups, n).transpose(1, 2)
-        return per_draw.reshape(self.prompts * self.draws, kv_heads, groups, n)[self.rows]
+        return per_draw.reshape(self.prompts * self.draws, kv_heads, groups, n)[self.on(per_prompt.device)[0]]
+
+
+# What a model's attention module may pass that this attention does not do: it refuses, rather than attend
+# otherwise than the model would.
+UNSUPPORTED = ("sliding_window", "softcap", "s_aux", "sinks", "position_bias")
 
 
 def shared_prompt_attention(
@@ -70,6 +87,9 @@ def shared_prompt_attention(
     ``key``, the draw's own (its new token's included). Returns ``[rows, 1, heads, head_dim]``."""
     if shared_prompts is None or query.shape[2] != 1:
         raise ValueError(f"{NAME} attention serves one new token per draw, given the prompts' keys")
+    unsupported = [name for name in UNSUPPORTED if kwargs.get(name) is not None]
+    if unsupported:
+        raise ValueError(f"{NAME} attention does not apply {', '.join(unsupported)}")
     rows, heads, _, head_dim = query.shape
     layer = module.layer_idx
     prompt_keys, prompt_values = shared_prompts.keys[layer], shared_prompts.values[layer]
@@ -79,7 +99,7 @@ def shared_prompt_attention(
     query = query.reshape(rows, kv_heads, groups, head_dim) * scaling
     prompt_scores = (
         shared_prompts.to_rows(shared_prompts.to_prompts(query) @ prompt_keys.transpose(-1, -2), groups)
-        + shared_prompts.padding[shared_prompts.rows // shared_prompts.draws][:, None, None, :]
+        + shared_prompts.on(query.device)[1]
     )
     own_scores = query @ key.transpose(-1, -2)
     weights = torch.cat((prompt_scores, own_scores), dim=-1).float().softmax(dim=-1).to(value.dtype)
@@ -93,21 +113,25 @@ AttentionInterface.register(NAME, shared_prompt_attention)
 
 
 def serves(model) -> bool:
-    """Whether the model's attention goes through transformers' attention interface, over every earlier
-    token (no sliding window) and without capping its scores."""
+    """Whether the model's attention goes through transformers' attention interface, in every layer over
+    every earlier token (a cache of full-attention layers only: no sliding window, chunks or linear
+    attention) and without capping its scores."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config
+    config = base.config.get_text_config(decoder=True)
     return (
         bool(getattr(base, "_supports_attention_backend", False))
-        and getattr(config, "sliding_window", None) is None
-        and getattr(config, "attn_logit_softcapping", None) is None
+        and all(
+            getattr(config, name, None) is None
+            for name in ("sliding_window", "attention_chunk_size", "attn_logit_softcapping")
+        )
+        and all(type(layer) is DynamicLayer for layer in DynamicCache(config=base.config).layers)
     )
 
 
 @contextlib.contextmanager
 def attending_to_shared_prompts(model):
     """The model's attention is :func:`shared_prompt_attention` within, its own after."""
-    config = model.config
+    config = model.config.get_text_config(decoder=True)
     own = config._attn_implementation
     config._attn_implementation = NAME
     try:
