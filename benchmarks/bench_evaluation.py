@@ -39,7 +39,7 @@ def main() -> None:
     for _ in range(args.repeats):
         started = time.perf_counter()
         exact_match_at_k(references, candidates, [1, 2, 5, 10])
-        codebleu(references, [c[0] for c in candidates], quiet=True)
+        codebleu(references, [c[0] for c in candidates])
         timings.append(time.perf_counter() - started)
     print(f"| pairs | EM@1/2/5/10 + CodeBLEU (s, median of {args.repeats}) | target |")
     print("| --- | --- | --- |")

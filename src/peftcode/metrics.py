@@ -4,14 +4,13 @@ each with a 95% bootstrap confidence interval over the test examples."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from codebleu import calc_codebleu
 
+from peftcode.codebleu_sums import CodebleuSums
 from peftcode.programs import program_with_tests
 from peftcode.sandbox import Limits, require_isolation, run_programs
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
@@ -54,25 +53,9 @@ def pass_at_k(samples: int, correct: int, k: int) -> float:
     return 1.0 - float(np.prod(1.0 - k / np.arange(samples - correct + 1, samples + 1)))
 
 
-def codebleu(references: Sequence[str], predictions: Sequence[str], quiet: bool = False) -> dict[str, float]:
-    """Corpus CodeBLEU and its four components, as the ``codebleu`` package computes them for Python.
-
-    ``quiet`` silences the package's warning that a corpus without data flow scores 0 on that component,
-    for the many resamples of a bootstrap (the full corpus still warns once).
-    """
-    if quiet:
-        logging.disable(logging.WARNING)
-    try:
-        scores = calc_codebleu(list(references), list(predictions), lang="python")
-    finally:
-        logging.disable(logging.NOTSET)
-    return {
-        "codebleu": scores["codebleu"],
-        "codebleu_ngram": scores["ngram_match_score"],
-        "codebleu_weighted_ngram": scores["weighted_ngram_match_score"],
-        "codebleu_syntax": scores["syntax_match_score"],
-        "codebleu_dataflow": scores["dataflow_match_score"],
-    }
+def codebleu(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Corpus CodeBLEU and its four components, as the ``codebleu`` package computes them for Python."""
+    return CodebleuSums(list(references), list(predictions)).score()
 
 
 SANDBOX_KERNEL = "kernel isolation"
@@ -137,12 +120,10 @@ def evaluate(
         hits = hits_at_k(ranks, k)
         low, high = bootstrap_mean_ci(hits, settings["bootstrap_samples"])
         row.update({f"em@{k}": sum(hits) / len(hits), f"em@{k}_ci_low": low, f"em@{k}_ci_high": high})
-    row.update(codebleu(references, top1))
+    sums = CodebleuSums(references, top1)
+    row.update(sums.score())
     row["codebleu_ci_low"], row["codebleu_ci_high"] = bootstrap_corpus_ci(
-        references,
-        top1,
-        lambda r, p: codebleu(r, p, quiet=True)["codebleu"],
-        settings["codebleu_bootstrap_samples"],
+        len(references), lambda rows: sums.score(rows)["codebleu"], settings["codebleu_bootstrap_samples"]
     )
     if "samples" in generations.columns:
         row.update(execution_metrics(generations, settings, workers))

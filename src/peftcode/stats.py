@@ -30,21 +30,15 @@ def bootstrap_mean_ci(
 
 
 def bootstrap_corpus_ci(
-    references: Sequence[str],
-    predictions: Sequence[str],
-    metric: Callable[[list[str], list[str]], float],
+    examples: int,
+    metric: Callable[[np.ndarray], float],
     samples: int = 200,
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of a corpus-level metric (e.g. CodeBLEU), recomputed per resample."""
-    references, predictions = list(references), list(predictions)
-    estimates = np.array(
-        [
-            metric([references[i] for i in rows], [predictions[i] for i in rows])
-            for rows in bootstrap_indices(len(references), samples, seed)
-        ]
-    )
+    """Percentile bootstrap interval of a corpus-level metric (e.g. CodeBLEU), recomputed per resample:
+    ``metric`` scores the examples at the resample's indices (with repeats)."""
+    estimates = np.array([metric(rows) for rows in bootstrap_indices(examples, samples, seed)])
     return percentile_interval(estimates, level)
 
 
