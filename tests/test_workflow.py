@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
     configfile = write_study(config, folder)
     result = snakemake(
         configfile,
-        *("--cores", "2", "--set-threads", "finetune=1", "infer=1", "--resources", "gpu=2"),
+        *("--cores", "2", "--resources", "gpu=2"),
         env={"CUDA_VISIBLE_DEVICES": "0,1"},
     )
     assert result.returncode == 0, result.stderr[-5000:]

@@ -7,8 +7,9 @@ rule evaluate:
         f"{R}/logs/evaluate/{{model}}/{{method}}/{{dataset}}.log",
     conda:
         "../../envs/analysis.yaml"
-    # Model-written programs run in parallel when the test set has tests.
-    threads: 2
+    # The sandbox runs this many model-written programs at once; CodeBLEU uses one core. As many as a model
+    # job's, so that evaluations run beside model jobs rather than after them.
+    threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
