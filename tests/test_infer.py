@@ -46,7 +46,18 @@ def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings: dict)
     return candidates
 
 
-def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama):
+@pytest.fixture(params=["shared prompt", "prompt cache copied"])
+def continuations(request, monkeypatch):
+    """Both ways a prompt's beams or draws reach its keys and values: shared, or copied for models whose
+    attention cannot be replaced (see peftcode.shared_prompt)."""
+    from peftcode import shared_prompt
+
+    if request.param == "prompt cache copied":
+        monkeypatch.setattr(shared_prompt, "serves", lambda model: False)
+    return request.param
+
+
+def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama, continuations):
     model, tokenizer = load_checkpoint(tiny_llama, "causal")
     model.eval()
     # Prompts of different lengths, left-padded in one batch; a stop string that some beams hit early.
@@ -192,7 +203,7 @@ def sample_one_at_a_time(
     return drawn
 
 
-def test_batched_draws_are_those_of_one_prompt_and_one_draw_at_a_time(tiny_llama):
+def test_batched_draws_are_those_of_one_prompt_and_one_draw_at_a_time(tiny_llama, continuations):
     model, tokenizer = load_checkpoint(tiny_llama, "causal")
     model.eval()
     prompts = [f"### Instruction:\n{'reverse a string ' * n}\n### Response:\n" for n in (2, 5, 1, 4)]

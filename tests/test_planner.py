@@ -93,7 +93,7 @@ def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not(paper_sh
     assert all(row["gpu_hours"] > 0 for row in plan.rows)
 
 
-def test_sampled_draws_hold_their_prompts_cache_once_unless_the_models_own_code_runs():
+def test_draws_and_beams_hold_their_prompts_cache_once_unless_the_models_own_code_runs():
     """CodeLlama-7B in bf16 drawing 20 programs for each of 4 HumanEval-length prompts at once."""
     codellama = shape("codellama-7b")
     assert codellama.shares_prompts
@@ -107,16 +107,20 @@ def test_sampled_draws_hold_their_prompts_cache_once_unless_the_models_own_code_
     assert shared["cache"] == pytest.approx((4 * 512 + 80 * 128) * per_token_mib)
     assert copied["cache"] == pytest.approx(80 * (512 + 128) * per_token_mib)
     assert shared["total"] < 24 * 1024 < copied["total"]
-    # Beam search's cache where it holds more than the draws.
+    # Beam search's cache where it holds more than the draws; its beams share their prompt too.
     beams = planner.inference_peak(codellama, {**settings, "num_beams": 40}, "cuda", "bf16")
-    assert beams["cache"] == pytest.approx(160 * 640 * per_token_mib)
+    assert beams["cache"] == pytest.approx((4 * 512 + 160 * 128) * per_token_mib)
 
 
 def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out(paper_shapes):
-    rows = {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(24).rows}
-    three_shots = rows[("codellama-7b", "icl-3shot-seed42", "codealpacapy")]
-    assert three_shots["fits"] and three_shots["generation_batch"] < 8
-    assert rows[("codellama-7b", "lora", "conala")]["generation_batch"] == 8
+    cell = ("codellama-7b", "icl-3shot-seed42", "codealpacapy")
+    at_16, at_24 = (
+        {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(gb).rows} for gb in (16, 24)
+    )
+    assert at_16[cell]["fits"] and at_16[cell]["generation_batch"] < 8
+    assert (
+        at_24[cell]["generation_batch"] == at_24[("codellama-7b", "lora", "conala")]["generation_batch"] == 8
+    )
 
 
 def test_a_cell_over_budget_stops_the_run_naming_it_unless_told_to_skip(tiny_config):

@@ -20,7 +20,7 @@ from peftcode.data import read_split
 from peftcode.finetune import PROBE_FILE, probe_predictions
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts
-from peftcode.models import load_checkpoint, model_commit
+from peftcode.models import is_8bit, load_checkpoint, model_commit
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
@@ -174,13 +174,6 @@ def search_settings(settings: dict, sampling: dict | None = None) -> dict:
         "temperature": sampling["temperature"],
         "top_p": sampling["top_p"],
     }
-
-
-def is_8bit(model) -> bool:
-    quantization = getattr(model.config, "quantization_config", None) or {}
-    if not isinstance(quantization, dict):
-        quantization = quantization.to_dict()
-    return bool(quantization.get("load_in_8bit"))
 
 
 def searches_itself(model, family: str) -> bool:

@@ -284,3 +284,11 @@ def load_checkpoint(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def is_8bit(model) -> bool:
+    """Whether the model's linear layers are bitsandbytes' 8-bit ones (LLM.int8)."""
+    quantization = getattr(model.config, "quantization_config", None) or {}
+    if not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    return bool(quantization.get("load_in_8bit"))

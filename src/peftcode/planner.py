@@ -271,26 +271,28 @@ def finetune_peak(
 
 def inference_peak(shape: Shape, settings: dict, device: str, precision: str) -> dict:
     """Inference's peak memory in MiB, by part: weights, the key/value cache and scores of the beam search
-    or of the sampler (whichever holds more), and the prompts' forward pass. ``settings`` may say
-    ``trust_remote_code``: such a model's own code may not let the sampler share prompts."""
+    or of the sampler (whichever holds more), and the prompts' forward pass. Beams and draws read their
+    prompt's keys and values from one copy where the model lets them (:func:`peftcode.shared_prompt.serves`;
+    not for 8-bit models, nor where ``settings`` say ``trust_remote_code``: such a model's own code may not
+    let them), each holding its new tokens' only; elsewhere each holds a copy."""
     act = BYTES[precision]
     bits = (settings.get("quantization") or {}).get("bits")
     linear = sum(a * b for a, b in shape.linears.values())
     weights = QUANTIZED_BYTES[bits] * linear + 4 * (shape.params - linear) if bits else act * shape.params
     shots = settings.get("shots", 0)
     prompt = (shots + 1) * settings["max_input_length"] + shots * settings["max_new_tokens"]
-    length = prompt + settings["max_new_tokens"]
-    sequences = settings["batch_size"] * settings["num_beams"]
-    cached_tokens = sequences * length
-    sampling = settings.get("sampling")
-    if sampling:
-        draws = settings["batch_size"] * sampling["samples"]
-        if shape.shares_prompts and not settings.get("trust_remote_code"):
-            drawn_tokens = settings["batch_size"] * prompt + draws * settings["max_new_tokens"]
-        else:
-            drawn_tokens = draws * length
-        sequences, cached_tokens = max(sequences, draws), max(cached_tokens, drawn_tokens)
-    cache = cached_tokens * shape.decoder_layers * 2 * shape.kv * act
+    new, batch = settings["max_new_tokens"], settings["batch_size"]
+    shares = shape.shares_prompts and not settings.get("trust_remote_code") and bits != 8
+
+    def cached_tokens(per_prompt: int) -> int:
+        return batch * (prompt + per_prompt * new) if shares else batch * per_prompt * (prompt + new)
+
+    continuations = [settings["num_beams"]]
+    if settings.get("sampling"):
+        continuations.append(settings["sampling"]["samples"])
+    sequences = batch * max(continuations)
+    tokens = max(cached_tokens(n) for n in continuations)
+    cache = tokens * shape.decoder_layers * 2 * shape.kv * act
     scores = sequences * shape.vocab * 4 * 3  # logits, their log-softmax and the running sums
     prompt_pass = settings["batch_size"] * prompt * (shape.hidden + 2 * shape.intermediate) * act
     parts = {

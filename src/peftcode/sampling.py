@@ -10,8 +10,6 @@ batch, so a batch draws what one prompt and one draw at a time would (tested), a
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from transformers import DynamicCache
 
@@ -93,20 +91,10 @@ def sample(
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1, :]
-    # Each prompt computed once: its logits copied to its draws, and its keys and values read by its draws'
-    # attention where the model lets us (else its cache copied to them).
+    # Each prompt computed once: its logits copied to its draws, its keys and values shared with them.
     logits = logits.repeat_interleave(draws, dim=0)
     last_position = positions[:, -1:].repeat_interleave(draws, dim=0)
-    if shared_prompt.serves(model):
-        shared = shared_prompt.SharedPrompts(cache, attention_mask, draws)
-        cache = DynamicCache(config=model.config)
-        attention = shared_prompt.attending_to_shared_prompts(model)
-        step_inputs = {"shared_prompts": shared}
-    else:
-        shared = None
-        cache.batch_repeat_interleave(draws)
-        attention = contextlib.nullcontext()
-        step_inputs = {"attention_mask": attention_mask.repeat_interleave(draws, dim=0)}
+    continuations = shared_prompt.Continuations(model, cache, attention_mask, draws)
     generators = [
         torch.Generator().manual_seed(draw_seed(seed, prompt_indices[row // draws], first_draw + row % draws))
         for row in range(prompts * draws)
@@ -114,7 +102,7 @@ def sample(
     live = list(range(prompts * draws))  # the draw each row of the batch is
     tokens: list[list[int]] = [[] for _ in live]
     end_ids = end_ids.to(device)
-    with attention:
+    with continuations.attending():
         for step in range(max_new_tokens):
             uniforms = torch.cat([torch.rand(1, generator=generators[row]) for row in live]).to(device)
             chosen = next_tokens(logits, temperature, top_p, uniforms)
@@ -126,21 +114,13 @@ def sample(
             if ended.any():
                 stays = (~ended).nonzero().flatten()
                 live = [live[i] for i in stays.tolist()]
-                cache.reorder_cache(stays)
+                continuations.go_on(stays)
                 chosen, last_position = chosen[stays], last_position[stays]
-                if shared is not None:
-                    shared.keep(stays)
-                else:
-                    step_inputs["attention_mask"] = step_inputs["attention_mask"][stays]
-            if shared is None:
-                mask = step_inputs["attention_mask"]
-                step_inputs["attention_mask"] = torch.cat((mask, mask.new_ones((len(live), 1))), dim=-1)
             last_position = last_position + 1
             logits = model(
                 input_ids=chosen.unsqueeze(-1),
                 position_ids=last_position,
-                cache=cache,
                 use_cache=True,
-                **step_inputs,
+                **continuations.inputs(),
             ).logits[:, -1, :]
     return [tokens[prompt * draws : (prompt + 1) * draws] for prompt in range(prompts)]

@@ -8,7 +8,9 @@ prompt's from the one copy computed for it, its padding masked. The attention is
 prompt's keys and the draw's own, computed in two parts.
 
 Used where the model dispatches its attention through transformers' attention interface (Llama and most
-current decoders): :func:`attending_to_shared_prompts` swaps it in for the draws' steps.
+current decoders): :func:`attending_to_shared_prompts` swaps it in for the draws' steps. Elsewhere each
+continuation gets a copy of its prompt's cache. :class:`Continuations` does either for the sampler's draws
+and the beam search's beams.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import contextlib
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from peftcode.models import is_8bit
 
 NAME = "peftcode_shared_prompt"
 
@@ -115,11 +119,14 @@ AttentionInterface.register(NAME, shared_prompt_attention)
 def serves(model) -> bool:
     """Whether the model's attention goes through transformers' attention interface, in every layer over
     every earlier token (a cache of full-attention layers only: no sliding window, chunks or linear
-    attention) and without capping its scores."""
+    attention) and without capping its scores; and its linear layers are not LLM.int8's, whose outlier
+    columns would turn this attention's rounding (within 1e-6 of the copies') into other beams than
+    ``generate``'s."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config(decoder=True)
     return (
-        bool(getattr(base, "_supports_attention_backend", False))
+        not is_8bit(base)
+        and bool(getattr(base, "_supports_attention_backend", False))
         and all(
             getattr(config, name, None) is None
             for name in ("sliding_window", "attention_chunk_size", "attn_logit_softcapping")
@@ -138,3 +145,41 @@ def attending_to_shared_prompts(model):
         yield
     finally:
         config._attn_implementation = own
+
+
+class Continuations:
+    """The caches from which ``per_prompt`` continuations of each prompt (draws, beams) go on, one row each,
+    ``per_prompt`` consecutive rows a prompt: its keys and values shared where the model lets them be
+    (:func:`serves`), else a copy of them in each row's cache."""
+
+    def __init__(self, model, cache: DynamicCache, attention_mask: torch.Tensor, per_prompt: int):
+        self.model = model
+        if serves(model):
+            self.shared = SharedPrompts(cache, attention_mask, per_prompt)
+            self.cache = DynamicCache(config=model.config)
+        else:
+            self.shared = None
+            cache.batch_repeat_interleave(per_prompt)
+            self.cache = cache
+            self.attention_mask = attention_mask.repeat_interleave(per_prompt, dim=0)
+
+    def attending(self) -> contextlib.AbstractContextManager:
+        """Where the continuations' steps run: with the shared prompts' attention if they share them."""
+        return attending_to_shared_prompts(self.model) if self.shared else contextlib.nullcontext()
+
+    def go_on(self, rows: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+        """Keep the batch's ``rows`` for the next step, each with the cache of its row of ``sources`` (a
+        beam's parent; its own row by default). A row's source continues the same prompt."""
+        self.cache.reorder_cache(rows if sources is None else sources)
+        if self.shared is not None:
+            self.shared.keep(rows)
+        else:
+            self.attention_mask = self.attention_mask[rows]
+
+    def inputs(self) -> dict:
+        """The model's cache arguments for the next token of each row."""
+        if self.shared is not None:
+            return {"cache": self.cache, "shared_prompts": self.shared}
+        mask = self.attention_mask
+        self.attention_mask = torch.cat((mask, mask.new_ones((len(mask), 1))), dim=-1)
+        return {"cache": self.cache, "attention_mask": self.attention_mask}
