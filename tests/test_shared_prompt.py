@@ -38,7 +38,8 @@ def test_draws_reading_shared_prompts_see_what_copies_of_the_prompt_cache_show(d
 
     copied = copy.deepcopy(prompt_cache)
     copied.batch_repeat_interleave(draws)
-    shared, own = SharedPrompts(prompt_cache, mask, draws), DynamicCache(config=model.config)
+    slots = torch.arange(len(lengths) * draws)
+    shared, own = SharedPrompts(prompt_cache, mask, draws, slots), DynamicCache(config=model.config)
     rows_mask = mask.repeat_interleave(draws, dim=0)
     position = positions[:, -1:].repeat_interleave(draws, dim=0)
     tokens = torch.randint(1, 97, (len(lengths) * draws,))
@@ -47,7 +48,7 @@ def test_draws_reading_shared_prompts_see_what_copies_of_the_prompt_cache_show(d
         if stays is not None:
             for cache in (copied, own):
                 cache.reorder_cache(stays)
-            shared.keep(stays)
+            shared.move_to(shared.slots[stays])
             tokens, rows_mask, position = tokens[stays], rows_mask[stays], position[stays]
         rows_mask = torch.cat((rows_mask, rows_mask.new_ones(len(tokens), 1)), dim=-1)
         position = position + 1

@@ -62,7 +62,7 @@ def beam_search(
         logits_to_keep=1,
     ).logits[:, -1, :]
     # Every beam starts from the prompt: compute it once, then share it with the beams.
-    continuations = Continuations(model, cache, attention_mask, num_beams)
+    continuations = Continuations(model, cache, attention_mask, num_beams, num_beams)
     logits = logits.repeat_interleave(num_beams, dim=0)
     last_position = positions[:, -1:].repeat_interleave(num_beams, dim=0)
 
@@ -133,8 +133,10 @@ def beam_search(
             running, running_scores = running[stays], running_scores[stays]
             finished, finished_scores = finished[stays], finished_scores[stays]
             is_finished, can_improve = is_finished[stays], can_improve[stays]
-            rows = (stays.unsqueeze(-1) * num_beams + torch.arange(num_beams, device=device)).flatten()
-            continuations.go_on(rows, sources.flatten())
+            beams = torch.arange(num_beams, device=device)
+            rows = (stays.unsqueeze(-1) * num_beams + beams).flatten()
+            slots = (torch.tensor(examples, device=device).unsqueeze(-1) * num_beams + beams).flatten()
+            continuations.go_on(sources.flatten(), slots)
             last_position = last_position[rows] + 1
             logits = model(
                 input_ids=running[:, :, -1].reshape(-1, 1),

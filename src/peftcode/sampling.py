@@ -1,11 +1,15 @@
 """Sampled programs for pass@k, drawn for many prompts at once, each draw from a random stream of its own.
 
-A batch computes each prompt once, its draws attending to its keys and values
-(:mod:`peftcode.shared_prompt`), and drops a draw from the batch once it ends (at EOS or the stop text).
-Each draw has its own generator, seeded from the cell's seed, the prompt's index and the draw's index,
-from which it takes one uniform number a step and picks the token whose cumulative probability first
-reaches it (inverse-CDF sampling, after temperature and top-p): its tokens depend on nothing else in the
-batch, so a batch draws what one prompt and one draw at a time would (tested), at a fraction of the cost.
+A batch computes each prompt once, and its draws attend to its keys and values
+(:mod:`peftcode.shared_prompt`). Draws of a prompt that have drawn the same tokens so far share one row of
+the batch (the same tokens give the same next-token distribution), and split into rows of their own as
+they draw different tokens: at a low temperature most of a prompt's draws agree for most of their tokens,
+and each step computes the distinct ones only. A draw leaves the batch once it ends (at EOS or the stop
+text). Each draw has its own generator, seeded from the cell's seed, the prompt's index and the draw's
+index, from which it takes one uniform number a step and picks the token whose cumulative probability
+first reaches it (inverse-CDF sampling, after temperature and top-p): its tokens depend on nothing else in
+the batch, so a batch draws what one prompt and one draw at a time would (tested), at a fraction of the
+cost.
 """
 
 from __future__ import annotations
@@ -45,18 +49,26 @@ def top_p_order(probabilities: torch.Tensor, top_p: float) -> tuple[torch.Tensor
 
 
 def next_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    uniforms: torch.Tensor,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token per row: the smallest set of most likely tokens whose probability reaches ``top_p``, at
-    ``temperature``, sampled with each row's uniform number; ``temperature`` 0 takes the most likely."""
+    """One token per uniform number, from row ``rows[i]`` of ``logits`` for number ``i`` (row ``i`` by
+    default): the smallest set of most likely tokens whose probability reaches ``top_p``, at
+    ``temperature``, sampled with the number; ``temperature`` 0 takes the most likely."""
     if temperature == 0:
-        return logits.argmax(-1)
+        best = logits.argmax(-1)
+        return best if rows is None else best[rows]
     probabilities = torch.softmax(logits.float() / temperature, dim=-1)
     sorted_probabilities, order = top_p_order(probabilities, top_p)
     cumulative = sorted_probabilities.cumsum(-1)
     # A token stays while the tokens more likely than it hold less than top_p (the first always stays).
     kept = torch.where(cumulative - sorted_probabilities < top_p, sorted_probabilities, 0.0)
     kept_cumulative = kept.cumsum(-1)
+    if rows is not None:
+        kept_cumulative, order = kept_cumulative[rows], order[rows]
     threshold = uniforms.unsqueeze(-1) * kept_cumulative[:, -1:]
     picked = torch.searchsorted(kept_cumulative, threshold, right=True).clamp(max=kept.shape[-1] - 1)
     return order.gather(-1, picked).squeeze(-1)
@@ -91,34 +103,39 @@ def sample(
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1, :]
-    # Each prompt computed once: its logits copied to its draws, its keys and values shared with them.
-    logits = logits.repeat_interleave(draws, dim=0)
-    last_position = positions[:, -1:].repeat_interleave(draws, dim=0)
-    continuations = shared_prompt.Continuations(model, cache, attention_mask, draws)
+    # Each prompt computed once, a row for all its draws to begin with.
+    prompt_of_draw = torch.arange(prompts, device=device).repeat_interleave(draws)
+    continuations = shared_prompt.Continuations(model, cache, attention_mask, draws, rows_per_prompt=1)
     generators = [
         torch.Generator().manual_seed(draw_seed(seed, prompt_indices[row // draws], first_draw + row % draws))
         for row in range(prompts * draws)
     ]
-    live = list(range(prompts * draws))  # the draw each row of the batch is
-    tokens: list[list[int]] = [[] for _ in live]
+    live = torch.arange(prompts * draws, device=device)  # the draws still drawing
+    row_of_draw = prompt_of_draw  # the row of the batch each live draw reads
+    last_position = positions[:, -1:]
+    tokens: list[list[int]] = [[] for _ in range(prompts * draws)]
     end_ids = end_ids.to(device)
     with continuations.attending():
         for step in range(max_new_tokens):
-            uniforms = torch.cat([torch.rand(1, generator=generators[row]) for row in live]).to(device)
-            chosen = next_tokens(logits, temperature, top_p, uniforms)
-            for row, token in zip(live, chosen.tolist(), strict=True):
-                tokens[row].append(token)
-            ended = torch.isin(chosen, end_ids)
-            if ended.all() or step == max_new_tokens - 1:
+            uniforms = torch.cat([torch.rand(1, generator=generators[draw]) for draw in live.tolist()])
+            chosen = next_tokens(logits, temperature, top_p, uniforms.to(device), rows=row_of_draw)
+            for draw, token in zip(live.tolist(), chosen.tolist(), strict=True):
+                tokens[draw].append(token)
+            going_on = ~torch.isin(chosen, end_ids)
+            if not going_on.any() or step == max_new_tokens - 1:
                 break
-            if ended.any():
-                stays = (~ended).nonzero().flatten()
-                live = [live[i] for i in stays.tolist()]
-                continuations.go_on(stays)
-                chosen, last_position = chosen[stays], last_position[stays]
-            last_position = last_position + 1
+            live, row_of_draw, chosen = live[going_on], row_of_draw[going_on], chosen[going_on]
+            # The next step's rows: one for each row and token drawn from it; each takes the slot of its
+            # first draw (live draws are in order, so a row's draws are too).
+            paths, row_of_draw = torch.unique(row_of_draw * logits.shape[-1] + chosen, return_inverse=True)
+            sources, next_token = paths // logits.shape[-1], paths % logits.shape[-1]
+            first = torch.full((len(paths),), len(live), device=device).scatter_reduce(
+                0, row_of_draw, torch.arange(len(live), device=device), "amin"
+            )
+            continuations.go_on(sources, live[first])
+            last_position = last_position[sources] + 1
             logits = model(
-                input_ids=chosen.unsqueeze(-1),
+                input_ids=next_token.unsqueeze(-1),
                 position_ids=last_position,
                 use_cache=True,
                 **continuations.inputs(),

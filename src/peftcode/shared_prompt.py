@@ -27,48 +27,51 @@ NAME = "peftcode_shared_prompt"
 
 
 class SharedPrompts:
-    """The prompts' keys and values per layer, their padding, and which draw each row of the batch is.
+    """The prompts' keys and values per layer, their padding, and the slot of each row of the batch.
 
-    Rows are laid out as ``draws`` consecutive rows per prompt (row ``r`` draws from prompt ``r // draws``);
-    :meth:`keep` drops the rows of ended draws, as the draws' own cache drops them. A model spread over
-    several devices reads the rows and padding on each layer's device."""
+    Each prompt has ``per_prompt`` slots (prompt ``p``'s are ``p * per_prompt`` and on), and each row of
+    the batch holds one of them, no two rows the same: the row continues the slot's prompt. A model spread
+    over several devices reads the slots and padding on each layer's device."""
 
-    def __init__(self, cache: DynamicCache, attention_mask: torch.Tensor, draws: int):
+    def __init__(
+        self, cache: DynamicCache, attention_mask: torch.Tensor, per_prompt: int, slots: torch.Tensor
+    ):
         self.keys = [layer.keys for layer in cache.layers]
         self.values = [layer.values for layer in cache.layers]
         self.prompts = attention_mask.shape[0]
-        self.draws = draws
+        self.per_prompt = per_prompt
         padding = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
         self.padding = padding.masked_fill(attention_mask == 0, float("-inf"))
-        self.rows = torch.arange(self.prompts * draws, device=attention_mask.device)
+        self.move_to(slots)
+
+    def move_to(self, slots: torch.Tensor) -> None:
+        """The rows' slots from the next step on."""
+        self.slots = slots
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def keep(self, stays: torch.Tensor) -> None:
-        self.rows = self.rows[stays.to(self.rows.device)]
-        self._on_device.clear()
-
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The live rows' slots, and each live row's prompt padding ``[rows, 1, 1, prompt length]``."""
+        """The rows' slots, and each row's prompt padding ``[rows, 1, 1, prompt length]``."""
         if device not in self._on_device:
-            rows = self.rows.to(device)
-            padding = self.padding.to(device)[rows // self.draws][:, None, None, :]
-            self._on_device[device] = rows, padding
+            slots = self.slots.to(device)
+            padding = self.padding.to(device)[slots // self.per_prompt][:, None, None, :]
+            self._on_device[device] = slots, padding
         return self._on_device[device]
 
     def to_prompts(self, per_row: torch.Tensor) -> torch.Tensor:
-        """``[rows, kv_heads, groups, n]`` to ``[prompts, kv_heads, draws * groups, n]``, ended draws zero,
-        so that one batched product per prompt serves all its draws."""
+        """``[rows, kv_heads, groups, n]`` to ``[prompts, kv_heads, per_prompt * groups, n]``, empty slots
+        zero, so that one batched product per prompt serves all its rows."""
         _, kv_heads, groups, n = per_row.shape
-        padded = per_row.new_zeros(self.prompts * self.draws, kv_heads, groups, n)
+        padded = per_row.new_zeros(self.prompts * self.per_prompt, kv_heads, groups, n)
         padded[self.on(per_row.device)[0]] = per_row
-        padded = padded.view(self.prompts, self.draws, kv_heads, groups, n).transpose(1, 2)
-        return padded.reshape(self.prompts, kv_heads, self.draws * groups, n)
+        padded = padded.view(self.prompts, self.per_prompt, kv_heads, groups, n).transpose(1, 2)
+        return padded.reshape(self.prompts, kv_heads, self.per_prompt * groups, n)
 
     def to_rows(self, per_prompt: torch.Tensor, groups: int) -> torch.Tensor:
-        """The inverse of :meth:`to_prompts`, for the live rows."""
+        """The inverse of :meth:`to_prompts`, for the rows."""
         _, kv_heads, _, n = per_prompt.shape
-        per_draw = per_prompt.view(self.prompts, kv_heads, self.draws, groups, n).transpose(1, 2)
-        return per_draw.reshape(self.prompts * self.draws, kv_heads, groups, n)[self.on(per_prompt.device)[0]]
+        per_slot = per_prompt.view(self.prompts, kv_heads, self.per_prompt, groups, n).transpose(1, 2)
+        slots = self.on(per_prompt.device)[0]
+        return per_slot.reshape(self.prompts * self.per_prompt, kv_heads, groups, n)[slots]
 
 
 # What a model's attention module may pass that this attention does not do: it refuses, rather than attend
@@ -148,33 +151,44 @@ def attending_to_shared_prompts(model):
 
 
 class Continuations:
-    """The caches from which ``per_prompt`` continuations of each prompt (draws, beams) go on, one row each,
-    ``per_prompt`` consecutive rows a prompt: its keys and values shared where the model lets them be
-    (:func:`serves`), else a copy of them in each row's cache."""
+    """The caches from which the continuations of each prompt (beams, draws) go on, a row each, up to
+    ``per_prompt`` of them a prompt: the prompt's keys and values shared where the model lets them be
+    (:func:`serves`), else a copy of them in each row's cache. There are ``rows_per_prompt`` to begin with;
+    each step says which row each next row continues (:meth:`go_on`)."""
 
-    def __init__(self, model, cache: DynamicCache, attention_mask: torch.Tensor, per_prompt: int):
+    def __init__(
+        self,
+        model,
+        cache: DynamicCache,
+        attention_mask: torch.Tensor,
+        per_prompt: int,
+        rows_per_prompt: int,
+    ):
         self.model = model
+        prompts = attention_mask.shape[0]
         if serves(model):
-            self.shared = SharedPrompts(cache, attention_mask, per_prompt)
+            first = torch.arange(prompts, device=attention_mask.device)[:, None] * per_prompt
+            slots = (first + torch.arange(rows_per_prompt, device=attention_mask.device)).flatten()
+            self.shared = SharedPrompts(cache, attention_mask, per_prompt, slots)
             self.cache = DynamicCache(config=model.config)
         else:
             self.shared = None
-            cache.batch_repeat_interleave(per_prompt)
+            cache.batch_repeat_interleave(rows_per_prompt)
             self.cache = cache
-            self.attention_mask = attention_mask.repeat_interleave(per_prompt, dim=0)
+            self.attention_mask = attention_mask.repeat_interleave(rows_per_prompt, dim=0)
 
     def attending(self) -> contextlib.AbstractContextManager:
         """Where the continuations' steps run: with the shared prompts' attention if they share them."""
         return attending_to_shared_prompts(self.model) if self.shared else contextlib.nullcontext()
 
-    def go_on(self, rows: torch.Tensor, sources: torch.Tensor | None = None) -> None:
-        """Keep the batch's ``rows`` for the next step, each with the cache of its row of ``sources`` (a
-        beam's parent; its own row by default). A row's source continues the same prompt."""
-        self.cache.reorder_cache(rows if sources is None else sources)
+    def go_on(self, sources: torch.Tensor, slots: torch.Tensor) -> None:
+        """The next step's rows: row ``i`` continues row ``sources[i]`` of this step (its cache, its
+        prompt) in slot ``slots[i]`` of that prompt, no two rows in the same slot."""
+        self.cache.reorder_cache(sources)
         if self.shared is not None:
-            self.shared.keep(rows)
+            self.shared.move_to(slots)
         else:
-            self.attention_mask = self.attention_mask[rows]
+            self.attention_mask = self.attention_mask[sources]
 
     def inputs(self) -> dict:
         """The model's cache arguments for the next token of each row."""
