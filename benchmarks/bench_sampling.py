@@ -1,7 +1,9 @@
 """Sampled programs for pass@k on HumanEval prompts (SmolLM2-135M, 10 draws a prompt at temperature 0.8 and
 top-p 0.95): the batched sampler against drawing one prompt at a time, as the study did before (one
-``generate`` call a prompt, its 10 draws together), side by side in one run. The batched draws are also
-checked against our sampler run one prompt and one draw at a time: they must be the same.
+``generate`` call a prompt, its 10 draws together), and against the batched sampler copying each prompt's
+cache to its draws (as it does for models whose attention it cannot replace), side by side in one run. The
+batched draws are also checked against our sampler run one prompt and one draw at a time, and against the
+copies' draws: they must be the same.
 
 Usage: python benchmarks/bench_sampling.py [--prompts 8] [--samples 10] [--new-tokens 64] [--repeats 3]
 """
@@ -16,9 +18,11 @@ import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+from peftcode import shared_prompt
 from peftcode.infer import cut_at_stop, eos_ids, generate_candidates
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
@@ -101,18 +105,20 @@ def main() -> None:
         "max_new_tokens": args.new_tokens,
     }  # fmt: skip
     sampling = {"samples": args.samples, "temperature": 0.8, "top_p": 0.95}
-    timings = {"one prompt at a time (generate)": [], "batched sampler": []}
+    copying = "batched sampler, prompt cache copied to each draw"
+    timings = {"one prompt at a time (generate)": [], copying: [], "batched sampler": []}
     for _ in range(args.repeats):
         started = time.perf_counter()
         one_prompt_at_a_time(model, tokenizer, prompts, settings, sampling)
         timings["one prompt at a time (generate)"].append(time.perf_counter() - started)
+        with mock.patch.object(shared_prompt, "serves", return_value=False):
+            started = time.perf_counter()
+            copied = generate_candidates(model, tokenizer, prompts, settings, sampling)
+            timings[copying].append(time.perf_counter() - started)
         started = time.perf_counter()
         batched = generate_candidates(model, tokenizer, prompts, settings, sampling)
         timings["batched sampler"].append(time.perf_counter() - started)
     alone = our_draws_one_at_a_time(model, tokenizer, prompts, settings, sampling)
-    same = sum(
-        a == b for row_a, row_b in zip(batched, alone, strict=True) for a, b in zip(row_a, row_b, strict=True)
-    )
     draws = args.prompts * args.samples
     base = statistics.median(timings["one prompt at a time (generate)"])
     grid = f"{args.prompts} HumanEval prompts x {args.samples} draws, <= {args.new_tokens} new tokens"
@@ -121,7 +127,16 @@ def main() -> None:
     for name, values in timings.items():
         seconds = statistics.median(values)
         print(f"| {name} | {draws / seconds:.2f} | {base / seconds:.2f}x |")
-    print(f"\nBatched draws identical to our sampler one prompt and one draw at a time: {same} of {draws}")
+    for name, reference in (
+        ("our sampler one prompt and one draw at a time", alone),
+        ("the sampler copying the cache", copied),
+    ):
+        same = sum(
+            a == b
+            for row_a, row_b in zip(batched, reference, strict=True)
+            for a, b in zip(row_a, row_b, strict=True)
+        )
+        print(f"Batched draws identical to {name}: {same} of {draws}")
 
 
 if __name__ == "__main__":
