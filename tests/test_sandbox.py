@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from peftcode.sandbox import Limits, isolation_problem, run_program, run_programs
+from peftcode.sandbox import GUARD_INSIDE, Limits, isolation_problem, run_program, run_programs
 from tests.conftest import REPO
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512, output_bytes=4096)
@@ -407,7 +407,8 @@ def test_the_program_runs_under_a_uid_that_owns_nothing_of_the_evaluators(workro
     deadline = time.monotonic() + 10
     seen = []
     while not seen and time.monotonic() < deadline:
-        seen = [p for p in our_sandboxes() if "guard.py" in " ".join(p.cmdline())]
+        # The guard itself: the stage's argument names the guard too, before the stage drops to the uid.
+        seen = [p for p in our_sandboxes() if p.info["cmdline"][1:3] == ["-I", GUARD_INSIDE]]
         time.sleep(0.05)
     uids, gids = seen[0].uids(), seen[0].gids()
     runner.join()
