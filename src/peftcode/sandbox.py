@@ -253,7 +253,14 @@ def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int])
     argv += ["--ro-bind-data", str(fds["guard"]), GUARD_INSIDE]
     argv += ["--ro-bind-data", str(fds["filter"]), FILTER_INSIDE]
     argv += ["--chdir", WORKDIR, "--remount-ro", "/"]
-    return [*argv, sys.executable, "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py", str(fds["finished"])]
+    return [*argv, _interpreter(), "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py", str(fds["finished"])]
+
+
+def _interpreter() -> str:
+    """This interpreter by the real path of its folder, where the sandbox has it (a virtual environment
+    reached through a symbolic link is bound at its target), under its own name: a virtual environment's
+    ``bin/python`` is itself a link, and Python finds the environment from the name it was started by."""
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
 
 
 def _supervise(process: subprocess.Popen, limits: Limits, finished: int) -> Outcome:
