@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import importlib.util
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi
 
+from peftcode.packaged import packaged_file
 from peftcode.programs import io_tests
 
 SPLITS = ("train", "validation", "test")
@@ -56,15 +56,12 @@ class Rows:
 
 
 def package_file(source: dict) -> Path:
-    """A data file inside an installed Python package, found without importing the package."""
-    found = importlib.util.find_spec(source["package"])
-    install = source.get("pip", source["package"].replace("_", "-"))
-    if found is None or not found.submodule_search_locations:
-        raise DataError(f"package '{source['package']}' is not installed (pip install {install})")
-    path = Path(found.submodule_search_locations[0]) / source["file"]
-    if not path.is_file():
-        raise DataError(f"{path}: no such file in package '{source['package']}' (pip install {install})")
-    return path
+    """A data file inside an installed Python package."""
+    install = "pip install " + source.get("pip", source["package"].replace("_", "-"))
+    try:
+        return packaged_file(source["package"], source["file"], install)
+    except FileNotFoundError as error:
+        raise DataError(str(error)) from None
 
 
 def _decoded(path: Path, raw: bytes) -> str:

