@@ -144,8 +144,8 @@ def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_trainin
 def test_a_bf16_lora_fine_tune_matches_fp32_in_half_the_weights(smollm2, tmp_path):
     """Four small steps each: without AVX-512 this CPU multiplies bf16 matrices about 9x slower than fp32."""
     small = tmp_path / "data"
-    prepare_data({**CONALA, "limit": {"train": 16, "validation": 8, "test": 4}}, small)
-    settings = {"batch_size": 4, "evals_per_epoch": 1}
+    prepare_data({**CONALA, "limit": {"train": 8, "validation": 4, "test": 4}}, small)
+    settings = {"batch_size": 2, "evals_per_epoch": 1}
     runs = {
         name: lora_fine_tune(smollm2[0], small, tmp_path / name, precision=name, **settings)
         for name in ("fp32", "bf16")
