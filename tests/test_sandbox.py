@@ -353,19 +353,23 @@ def test_a_program_may_use_threads_and_its_folder(workroot):
     assert outcome.passed, outcome.output
 
 
-@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="the tests run outside a virtual environment")
 def test_an_evaluator_in_a_virtual_environment_reached_through_a_link_runs_programs(tmp_path):
-    linked = tmp_path / "environment"
-    linked.symlink_to(sys.prefix)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "environment"], check=True)
+    linked = tmp_path / "link"
+    linked.symlink_to(tmp_path / "environment")
     evaluator = (
         "from peftcode.sandbox import run_program\n"
         "outcome = run_program('import sys; print(sys.prefix)')\n"
         "print(outcome.status, outcome.output.strip())\n"
     )
     result = subprocess.run(
-        [linked / "bin" / Path(sys.executable).name, "-c", evaluator], capture_output=True, text=True
+        [linked / "bin" / "python", "-c", evaluator],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
+        capture_output=True,
+        text=True,
     )
-    assert result.stdout.split() == ["passed", os.path.realpath(sys.prefix)], result.stdout + result.stderr
+    expected = ["passed", str(tmp_path / "environment")]
+    assert result.stdout.split() == expected, result.stdout + result.stderr
 
 
 def test_every_hostile_program_is_contained_and_leaves_nothing_behind(
