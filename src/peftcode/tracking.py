@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class RunKey:
 
 
 def metric_name(key: str) -> str:
-    """MLflow's metric and param names allow letters, digits and ``_-. /:``; ``em@1`` becomes ``em_at_1``."""
-    return key.replace("@", "_at_")
+    """MLflow's metric and param names allow letters, digits and ``_-. /:``: ``em@1`` becomes ``em_at_1``,
+    APPS' ``pass@1 (competition)`` ``pass_at_1 competition``, any other character ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-. /:]", "_", key.replace("@", "_at_").replace("(", "").replace(")", ""))
 
 
 def flat(settings: dict, prefix: str = "") -> dict[str, str]:
