@@ -98,11 +98,16 @@ def repositories(tmp_path_factory):
     return build_repositories(tmp_path_factory.mktemp("hub"))
 
 
+def pointed_at(hub: LocalHub, folder: Path) -> dict[str, str]:
+    """The environment that points a new process at ``hub``, with an empty cache in ``folder``."""
+    return {"HF_ENDPOINT": hub.url, "HF_HOME": str(folder / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
 @pytest.fixture
 def hub_env(repositories, tmp_path):
-    """A running local hub, and the environment that points a new process at it with an empty cache."""
+    """A running local hub, and the environment of a new process that uses it."""
     with LocalHub(repositories) as hub:
-        yield hub, {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+        yield hub, pointed_at(hub, tmp_path)
 
 
 def study_from_hub(folder: Path) -> dict:
@@ -163,16 +168,25 @@ def study_from_hub(folder: Path) -> dict:
     return config
 
 
-def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_env, tmp_path):
-    hub, env = hub_env
-    config = study_from_hub(tmp_path)
-    configfile = write_study(config, tmp_path)
-    prepared = snakemake(configfile, "--cores", "2", "--until", "prepare_model", "prepare_data", env=env)
-    assert prepared.returncode == 0, prepared.stderr[-4000:]
-    hub.stop()  # from here on, no job may need it
-
+@pytest.fixture(scope="module")
+def hub_study(repositories, tmp_path_factory):
+    """The study from hub ids, tracked in MLflow: prepared while the hub runs, then run without it."""
+    folder = tmp_path_factory.mktemp("hub-study")
+    config = study_from_hub(folder)
+    config["tracking"] = {"backend": "mlflow"}
+    configfile = write_study(config, folder)
+    with LocalHub(repositories) as hub:
+        env = pointed_at(hub, folder)
+        prepared = snakemake(configfile, "--cores", "2", "--until", "prepare_model", "prepare_data", env=env)
+        assert prepared.returncode == 0, prepared.stderr[-4000:]
+    # From here on, no job may need the hub.
     finished = snakemake(configfile, "--cores", "2", env=env)
     assert finished.returncode == 0, finished.stderr[-6000:]
+    return hub, config, configfile, env
+
+
+def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_study):
+    hub, config, configfile, env = hub_study
     assert planned_jobs(configfile, env=env) == {}
 
     results = Path(config["results"])
@@ -200,6 +214,37 @@ def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_
     apps = next(row for row in metrics if row["dataset"] == "apps")
     assert "pass@1" in apps and apps["sandbox"] == "kernel isolation"
     assert (results / "reports" / "rq1.md").stat().st_size > 0
+
+
+def test_mlflow_holds_a_run_per_cell_with_its_loss_curve_and_metrics(hub_study):
+    from mlflow import MlflowClient
+
+    _, config, _, _ = hub_study
+    results = Path(config["results"])
+    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("peftcode").experiment_id
+    runs = {run.info.run_name: run for run in client.search_runs([experiment], max_results=1000)}
+    assert len(runs) == len({run.data.tags["peftcode.cell"] for run in runs.values()})  # one per cell
+    trained = sorted(path.parent for path in (results / "finetune").glob("*/*/*/train_log.csv"))
+    assert [folder.parent.name for folder in trained] == ["lora", "prompt-tuning"]
+    for folder in trained:
+        run = runs["/".join(folder.relative_to(results / "finetune").parts)]
+        log = pd.read_csv(folder / "train_log.csv")
+        for column in ("train_loss", "val_loss"):
+            curve = client.get_metric_history(run.info.run_id, column)
+            assert [m.step for m in curve] == list(log.loc[log[column].notna(), "step"]), (folder, column)
+        assert run.data.tags["method"] == run.data.params["finetune.method"] == folder.parent.name
+        memory = json.loads((folder / "memory.json").read_text())
+        assert run.data.metrics["finetune/peak_rss_mb"] == memory["peak_rss_mb"]
+        assert run.data.tags["peftcode.checkpoint"] == str((folder / "checkpoint").resolve())
+    evaluated = sorted((results / "metrics").glob("*/*/*.json"))
+    assert len(evaluated) == len(runs) == 3
+    for path in evaluated:
+        metrics = json.loads(path.read_text())
+        run = runs[f"{metrics['model']}/{metrics['method']}/{metrics['dataset']}"]
+        assert run.data.metrics["em_at_1"] == metrics["em@1"] and run.info.status == "FINISHED"
+        assert run.data.params["infer.kind"] == metrics["kind"]
+        assert "evaluate.bootstrap_samples" in run.data.params
 
 
 def in_a_fresh_process(code: str, env: dict) -> subprocess.CompletedProcess:
