@@ -189,7 +189,7 @@ def test_8bit_candidates_are_those_of_generate_one_example_at_a_time(quantized, 
     folders, _ = quantized
     model, tokenizer = load_checkpoint(folders[8], "causal")
     model.eval()
-    intents = pd.read_parquet(conala / "test.parquet")["intent"][:3]
+    intents = pd.read_parquet(conala / "test.parquet")["intent"][:2]
     prompts = [f"### Instruction:\n{i}\n### Response:\n" for i in intents]
     settings = {**GENERATION, "num_beams": 4, "num_return_sequences": 4, "max_new_tokens": 12}
     assert generate_candidates(model, tokenizer, prompts, settings) == generate_one_at_a_time(
