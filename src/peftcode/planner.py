@@ -19,6 +19,9 @@ attention lets them (:mod:`peftcode.shared_prompt`), each holding only its new t
 Compute is the usual count, 2 FLOPs a parameter a token forward and 4 backward (2 for frozen weights, whose
 gradients are not computed), plus a forward for gradient checkpointing, over the training tokens; GPU-hours
 are that over ``resources.throughput_tflops``.
+
+Every snakemake call parses the Snakefile, which plans: torch, transformers and PEFT (about 10 s of imports)
+load only where a shape is not in the cache yet or a config must be read off a GGUF file.
 """
 
 from __future__ import annotations
@@ -33,9 +36,6 @@ from pathlib import Path
 
 from peftcode.packaged import gguf_location
 from peftcode.versions import code_version
-
-# Every snakemake call parses the Snakefile, which plans: torch, transformers and PEFT (10 seconds of
-# imports) load only where a shape is not in the cache yet or a config must be read off a GGUF file.
 
 MIB = 2**20
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
