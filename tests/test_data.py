@@ -111,7 +111,7 @@ def test_shipped_datasets_are_valid_python(tmp_path):
 
 
 def test_shipped_execution_dataset_passes_its_own_tests(tmp_path):
-    from peftcode.sandbox import run_programs
+    from peftcode.verdicts import Submission, run_submissions
     from tests.conftest import REPO, read_yaml
 
     settings = read_yaml(REPO / "config.yaml")["datasets"]["mbpp-style"]
@@ -123,8 +123,8 @@ def test_shipped_execution_dataset_passes_its_own_tests(tmp_path):
     assert rows["tests"].str.startswith("assert ").all()
     # The prompt shows the asserts, so the model sees the function's name.
     assert all(tests in intent for intent, tests in zip(rows["intent"], rows["tests"], strict=True))
-    outcomes = run_programs([f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)])
-    assert [o.output for o in outcomes if not o.passed] == []
+    outcomes = run_submissions([Submission(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)])
+    assert [o.reason for o in outcomes if not o.passed] == []
 
 
 def test_rows_without_tests_are_dropped_and_counted_where_the_dataset_has_tests(tmp_path):
@@ -214,9 +214,8 @@ HUMANEVAL = {
 
 
 def test_a_dataset_in_an_installed_package_test_only_with_its_own_ids(tmp_path):
-    stats = prepare_data(
-        {**HUMANEVAL, "fields": {**HUMANEVAL["fields"], "tests": "{test}\ncheck({entry_point})"}}, tmp_path
-    )
+    fields = {**HUMANEVAL["fields"], "tests": "{prompt}\n{test}\ncheck({entry_point})"}
+    stats = prepare_data({**HUMANEVAL, "fields": fields}, tmp_path)
     test = pd.read_parquet(tmp_path / "test.parquet")
     assert len(test) == 164 and stats["splits"]["test"]["rows"] == 164
     assert test["source_id"].iloc[0] == "HumanEval/0" and test["tests"].iloc[0].endswith(

@@ -6,8 +6,7 @@ import pytest
 
 from peftcode.data import DataError, is_python_example, prepare_data
 from peftcode.metrics import execution_metrics
-from peftcode.programs import program_with_tests
-from peftcode.sandbox import run_programs
+from peftcode.verdicts import Submission, run_submissions
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -69,14 +68,14 @@ def test_mbpp_tests_are_the_asserts(tmp_path):
     rows, stats = prepare(tmp_path, "mbpp", "jsonl", fields)
     assert len(rows) == 2 and stats["dropped_rows"] == 1  # no tests
     assert rows["tests"][1] == "assert similar_elements((3, 4, 5, 6), (5, 7, 4, 10)) == (4, 5)"
-    programs = [f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)]
-    assert all(outcome.passed for outcome in run_programs(programs))
+    programs = [Submission(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert all(outcome.passed for outcome in run_submissions(programs))
 
 
 HUMANEVAL = {
     "intent": "prompt",
     "code": "{prompt}{canonical_solution}",
-    "tests": "{test}\ncheck({entry_point})",
+    "tests": "{prompt}\n{test}\ncheck({entry_point})",
 }
 
 
@@ -85,10 +84,11 @@ def test_humaneval_fields_are_templates_over_its_columns(tmp_path):
     assert len(rows) == 2 and stats["dropped_rows"] == 1  # an empty canonical solution
     assert rows["code"][0].startswith("def add(a: int, b: int) -> int:") and "return a + b" in rows["code"][0]
     assert rows["tests"][1].endswith("check(is_palindrome)")
-    programs = [f"{c}\n\n{t}\n" for c, t in zip(rows["code"], rows["tests"], strict=True)]
-    assert all(outcome.passed for outcome in run_programs(programs))
+    programs = [Submission(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert all(outcome.passed for outcome in run_submissions(programs))
     # A wrong solution fails the same tests.
-    assert not run_programs([rows["code"][0].replace("a + b", "a - b") + "\n\n" + rows["tests"][0]])[0].passed
+    wrong = Submission(rows["code"][0].replace("a + b", "a - b"), rows["tests"][0])
+    assert not run_submissions([wrong])[0].passed
 
 
 def test_a_missing_column_is_named_with_the_file(tmp_path):
@@ -111,11 +111,11 @@ def test_apps_solutions_and_input_output_tests_run_per_difficulty(tmp_path):
     assert list(rows["difficulty"]) == ["introductory", "interview", "competition"]
     assert stats["dropped_rows"] == 1  # solutions that are not JSON
     assert rows["intent"][1].endswith("class Solution:\n    def maxProfit(self, prices):")
-    references = [program_with_tests(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
-    assert [o.output for o in run_programs(references) if not o.passed] == []
+    references = [Submission(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
+    assert [o.reason for o in run_submissions(references) if not o.passed] == []
     # Standard input/output and call-based problems both tell a wrong solution apart.
     wrong = [rows["code"][0].replace("a + b", "a - b"), rows["code"][1].replace("price - low", "low")]
-    outcomes = run_programs([program_with_tests(w, t) for w, t in zip(wrong, rows["tests"], strict=False)])
+    outcomes = run_submissions([Submission(w, t) for w, t in zip(wrong, rows["tests"], strict=False)])
     assert not any(o.passed for o in outcomes)
     generations = pd.DataFrame(
         {

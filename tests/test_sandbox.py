@@ -2,8 +2,9 @@
 as well as Python, the machine is left as it was, and correct programs still pass.
 
 Each attack program exits with status 0 only if its attack worked, so "contained" is "did not exit with
-status 0" (a pass needs more: see the early exits); what an attack could have changed outside (files,
-listeners, other processes) is checked from outside as well.
+status 0"; what an attack could have changed outside (files, listeners, other processes, the process
+table) is checked from outside as well. Whether a program meets its tests is the judge's to say, outside
+the sandbox: tests/test_verdicts.py attacks that.
 """
 
 import gzip
@@ -22,7 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from peftcode.sandbox import GUARD_INSIDE, Limits, isolation_problem, run_program, run_programs
+from peftcode.sandbox import Limits, isolation_problem, run_program, run_programs
+from peftcode.sandbox_namespaces import GUARD_INSIDE
+from peftcode.verdicts import Submission, run_submissions
 from tests.conftest import REPO
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512, output_bytes=4096)
@@ -211,8 +214,66 @@ def native_attacks(outside: Path, secret: Path, victim: int, ports: dict) -> dic
         ),
         # a crash must start nothing on the host
         "turn core dumps back on": "assert libc.prctl(4, 1, 0, 0, 0) == 0",
+        # the kernel reads these arguments as 32 bits: bits above them change nothing for it
+        "turn core dumps back on, high bits set": f"assert libc.syscall(157, {HIGH}(0x1_00000004), 1) == 0",
+        "lease a file the evaluator runs, high bits set": (
+            "fd = os.open(os.path.realpath(sys.executable), os.O_RDONLY)\n"
+            f"assert libc.syscall(72, fd, {HIGH}(0x1_00000400), 0) == 0"
+        ),
+        "clone a process, high bits set": f"assert libc.syscall(56, {HIGH}(0x1_00000011), 0, 0, 0, 0) >= 0",
+        "a TCP socket, high bits set": f"assert libc.syscall(41, {HIGH}(0x1_00000002), 1, 0) >= 0",
+        # kernel memory and host-wide quotas outside the program's limits
+        "set up asynchronous I/O": (
+            "context = ctypes.c_ulong(0)\nassert libc.syscall(206, 1, ctypes.byref(context)) == 0"
+        ),
+        "grow a pipe past its default": (
+            "read, write = os.pipe()\nassert libc.fcntl(write, 1031, 1 << 20) > 0"
+        ),
+        "grow a pipe, high bits set": (
+            f"read, write = os.pipe()\nassert libc.syscall(72, write, {HIGH}(0x1_00000407), 1 << 20) > 0"
+        ),
+        "raise a socket's send buffer": (
+            "import _socket\nsocket = _socket.socket(1, 1)\nsize = ctypes.c_int(4 << 20)\n"
+            "assert libc.setsockopt(socket.fileno(), 1, 7, ctypes.byref(size), 4) == 0"
+        ),
+        "raise a socket's buffer, high bits set": (
+            "import _socket\nsocket = _socket.socket(1, 1)\nsize = ctypes.c_int(4 << 20)\n"
+            f"assert libc.syscall(54, socket.fileno(), {HIGH}(0x1_00000001), {HIGH}(0x1_00000008), "
+            "ctypes.byref(size), 4) == 0"
+        ),
+        "a flood of POSIX timers": (
+            "timer = ctypes.c_int(0)\ncreated = 0\n"
+            "while created < 2000 and libc.syscall(222, 1, None, ctypes.byref(timer)) == 0:\n"
+            "    created += 1\nassert created >= 2000, created"
+        ),
+        "pipes past the open-file limit, their ends sent through a socket": PIPE_FLOOD,
     }
     return {name: NATIVE + code for name, code in attacks.items()}
+
+
+HIGH = "ctypes.c_long"
+# Pipes grown to fs.pipe-max-size, their read ends sent in flight through a Unix socket and closed, so that
+# more can be opened (the kernel caps the descriptors in flight at the open-file limit too). "Worked" past
+# 16 MiB of pipe buffers.
+PIPE_FLOOD = """
+import _socket
+sender, receiver = _socket.socketpair(1, 1)
+held = []
+while True:
+    try:
+        read, write = os.pipe()
+    except OSError:
+        break
+    held.append(write)
+    libc.fcntl(write, 1031, 1 << 20)
+    try:
+        sender.sendmsg([b"x"], [(1, 1, read.to_bytes(4, sys.byteorder))])
+    except OSError:
+        break
+    os.close(read)
+size = sum(libc.fcntl(fd, 1032) for fd in held)
+assert size > 16 << 20, (len(held), size)
+"""
 
 
 def home_entries() -> list[str]:
@@ -305,9 +366,9 @@ def test_this_machine_isolates_programs():
     assert isolation_problem() is None
 
 
-def test_a_correct_program_passes(workroot):
+def test_a_correct_program_runs_to_its_end(workroot):
     outcome = run_program(CORRECT, LIMITS)
-    assert outcome.passed and outcome.output == "ok\n"
+    assert outcome.completed and outcome.output == "ok\n"
 
 
 def test_a_failing_assertion_fails(workroot):
@@ -327,17 +388,22 @@ EARLY_EXITS = {
 
 @pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "unisolated"])
 def test_a_program_that_exits_with_status_0_before_its_tests_end_has_not_passed(workroot, isolated):
-    """Generated code may exit before the tests after it run: the exit status alone would call it a
-    pass."""
+    """Generated code may exit before its tests run: run to its end, it has 'exited early'; against its
+    tests, which run in the judge, it has failed."""
     tests = "\nassert add(2, 3) == 5\nprint('tests ran')\n"
-    outcomes = run_programs([code + tests for code in EARLY_EXITS.values()], limits=LIMITS, isolated=isolated)
-    for name, outcome in zip(EARLY_EXITS, outcomes, strict=True):
+    ended = run_programs([code + tests for code in EARLY_EXITS.values()], limits=LIMITS, isolated=isolated)
+    tested = run_submissions(
+        [Submission(code, tests) for code in EARLY_EXITS.values()], limits=LIMITS, isolated=isolated
+    )
+    for name, outcome, verdict in zip(EARLY_EXITS, ended, tested, strict=True):
         assert (outcome.status, outcome.exit_code) == ("exited early", 0), (name, outcome)
         assert "tests ran" not in outcome.output
+        assert verdict.status == "failed" and "ended before its tests" in verdict.reason, (name, verdict)
     # A candidate's __main__ block does not run, as in HumanEval's harness: its tests do.
     candidate = "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    raise SystemExit(0)\n"
     finishing = run_program(candidate + tests, LIMITS, isolated)
-    assert finishing.passed and finishing.output == "tests ran\n"
+    assert finishing.completed and finishing.output == "tests ran\n"
+    assert run_submissions([Submission(candidate, tests)], limits=LIMITS, isolated=isolated)[0].passed
 
 
 def test_a_program_may_use_threads_and_its_folder(workroot):
@@ -350,7 +416,7 @@ def test_a_program_may_use_threads_and_its_folder(workroot):
         "open('data.txt', 'w').write('y')\nprint(open('data.txt').read())\n"
     )
     outcome = run_program(program, LIMITS)
-    assert outcome.passed, outcome.output
+    assert outcome.completed, outcome.output
 
 
 def test_an_evaluator_in_a_virtual_environment_reached_through_a_link_runs_programs(tmp_path):
@@ -368,7 +434,7 @@ def test_an_evaluator_in_a_virtual_environment_reached_through_a_link_runs_progr
         capture_output=True,
         text=True,
     )
-    expected = ["passed", str(tmp_path / "environment")]
+    expected = ["completed", str(tmp_path / "environment")]
     assert result.stdout.split() == expected, result.stdout + result.stderr
 
 
@@ -388,14 +454,14 @@ def test_every_hostile_program_is_contained_and_leaves_nothing_behind(
     mounts_before = mounts()
 
     # Something for "find an earlier program's folder" to look for.
-    assert run_program("open('left_behind', 'w').write('x')\n", LIMITS).passed
+    assert run_program("open('left_behind', 'w').write('x')\n", LIMITS).completed
     outcomes = run_programs([*attacks.values(), CORRECT], workers=2, limits=LIMITS)
 
     for name, outcome in zip(attacks, outcomes, strict=False):
-        assert outcome.exit_code != 0 and not outcome.passed, f"{name}: the attack worked: {outcome}"
+        assert outcome.exit_code != 0 and not outcome.completed, f"{name}: the attack worked: {outcome}"
         assert len(outcome.output) <= LIMITS.output_bytes
         assert SECRET not in outcome.output, name
-    assert outcomes[-1].passed, "a correct program run beside them still passes"
+    assert outcomes[-1].completed, "a correct program run beside them still runs to its end"
     statuses = dict(zip(attacks, (o.status for o in outcomes), strict=False))
     assert statuses["infinite loop"] == "timeout"
     assert statuses["prints gigabytes"] == "output limit"
@@ -431,7 +497,7 @@ def test_the_program_runs_under_a_uid_that_owns_nothing_of_the_evaluators(workro
         time.sleep(0.05)
     uids, gids = seen[0].uids(), seen[0].gids()
     runner.join()
-    assert outcomes[0].passed
+    assert outcomes[0].completed
     assert set(uids) == {uids.real} and uids.real not in (0, os.getuid())
     assert set(gids) == {gids.real} and gids.real not in (0, os.getgid())
     # No file the evaluator can reach belongs to that uid.
@@ -448,14 +514,16 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail(workroot):
     problems = humaneval_problems()
     assert len(problems) == 164
 
-    def program(problem: dict, body: str) -> str:
-        return f"{problem['prompt']}{body}\n\n{problem['test']}\ncheck({problem['entry_point']})\n"
+    def program(problem: dict, body: str) -> Submission:
+        # The tests as the study's HumanEval datasets have them: the prompt's helpers are the judge's own.
+        tests = f"{problem['prompt']}\n{problem['test']}\ncheck({problem['entry_point']})\n"
+        return Submission(f"{problem['prompt']}{body}", tests)
 
     correct = [program(p, p["canonical_solution"]) for p in problems]
     broken = [program(p, "    return None\n") for p in problems]
-    outcomes = run_programs(correct + broken, workers=2, limits=Limits(timeout_s=20))
+    outcomes = run_submissions(correct + broken, workers=2, limits=Limits(timeout_s=20))
     failing = [p["task_id"] for p, o in zip(problems, outcomes[:164], strict=True) if not o.passed]
-    assert failing == [], [o.output for o in outcomes[:164] if not o.passed][:3]
+    assert failing == [], [o.reason for o in outcomes[:164] if not o.passed][:3]
     passing_broken = [p["task_id"] for p, o in zip(problems, outcomes[164:], strict=True) if o.passed]
     assert passing_broken == []
 
@@ -539,5 +607,102 @@ def test_without_isolation_a_run_is_explicit_and_still_limited(workroot):
         limits=LIMITS,
         isolated=False,
     )
-    assert [o.status for o in outcomes] == ["passed", "timeout", "failed"]
+    assert [o.status for o in outcomes] == ["completed", "timeout", "failed"]
     assert list(workroot.iterdir()) == []
+
+
+def _run_beside(program: str, check_outside, limits: Limits = LIMITS):
+    """Run ``program`` (which prints 'ready' once it holds what it holds) and, while it runs, call
+    ``check_outside``; returns the outcome and what the check returned."""
+    import threading
+
+    outcomes = []
+    runner = threading.Thread(target=lambda: outcomes.append(run_program(program, limits)))
+    runner.start()
+    time.sleep(1.2)  # the sandbox is up in well under a second; the program then holds on for seconds
+    checked = check_outside()
+    runner.join()
+    return outcomes[0], checked
+
+
+def test_a_read_lock_on_a_file_it_sees_blocks_no_one_outside(workroot):
+    """Record locks succeed without locking inside the sandbox: a host process may still write-lock a file
+    the program read-locked, and SQLite works in the program's folder."""
+    import fcntl
+    import struct
+
+    target = os.path.realpath(sys.executable)
+    program = NATIVE + (
+        "import fcntl, struct, sqlite3\n"
+        f"fd = os.open({target!r}, os.O_RDONLY)\n"
+        "fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0))\n"
+        "fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0))  # F_OFD_SETLK\n"
+        "database = sqlite3.connect('study.db')\n"
+        "database.execute('create table t (x)')\ndatabase.execute('insert into t values (1)')\n"
+        "database.commit()\nprint(database.execute('select x from t').fetchone()[0], flush=True)\n"
+        "import time\ntime.sleep(2.5)\n"
+    )
+
+    def conflicting_lock() -> int:
+        # F_GETLK asks whether a write lock would conflict; it needs no write access to the file.
+        with open(target, "rb") as handle:
+            query = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+            return struct.unpack("hhqqi", fcntl.fcntl(handle, fcntl.F_GETLK, query))[0]
+
+    outcome, lock_type = _run_beside(program, conflicting_lock, Limits(timeout_s=6, memory_mb=512))
+    assert outcome.completed and outcome.output == "1\n", outcome
+    assert lock_type == fcntl.F_UNLCK
+
+
+def test_the_hosts_own_asynchronous_io_works_while_a_program_tries_to_hold_the_quota(workroot):
+    import ctypes
+
+    maximum = int(Path("/proc/sys/fs/aio-max-nr").read_text())
+    program = NATIVE + (
+        f"context = ctypes.c_ulong(0)\nheld = libc.syscall(206, {maximum}, ctypes.byref(context))\n"
+        "print(held, flush=True)\nimport time\ntime.sleep(2.5)\n"
+    )
+
+    def host_io_setup() -> int:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        context = ctypes.c_ulong(0)
+        result = libc.syscall(206, 1, ctypes.byref(context))
+        if result == 0:
+            libc.syscall(207, context)  # io_destroy
+        return result
+
+    outcome, host = _run_beside(program, host_io_setup, Limits(timeout_s=6, memory_mb=512))
+    assert outcome.output.strip() == "-1" and host == 0
+
+
+def _leftovers(ancestor: int) -> list[str]:
+    """Processes of a sandbox or judge that outlived their run: among ``ancestor``'s descendants, or
+    orphans left to PID 1 (zombies included, which have a name but no command line)."""
+    found = []
+    descendants = {p.pid for p in psutil.Process(ancestor).children(recursive=True)}
+    for process in psutil.process_iter(["pid", "ppid", "name", "cmdline", "status"]):
+        info = process.info
+        ours = info["pid"] in descendants or info["ppid"] == 1
+        command = " ".join(info["cmdline"] or [])
+        if ours and (info["name"] == "bwrap" or "guard.py" in command or "judge.py" in command):
+            found.append(f"{info['pid']} {info['name']} {info['status']} {command[:80]}")
+    return found
+
+
+def test_no_process_is_left_behind_after_a_timeout_or_the_output_limit(workroot):
+    limits = Limits(timeout_s=1.5, memory_mb=512, output_bytes=1024)
+    runs = [
+        lambda: run_program("while True:\n    pass\n", limits),
+        lambda: run_program("while True:\n    print('x' * 1000)\n", limits),
+        lambda: run_submissions(
+            [Submission("def add(a, b):\n    while True:\n        pass\n", "add(1, 2)")], 1, limits
+        )[0],
+        lambda: run_submissions(
+            [Submission("def add(a, b):\n    while True:\n        print(1)\n", "add(1, 2)")], 1, limits
+        )[0],
+    ]
+    for run, expected in zip(runs, ["timeout", "output limit", "timeout", "output limit"], strict=True):
+        assert run().status == expected
+        # At once: a zombie under PID 1 lingers until PID 1 reaps it, which some never do.
+        assert _leftovers(os.getpid()) == []

@@ -2,9 +2,9 @@
 
 Our schema: ``id`` (str), ``source_id`` (str: the source's own identifier, HumanEval's ``task_id`` say,
 else empty), ``intent`` (str), ``prefix`` (str: the start of the code that the prompt gives, HumanEval's
-signature and docstring, which the model continues; else empty), ``code`` (str), ``tests`` (str: test code
-that exits non-zero when the code is wrong, see :func:`peftcode.programs.program_with_tests`; empty for a
-dataset without tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
+signature and docstring, which the model continues; else empty), ``code`` (str), ``tests`` (str: the tests
+the code must meet, which the judge runs, see :mod:`peftcode.programs`; empty for a dataset without
+tests), ``difficulty`` (str, APPS' level; else empty), ``split`` (str).
 
 Local and package files are read here, line by line for JSON Lines: a line that does not parse, or a row
 whose field is not text, is skipped and counted with its line number; a file that cannot be read at all

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from peftcode.codebleu_sums import CodebleuSums
-from peftcode.programs import program_with_tests
-from peftcode.sandbox import Limits, require_isolation, run_programs
+from peftcode.sandbox import Limits, require_isolation
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
+from peftcode.verdicts import Submission, run_submissions
 
 
 def normalise(code: str) -> str:
@@ -63,20 +63,18 @@ SANDBOX_UNSAFE = "UNSAFE: without kernel isolation"
 
 
 def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -> dict:
-    """pass@k over each problem's samples, each run with the problem's tests in the sandbox, with 95%
-    bootstrap intervals over problems; ``passes`` keeps each problem's count of passing samples."""
+    """pass@k over each problem's samples, each run in the sandbox against the problem's tests, which run
+    in the judge (:mod:`peftcode.verdicts`), with 95% bootstrap intervals over problems; ``passes`` keeps
+    each problem's count of passing samples."""
     samples = [list(s) for s in generations["samples"]]
-    programs = [
-        program_with_tests(sample, tests)
-        for row, tests in zip(samples, generations["tests"], strict=True)
-        for sample in row
-    ]
+    tests = generations["tests"]
+    programs = [Submission(sample, test) for row, test in zip(samples, tests, strict=True) for sample in row]
     execution = settings["execution"]
     isolated = not execution["unsafe_without_isolation"]
     if isolated:
         require_isolation()
     limits = Limits(timeout_s=execution["timeout_s"], memory_mb=execution["memory_mb"])
-    outcomes = iter(run_programs(programs, workers, limits, isolated))
+    outcomes = iter(run_submissions(programs, workers, limits, isolated))
     passes = [sum(next(outcomes).passed for _ in row) for row in samples]
     drawn = min(len(row) for row in samples)
     metrics = {

@@ -1,40 +1,13 @@
-"""A model-written program and its tests as one program to run (in :mod:`peftcode.sandbox`): the code
-followed by its test code (asserts, a check function), or, for input/output pairs (APPS), a harness that
-runs the code once per case."""
+"""The tests a model-written program must meet, as the ``tests`` column holds them: test code (asserts, a
+check function, with the definitions they need), or, for input/output pairs (APPS), a spec of the cases.
+The tests run in the judge (:mod:`peftcode.judge`), the program in the sandbox; this module says how.
 
-from __future__ import annotations
+Only the standard library: the judge imports it by path.
+"""
 
 import json
 
 IO_TESTS = "# input/output tests\n"
-IO_HARNESS = """import contextlib, io, json, sys
-
-SPEC = json.loads({spec!r})
-SOURCE = {source!r}
-
-
-def lines(value):
-    return "\\n".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-if SPEC["fn_name"]:
-    namespace = {{"__name__": "solution"}}
-    exec(compile(SOURCE, "solution.py", "exec"), namespace)
-    name = SPEC["fn_name"]
-    target = namespace[name] if name in namespace else getattr(namespace["Solution"](), name)
-    for args, expected in SPEC["cases"]:
-        result = target(*args)
-        assert result == expected or [result] == expected, (args, expected, result)
-else:
-    for stdin, expected in SPEC["cases"]:
-        sys.stdin, out = io.StringIO(lines(stdin)), io.StringIO()
-        with contextlib.redirect_stdout(out):
-            try:
-                exec(compile(SOURCE, "solution.py", "exec"), {{"__name__": "__main__"}})
-            except SystemExit:
-                pass
-        assert out.getvalue().split() == lines(expected).split(), (stdin, expected, out.getvalue())
-"""
 
 
 def io_tests(pairs: list, fn_name: str | None = None) -> str:
@@ -43,9 +16,15 @@ def io_tests(pairs: list, fn_name: str | None = None) -> str:
     return IO_TESTS + json.dumps({"fn_name": fn_name, "cases": pairs})
 
 
-def program_with_tests(code: str, tests: str) -> str:
-    """The program to run: the code followed by its tests (asserts, a check function), or, for
-    input/output tests, a harness that runs the code once per case with that case's input."""
-    if tests.startswith(IO_TESTS):
-        return IO_HARNESS.format(spec=tests[len(IO_TESTS) :], source=code)
-    return f"{code}\n\n{tests}\n"
+def is_io_tests(tests: str) -> bool:
+    return tests.startswith(IO_TESTS)
+
+
+def io_spec(tests: str) -> dict:
+    return json.loads(tests[len(IO_TESTS) :])
+
+
+def serve_mode(tests: str) -> str:
+    """How the sandbox runs the program: loaded once as a module whose functions the tests call, or, for
+    standard input/output cases, anew as a script for each case."""
+    return "script" if is_io_tests(tests) and not io_spec(tests)["fn_name"] else "module"

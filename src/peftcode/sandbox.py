@@ -11,17 +11,18 @@ enforced by the kernel, set up in three steps, each in a process of its own:
 2. bubblewrap adds user, PID, IPC and UTS namespaces with no capabilities and no_new_privs, and a root of
    its own: read-only, holding only the Python installation and system libraries, with a size-limited
    tmpfs as the program's folder, its only writable place. It dies with the evaluator.
-3. :mod:`peftcode.sandbox_guard` (trusted, inside) loads a seccomp filter (:func:`seccomp_filter`) that
-   forbids new processes and programs, tracing, namespaces, mounts and non-Unix sockets, then runs the
-   program.
+3. :mod:`peftcode.sandbox_guard` (trusted, inside) loads a seccomp filter
+   (:mod:`peftcode.sandbox_filter`) that forbids new processes and programs, tracing, namespaces, mounts,
+   non-Unix sockets and kernel memory outside the limits, then runs the program.
 
 The evaluator reads at most ``output_bytes`` of the program's output and kills the sandbox at its wall
-clock timeout. Nothing is written on the host (the program's folder is a tmpfs of its own), so nothing is
-left behind. A program passes when it runs to its end (its tests after its code) within the limits: the
-guard says so on a pipe of its own once the program's last line has run, so that a program that exits with
-status 0 on the way (``sys.exit(0)``, ``exit()``, ``os._exit(0)``, ``_exit`` from C) has not passed. A
-program that sets out to forge that word can (it runs in the process its tests run in, as with HumanEval's
-own harness); the pipe holds against programs that end early, not against one written to cheat.
+clock timeout, the PID namespace's first process first, so that bubblewrap reaps it and nothing is left
+in the process table. Nothing is written on the host (the program's folder is a tmpfs of its own).
+
+:func:`run_program` runs a program to its end: ``completed`` once its last line has run (the guard says so
+on a pipe of its own; a program that exits with status 0 on the way has ``exited early``). That word is the
+program's to forge, so no verdict rests on it: whether a program meets its tests is decided outside its
+process, by :mod:`peftcode.verdicts`.
 
 Where the kernel cannot do this (no bubblewrap, no user namespaces, a non-root user without subordinate
 ids), :func:`require_isolation` says why and how to enable it. ``isolated=False`` runs programs with the
@@ -32,15 +33,10 @@ an explicit, unsafe choice that the evaluation records.
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
-import pwd
 import resource
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,28 +47,13 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-import pyseccomp
+from peftcode.sandbox_filter import seccomp_filter
+from peftcode.sandbox_namespaces import GUARD, SandboxUnavailable, identity, start_isolated
 
-HERE = Path(__file__).resolve().parent
-STAGE, GUARD = HERE / "sandbox_stage.py", HERE / "sandbox_guard.py"
-# Paths inside the sandbox.
-WORKDIR, GUARD_INSIDE, FILTER_INSIDE = "/sandbox", "/run/peftcode/guard.py", "/run/peftcode/filter.bpf"
-DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
-# Where the stage lays the tmpfs of paths to bind, in its own mount namespace only (see sandbox_stage).
-STAGING = "/dev/shm"
-# The uid and gid the program sees; outside, root gives it one from a range no account uses, a non-root
-# evaluator one of its subordinate ids. Each run draws its own, so that RLIMIT_NPROC caps each program.
-INNER_ID = 65534
-ROOT_ID_BASE, ID_SPREAD = 2_000_000_000, 1 << 20
-CLONE_THREAD = 0x00010000
 UNSAFE_HINT = (
     "or set evaluation.execution.unsafe_without_isolation: true to run model-written programs without "
     "kernel isolation (recorded as unsafe in every metrics file and report)"
 )
-
-
-class SandboxUnavailable(RuntimeError):
-    """This machine cannot isolate model-written programs; the message says why and how to enable it."""
 
 
 @dataclass(frozen=True)
@@ -83,134 +64,27 @@ class Limits:
     output_bytes: int = 1 << 16
     disk_mb: int = 64  # the program's folder, a tmpfs
     folder_entries: int = 4096  # files and folders it may hold
-    open_files: int = 64
+    open_files: int = 32  # pipes and sockets among them, each holding at most its default buffer
     threads: int = 64  # tasks of the program's uid: its threads, and bubblewrap's two processes
+    signals: int = 64  # pending signals and POSIX timers, kernel memory outside the address space
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # passed, failed, exited early (status 0 before its end), timeout, output limit
+    # A program run to its end: completed, failed, exited early (status 0 before its end), timeout, output
+    # limit. A tested one (peftcode.verdicts): passed, failed, timeout, output limit.
+    status: str
     output: str
     exit_code: int | None = None  # None where the evaluator killed it
+    reason: str = ""  # why a tested program failed, in the judge's words
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-
-# System calls the program may not make, each failing with EPERM. Namespaces, mounts and module loading
-# need capabilities the program does not have; they are denied all the same, as is any way to reach
-# another process (the PID namespace already hides every process but its own).
-DENIED = (
-    "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-    "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "unshare", "setns", "mount", "umount2",
-    "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig", "fspick",
-    "mount_setattr", "open_by_handle_at", "name_to_handle_at", "bpf", "perf_event_open", "userfaultfd",
-    "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
-    "swapoff", "acct", "quotactl", "syslog", "mknod", "mknodat", "fanotify_init", "lookup_dcookie",
-    "personality", "modify_ldt",
-    # Memory that the address-space limit does not count, held outside any process (System V and POSIX
-    # IPC, memory files), and per-user kernel objects charged to the evaluator's user (inotify).
-    "shmget", "shmat", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
-    "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
-    "memfd_create", "memfd_secret", "inotify_init", "inotify_init1",
-    # Locks and leases on the read-only files it sees, which would block the evaluator's own users of them.
-    "flock",
-)  # fmt: skip
-PR_SET_DUMPABLE, F_SETLEASE = 4, 1024
-
-
-@cache
-def seccomp_filter() -> bytes:
-    """The compiled seccomp program every sandboxed program runs under (BPF, for x86-64 or the machine's
-    own architecture; a system call made through another ABI, such as ``int 0x80``, kills the process)."""
-    rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    rules.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
-    for name in DENIED:
-        rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
-    # Threads are clones that share the thread group; any other clone is a new process.
-    rules.add_rule(
-        pyseccomp.ERRNO(errno.EPERM), "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_THREAD, 0)
-    )
-    # clone3 passes its flags in memory, out of the filter's sight: glibc falls back to clone on ENOSYS.
-    rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
-    # The guard made the process undumpable, so that a crash starts no core-dump helper on the host (a
-    # pipe in core_pattern ignores RLIMIT_CORE); it stays so.
-    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "prctl", pyseccomp.Arg(0, pyseccomp.EQ, PR_SET_DUMPABLE))
-    rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "fcntl", pyseccomp.Arg(1, pyseccomp.EQ, F_SETLEASE))
-    for call in ("socket", "socketpair"):
-        rules.add_rule(
-            pyseccomp.ERRNO(errno.EAFNOSUPPORT), call, pyseccomp.Arg(0, pyseccomp.NE, socket.AF_UNIX)
-        )
-    with tempfile.TemporaryFile() as compiled:
-        rules.export_bpf(compiled)
-        compiled.seek(0)
-        return compiled.read()
-
-
-def _subordinate_start(path: str, user: str, uid: int) -> tuple[int, int] | None:
-    """The first range of subordinate ids of ``user`` in /etc/subuid or /etc/subgid: (start, count)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in (user, str(uid)) and int(fields[2]) > 1:
-            return int(fields[1]), int(fields[2])
-    return None
-
-
-def _identity() -> dict:
-    """The program's uid and gid, and for a non-root evaluator the subordinate ids they map to."""
-    draw = secrets.randbelow(ID_SPREAD)
-    if os.geteuid() == 0:
-        return {"uid": ROOT_ID_BASE + draw, "gid": ROOT_ID_BASE + draw, "subordinate": None}
-    user = pwd.getpwuid(os.getuid()).pw_name
-    uids = _subordinate_start("/etc/subuid", user, os.getuid())
-    gids = _subordinate_start("/etc/subgid", user, os.getuid())
-    if uids is None or gids is None:
-        raise SandboxUnavailable(
-            f"user '{user}' has no subordinate uid and gid range (/etc/subuid, /etc/subgid) to give "
-            f"model-written programs a uid of their own: as root, run `usermod --add-subuids "
-            f"100000-165535 --add-subgids 100000-165535 {user}` (and install newuidmap: apt-get install "
-            f"uidmap), or run the evaluation as root"
-        )
-    # Not the first subordinate id, which the user's rootless containers map to their root.
-    subordinate = {
-        "inner": INNER_ID,
-        "uid": uids[0] + 1 + draw % (uids[1] - 1),
-        "gid": gids[0] + 1 + draw % (gids[1] - 1),
-    }
-    return {"uid": INNER_ID, "gid": INNER_ID, "subordinate": subordinate}
-
-
-def _visible_paths() -> tuple[list[str], list[tuple[str, str]]]:
-    """What the program may read: the Python installation and system libraries (as read-only paths) and
-    the top-level library links into them (/lib -> usr/lib on merged-/usr systems)."""
-    wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/usr", "/etc/ld.so.cache"}
-    wanted.add(os.path.dirname(os.path.realpath(sys.executable)))
-    links = []
-    for top in ("/lib", "/lib64", "/lib32"):
-        if os.path.islink(top):
-            links.append((os.readlink(top), top))
-        elif os.path.isdir(top):
-            wanted.add(top)
-    real = sorted({os.path.realpath(p) for p in wanted if os.path.exists(p)})
-    # A path inside another is already there.
-    paths = [p for p in real if not any(p.startswith(other + os.sep) for other in real if other != p)]
-    return paths, links
-
-
-def _data_fd(data: bytes, open_fds: contextlib.ExitStack) -> int:
-    """A file descriptor to read ``data`` from, inheritable by the sandbox's first process, closed when
-    ``open_fds`` closes."""
-    fd = os.memfd_create("peftcode-sandbox", os.MFD_CLOEXEC)
-    open_fds.callback(os.close, fd)
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def _rlimits(limits: Limits) -> dict[str, int]:
@@ -222,140 +96,9 @@ def _rlimits(limits: Limits) -> dict[str, int]:
         "RLIMIT_NOFILE": limits.open_files,
         "RLIMIT_CORE": 0,
         "RLIMIT_NPROC": limits.threads,
+        "RLIMIT_SIGPENDING": limits.signals,
+        "RLIMIT_MSGQUEUE": 0,
     }
-
-
-NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
-ENVIRONMENT = {"PATH": "/usr/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8"}
-
-
-def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int]) -> list[str]:
-    argv = [
-        "bwrap",
-        *NAMESPACES,
-        "--disable-userns",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-    ]
-    argv += ["--uid", str(INNER_ID), "--gid", str(INNER_ID), "--clearenv"]
-    for name, value in ENVIRONMENT.items():
-        argv += ["--setenv", name, value]
-    for index, path in enumerate(paths):
-        argv += ["--ro-bind", f"{staging}/{index}", path]
-    for target, link in links:
-        argv += ["--symlink", target, link]
-    for device in DEVICES:
-        argv += ["--dev-bind", device, device]
-    argv += ["--bind", f"{staging}/work", WORKDIR]
-    argv += ["--file", str(fds["program"]), f"{WORKDIR}/program.py"]
-    argv += ["--ro-bind-data", str(fds["guard"]), GUARD_INSIDE]
-    argv += ["--ro-bind-data", str(fds["filter"]), FILTER_INSIDE]
-    argv += ["--chdir", WORKDIR, "--remount-ro", "/"]
-    return [*argv, _interpreter(), "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py", str(fds["finished"])]
-
-
-def _interpreter() -> str:
-    """This interpreter by the real path of its folder, where the sandbox has it (a virtual environment
-    reached through a symbolic link is bound at its target), under its own name: a virtual environment's
-    ``bin/python`` is itself a link, and Python finds the environment from the name it was started by."""
-    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
-
-
-def _supervise(process: subprocess.Popen, limits: Limits, finished: int) -> Outcome:
-    """Read the program's output until it exits, passes the output cap or its time; then kill its
-    process group (the stage became bubblewrap, whose death ends the PID namespace and all in it). A
-    program that exits with status 0 has passed if the guard wrote to ``finished``, the read end of its
-    pipe."""
-    chunks: list[bytes] = []
-    received = [0]
-
-    def read() -> None:
-        while received[0] <= limits.output_bytes:
-            chunk = process.stdout.read1(1 << 16)
-            if not chunk:
-                return
-            chunks.append(chunk)
-            received[0] += len(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + limits.timeout_s
-    killed_by_cpu_limit = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
-    status = code = None
-    while status is None:
-        code = process.poll()
-        if code in killed_by_cpu_limit:
-            status = "timeout"
-        elif code is not None:
-            status = ("passed" if _said_finished(finished) else "exited early") if code == 0 else "failed"
-        elif received[0] > limits.output_bytes:
-            status = "output limit"
-        elif time.monotonic() > deadline:
-            status = "timeout"
-        else:
-            time.sleep(0.01)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-    reader.join(timeout=5)
-    process.stdout.close()
-    output = b"".join(chunks)[: limits.output_bytes].decode(errors="replace")
-    return Outcome(status, output, code)
-
-
-FINISHED = b"finished"
-
-
-def _finished_pipe(open_fds: contextlib.ExitStack) -> tuple[int, int]:
-    """The pipe on which the guard says the program ran to its end (its read end stays here), closed
-    when ``open_fds`` closes."""
-    read, write = os.pipe()
-    open_fds.callback(os.close, read)
-    open_fds.callback(os.close, write)
-    os.set_blocking(read, False)
-    return read, write
-
-
-def _said_finished(read: int) -> bool:
-    try:
-        return os.read(read, len(FINISHED)) == FINISHED
-    except BlockingIOError:
-        return False
-
-
-def _run_isolated(source: str, limits: Limits) -> Outcome:
-    identity = _identity()
-    paths, links = _visible_paths()
-    with contextlib.ExitStack() as open_fds:
-        finished, finished_write = _finished_pipe(open_fds)
-        fds = {
-            "program": _data_fd(source.encode(), open_fds),
-            "guard": _data_fd(GUARD.read_bytes(), open_fds),
-            "filter": _data_fd(seccomp_filter(), open_fds),
-            "finished": finished_write,
-        }
-        spec = {
-            **identity,
-            "staging": STAGING,
-            "read_only": paths,
-            "workdir": {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries},
-            "rlimits": _rlimits(limits),
-            "argv": _bubblewrap_argv(STAGING, paths, links, fds),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(STAGE), json.dumps(spec)],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=list(fds.values()),
-        )
-        return _supervise(process, limits, finished)
 
 
 def _confine(limits: Limits) -> None:
@@ -364,29 +107,132 @@ def _confine(limits: Limits) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _run_unisolated(source: str, limits: Limits) -> Outcome:
-    with contextlib.ExitStack() as open_fds:
-        finished, finished_write = _finished_pipe(open_fds)
-        workdir = open_fds.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-unsafe-"))
-        (Path(workdir) / "program.py").write_text(source)
-        (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
-        process = subprocess.Popen(
-            [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", str(finished_write)],
-            cwd=workdir,
-            env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=[finished_write],
-            preexec_fn=partial(_confine, limits),
-        )
-        return _supervise(process, limits, finished)
+def _start_unisolated(source: str, limits: Limits, open_fds, guard_args, pass_fds) -> subprocess.Popen:
+    workdir = open_fds.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-unsafe-"))
+    (Path(workdir) / "program.py").write_text(source)
+    (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
+    return subprocess.Popen(
+        [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", *guard_args],
+        cwd=workdir,
+        env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=list(pass_fds),
+        preexec_fn=partial(_confine, limits),
+    )
+
+
+class Sandbox:
+    """A program started in the sandbox, its output read as it comes (at most ``output_bytes``); with
+    ``serve``, the guard's arguments of a tested run (see :mod:`peftcode.sandbox_guard`). Leaving the
+    ``with`` block kills it, and everything it started, and reaps them."""
+
+    def __init__(self, source: str, limits: Limits, isolated: bool, guard_args: list[str], pass_fds=()):
+        self.limits, self.open_fds = limits, contextlib.ExitStack()
+        if isolated:
+            folder = {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries}
+            rlimits = _rlimits(limits)
+            self.process = start_isolated(source, rlimits, folder, self.open_fds, guard_args, pass_fds)
+        else:
+            self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds)
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while self.received <= self.limits.output_bytes:
+            chunk = self.process.stdout.read1(1 << 16)
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+            self.received += len(chunk)
+
+    def over_output_limit(self) -> bool:
+        return self.received > self.limits.output_bytes
+
+    def killed_by_cpu_limit(self) -> bool:
+        code = self.process.poll()
+        return code in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL)
+
+    def output(self) -> str:
+        return b"".join(self.chunks)[: self.limits.output_bytes].decode(errors="replace")
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._stop()
+        finally:
+            self.open_fds.close()
+
+    def _stop(self) -> None:
+        """Kill every process of the run but the first, which reaps them all (see
+        :mod:`peftcode.sandbox_stage`) and then exits; then the first too, should it linger."""
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.reader.join(timeout=5)
+        self.process.stdout.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                # The parent's pid follows the command's name (in parentheses, which may hold anything).
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+FINISHED = b"finished"
 
 
 def run_program(source: str, limits: Limits = Limits(), isolated: bool = True) -> Outcome:
     """Run one program to completion, or until a limit stops it."""
-    return _run_isolated(source, limits) if isolated else _run_unisolated(source, limits)
+    read, write = os.pipe()
+    with contextlib.ExitStack() as open_fds:
+        open_fds.callback(os.close, read)
+        open_fds.callback(os.close, write)
+        os.set_blocking(read, False)
+        sandbox = open_fds.enter_context(Sandbox(source, limits, isolated, [str(write)], [write]))
+        deadline = time.monotonic() + limits.timeout_s
+        status = code = None
+        while status is None:
+            code = sandbox.process.poll()
+            if sandbox.killed_by_cpu_limit():
+                status = "timeout"
+            elif code is not None:
+                status = ("completed" if _said_finished(read) else "exited early") if code == 0 else "failed"
+            elif sandbox.over_output_limit():
+                status = "output limit"
+            elif time.monotonic() > deadline:
+                status = "timeout"
+            else:
+                time.sleep(0.01)
+    return Outcome(status, sandbox.output(), code)
+
+
+def _said_finished(read: int) -> bool:
+    try:
+        return os.read(read, len(FINISHED)) == FINISHED
+    except BlockingIOError:
+        return False
 
 
 def run_programs(
@@ -409,7 +255,7 @@ def _static_problem() -> str | None:
         for tool in ("newuidmap", "newgidmap"):
             if shutil.which(tool) is None:
                 return f"{tool} is not installed (apt-get install uidmap)"
-        _identity()
+        identity()
     return None
 
 
@@ -424,7 +270,7 @@ def isolation_problem() -> str | None:
     if problem is not None:
         return problem
     outcome = run_program("print('ok')", Limits(timeout_s=30))
-    if not outcome.passed or outcome.output != "ok\n":
+    if not outcome.completed or outcome.output != "ok\n":
         return f"the sandbox did not start ({outcome.status}): {outcome.output.strip()[-500:]}"
     return None
 

@@ -1,6 +1,8 @@
-"""The last trusted code of a sandboxed run (``python -I sandbox_guard.py FILTER PROGRAM FD``), inside
-bubblewrap: it loads the seccomp filter, runs the program, and writes ``finished`` to the pipe FD once the
-program's last line has run (a program that exits on the way never gets there).
+"""The last trusted code of a sandboxed run, inside bubblewrap: it loads the seccomp filter, then
+- ``python -I sandbox_guard.py FILTER PROGRAM FD`` runs the program and writes ``finished`` to the pipe FD
+  once the program's last line has run (a program that exits on the way never gets there);
+- ``python -I sandbox_guard.py FILTER PROGRAM serve MODE REQUESTS ANSWERS``, a tested run, hands the
+  program to :mod:`peftcode.sandbox_serve`, which answers the judge's requests on those pipes.
 
 The program runs as a module named ``program``, not ``__main__``: a candidate's ``if __name__ ==
 "__main__":`` block (a demo, ``unittest.main()``, ``sys.exit(main())``) does not run, as in HumanEval's
@@ -70,7 +72,7 @@ def friendly_errors() -> None:
 
 
 def main() -> None:
-    filter_path, path, finished = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    filter_path, path, *run = sys.argv[1:]
     try:
         load_seccomp_filter(filter_path)
     except OSError as error:
@@ -81,8 +83,16 @@ def main() -> None:
     write = os.write  # the program may replace the module's
     friendly_errors()
     sys.argv = [path]
+    if run[0] == "serve":
+        # The program's side of the wire lies beside this file (bound there in the sandbox).
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import sandbox_serve
+
+        mode, requests, answers = run[1:]
+        sandbox_serve.serve(source, path, mode, int(requests), int(answers))
+        return
     exec(compile(source, path, "exec"), {"__name__": "program", "__builtins__": builtins})
-    write(finished, b"finished")
+    write(int(run[0]), b"finished")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ evaluator's user: it gives the program an identity and namespaces of its own, th
 5. ``exec`` of bubblewrap, which makes the rest (user, PID, IPC and UTS namespaces, a read-only root with
    the staged paths and the program's folder, its only writable place; no_new_privs).
 
+Steps 1-5 happen in a child; the first process stays behind as a child subreaper that reaps every process
+of the run and then exits with bubblewrap's status. bubblewrap exits as soon as its PID namespace's first
+process reports the program's status, before that process has ended: without a subreaper it would be left
+to the host's PID 1, a zombie wherever PID 1 does not reap.
+
 Only the standard library: this runs before anything else is importable, under ``-I``.
 """
 
@@ -26,6 +31,7 @@ import subprocess
 import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -107,9 +113,31 @@ def stage(spec: dict) -> None:
     os.execvp(spec["argv"][0], spec["argv"])
 
 
+def reap_all(child: int) -> int:
+    """Wait for every process left to this one; the exit status of ``child``, as a shell gives it."""
+    # The pipes of the run are the sandbox's and the evaluator's: holding them here would hide their ends.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, 1 << 16)
+    code = 125
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return code
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+
+
 if __name__ == "__main__":
+    check(LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+    child = os.fork()
+    if child:
+        sys.exit(reap_all(child))
     try:
         stage(json.loads(sys.argv[1]))
     except OSError as error:
         sys.stderr.write(f"peftcode sandbox: {error}\n")
-        sys.exit(125)
+        os._exit(125)

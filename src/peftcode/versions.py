@@ -14,7 +14,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 # Files a module reads at run time rather than importing.
-READS = {"sandbox": ("sandbox_guard.py", "sandbox_stage.py"), "report": ("paper_claims.yaml",)}
+READS = {
+    "sandbox": ("sandbox_guard.py", "sandbox_stage.py", "sandbox_serve.py", "wire.py"),
+    "verdicts": ("judge.py", "wire.py", "programs.py"),
+    "report": ("paper_claims.yaml",),
+}
 
 
 def local_imports(module: str, package: Path = PACKAGE) -> set[str]:

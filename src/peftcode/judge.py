@@ -1,0 +1,222 @@
+"""The verdict on a model-written program, computed where the program cannot reach it
+(``python -I judge.py REQUESTS ANSWERS``, the test spec on standard input, the verdict on standard output).
+
+The program runs in the sandbox and answers requests (:mod:`peftcode.sandbox_serve`); the benchmark's tests
+run here, in a process of the evaluator's own that shares nothing with the program but two pipes. A test
+calls the program's function through a stand-in that sends the arguments and rebuilds the answer as a plain
+value (:mod:`peftcode.wire`); the comparison is made here, by Python's own types. So no write to any
+descriptor, no frame or trace trick, no patched builtin, no object with its own ``__eq__`` and no early or
+late exit in the program can change what a test finds, and the expected values of APPS' cases never enter
+the program's process.
+
+Code tests (asserts, HumanEval's ``check``) are trusted text: what they define stays theirs, HumanEval's
+``poly`` or ``encode_cyclic`` say, taken from the prompt that the dataset's ``tests`` template includes. A
+function the tests declare without a body (a docstring or ``...`` only: the prompt's signature of the
+function to write) and any name they use without defining it are the program's; a stdlib module the
+program imported under its own name (``math``) is imported here. A value that cannot cross (a generator, an
+object of the program's own class) fails the test that asked for it.
+
+Only the standard library and its sibling modules ``wire`` and ``programs``.
+"""
+
+import ast
+import builtins
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import programs  # noqa: E402
+import wire  # noqa: E402
+
+BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+class ProgramFailed(Exception):
+    """The program could not answer: it ended, did not load, answered out of turn or too late."""
+
+
+class Channel:
+    def __init__(self, requests: int, answers: int, deadline: float):
+        self.requests, self.answers = requests, wire.Reader(answers, deadline)
+
+    def ask(self, request: dict | None) -> dict:
+        """The answer to ``request``; with None, the program's first word (whether it loaded)."""
+        try:
+            if request is not None:
+                wire.send(self.requests, request)
+            return self.answers.receive()
+        except (wire.Ended, BrokenPipeError):
+            raise ProgramFailed("the program ended before its tests did") from None
+        except TimeoutError:
+            raise ProgramFailed("the program did not answer in time") from None
+        except ValueError as error:
+            raise ProgramFailed(f"the program's answer is not a message: {error}") from None
+
+    def value(self, answer: dict):
+        """The plain value of an answer, or the program's exception, rebuilt as a builtin exception of
+        the same name where there is one (a test may expect a ValueError)."""
+        if "error" in answer:
+            kind, message = (list(answer["error"]) + ["", ""])[:2]
+            exception = getattr(builtins, str(kind), None)
+            if not (isinstance(exception, type) and issubclass(exception, Exception)):
+                exception = ProgramError
+            raise exception(f"{kind} in the program: {message}")
+        if "value" not in answer:
+            raise ProgramFailed("the program's answer holds no value")
+        try:
+            return wire.decode(answer["value"])
+        except (ValueError, RecursionError) as error:
+            raise ProgramFailed(f"the program's answer is not a plain value: {error}") from None
+
+    def call(self, name: str, args: tuple, kwargs: dict, method: bool = False):
+        try:
+            request = {
+                "op": "call",
+                "name": name,
+                "args": [wire.encode(arg) for arg in args],
+                "kwargs": {key: wire.encode(value) for key, value in kwargs.items()},
+                "method": method,
+            }
+        except wire.CannotCross as error:
+            raise ProgramFailed(f"an argument of {name} cannot be passed to the program: {error}") from None
+        return self.value(self.ask(request))
+
+
+class ProgramError(Exception):
+    """An exception the program raised, of a class that is not a builtin one."""
+
+
+class ProgramFunction:
+    """What a test calls in place of the program's function."""
+
+    def __init__(self, channel: Channel, name: str):
+        self.channel, self.__name__ = channel, name
+
+    def __call__(self, *args, **kwargs):
+        return self.channel.call(self.__name__, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<the program's {self.__name__}>"
+
+
+class TestNamespace(dict):
+    """The tests' globals: their own definitions first, then Python's builtins, then the program's."""
+
+    def __init__(self, channel: Channel):
+        super().__init__(__name__="tests", __builtins__=builtins)
+        self.channel = channel
+
+    def __missing__(self, name: str):
+        if name in BUILTIN_NAMES or name.startswith("__"):
+            raise KeyError(name)
+        answer = self.channel.ask({"op": "get", "name": name})
+        if "error" in answer:
+            raise KeyError(name)  # NameError, as when the program does not define it
+        if "module" in answer:
+            if answer["module"] != name or name not in sys.stdlib_module_names:
+                raise ProgramFailed(f"{name} is a module that cannot be passed to the tests")
+            value = importlib.import_module(name)
+        elif answer.get("callable"):
+            value = ProgramFunction(self.channel, name)
+        else:
+            value = self.channel.value(answer)
+        self[name] = value
+        return value
+
+
+def is_declaration(node: ast.stmt) -> bool:
+    """A function with no body: docstrings, ``...``, ``pass`` and imports alone (HumanEval/115's
+    signature imports ``math`` before its docstring)."""
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    return all(
+        isinstance(statement, ast.Pass | ast.Import | ast.ImportFrom)
+        or (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+        for statement in node.body
+    )
+
+
+def run_code_tests(channel: Channel, tests: str) -> None:
+    tree = ast.parse(tests)
+    declared = [node.name for node in tree.body if is_declaration(node)]
+    tree.body = [node for node in tree.body if not is_declaration(node)]
+    namespace = TestNamespace(channel)
+    for name in declared:
+        namespace.pop(name, None)
+    exec(compile(tree, "tests", "exec"), namespace)
+
+
+def lines(value) -> str:
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def run_io_tests(channel: Channel, spec: dict) -> None:
+    """APPS' cases: each call's return value, or each run's standard output, against the expected one,
+    which the program never sees."""
+    for number, (given, expected) in enumerate(spec["cases"], 1):
+        if spec["fn_name"]:
+            result = channel.call(spec["fn_name"], tuple(given), {}, method=True)
+            if not (result == expected or [result] == expected):
+                raise AssertionError(f"case {number}: returned {result!r:.200}, expected {expected!r:.200}")
+        else:
+            answer = channel.ask({"op": "main", "stdin": lines(given)})
+            if "error" in answer:
+                channel.value(answer)
+            written = answer.get("stdout")
+            if not isinstance(written, str):
+                raise ProgramFailed("the program's answer holds no output")
+            if written.split() != lines(expected).split():
+                raise AssertionError(f"case {number}: wrote {written!r:.200}, expected {expected!r:.200}")
+
+
+def reason(error: BaseException, tests: str) -> str:
+    """What failed, and at which line of the tests (the last of their frames)."""
+    if isinstance(error, ProgramFailed):
+        return str(error)
+    said = f"{type(error).__name__}: {error}"[:500]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == "tests"]
+    if not frames:
+        return said
+    line = tests.splitlines()[frames[-1].lineno - 1].strip()[:200]
+    return f"{said} (tests, line {frames[-1].lineno}: {line})"
+
+
+def judge(spec: dict, requests: int, answers: int) -> dict:
+    channel = Channel(requests, answers, time.monotonic() + spec["timeout_s"])
+    tests = spec["tests"]
+    try:
+        loaded = channel.ask(None)
+        if not loaded.get("loaded"):
+            error = loaded.get("error") or ["", "no word"]
+            return {"status": "failed", "reason": f"the program did not load: {error[0]}: {error[1]}"}
+        if programs.is_io_tests(tests):
+            run_io_tests(channel, programs.io_spec(tests))
+        else:
+            run_code_tests(channel, tests)
+    except Exception as error:
+        return {"status": "failed", "reason": reason(error, tests)}
+    return {"status": "passed"}
+
+
+def main() -> None:
+    requests, answers = int(sys.argv[1]), int(sys.argv[2])
+    spec = json.load(sys.stdin)
+    for name, value in spec["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    sys.set_int_max_str_digits(0)
+    # What the tests print goes where standard error goes; standard output carries the verdict alone.
+    verdict_fd = os.dup(1)
+    os.dup2(2, 1)
+    verdict = judge(spec, requests, answers)
+    sys.stdout.flush()
+    os.write(verdict_fd, json.dumps(verdict).encode() + b"\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The program's side of a tested run, inside the sandbox after the seccomp filter (see
+:mod:`peftcode.sandbox_guard`): it loads the model-written program and answers the judge's requests, one
+at a time, each a line of JSON on a pipe, with plain values (:mod:`peftcode.wire`).
+
+Nothing here is trusted. It runs in the program's own process, which may rewrite any of it: the most a
+program can do is answer a request with a value of its choosing, which is what a program does anyway. The
+tests and the verdict are the judge's, in a process of its own (:mod:`peftcode.judge`).
+
+Requests:
+- ``get NAME``: what the program defines by that name: a function or class (``callable``), a module
+  (``module``: its name), or a plain value.
+- ``call NAME ARGS KWARGS``: its return value. With ``method``, a name the program does not define is a
+  method of one instance of its class ``Solution`` (APPS' call-based problems).
+- ``main STDIN``: run the program as a script (``__main__``) with STDIN as its standard input, file
+  descriptor 0 included (``input()``, ``sys.stdin.buffer``, ``open(0)``), and answer what it wrote to its
+  standard output, file descriptor 1 included.
+"""
+
+import builtins
+import io
+import os
+import sys
+import tempfile
+
+import wire
+
+LOADED_AS = "program"
+
+
+def error(exception: BaseException) -> dict:
+    return {"error": [type(exception).__name__, str(exception)[:1000]]}
+
+
+class Program:
+    def __init__(self, source: str, path: str):
+        self.source, self.path = source, path
+        self.namespace = {"__name__": LOADED_AS, "__builtins__": builtins}
+        self.solution = None
+
+    def load(self) -> dict:
+        try:
+            exec(compile(self.source, self.path, "exec"), self.namespace)
+        except Exception as exception:
+            return {"loaded": False, **error(exception)}
+        return {"loaded": True}
+
+    def target(self, name: str, method: bool):
+        if name in self.namespace or not method:
+            return self.namespace[name]
+        if self.solution is None:
+            self.solution = self.namespace["Solution"]()
+        return getattr(self.solution, name)
+
+    def get(self, name: str) -> dict:
+        value = self.namespace[name]
+        if type(value) is type(sys):
+            return {"module": value.__name__}
+        if callable(value):
+            return {"callable": True}
+        return {"value": wire.encode(value)}
+
+    def call(self, name: str, args: list, kwargs: dict, method: bool = False) -> dict:
+        arguments = [wire.decode(arg) for arg in args]
+        keywords = {key: wire.decode(value) for key, value in kwargs.items()}
+        return {"value": wire.encode(self.target(name, method)(*arguments, **keywords))}
+
+    def main(self, stdin: str) -> dict:
+        """The program as a script, its standard input and output real files (in its folder's tmpfs)."""
+        saved_in, saved_out = os.dup(0), os.dup(1)
+        with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as written:
+            given.write(stdin.encode())
+            given.seek(0)
+            os.dup2(given.fileno(), 0)
+            os.dup2(written.fileno(), 1)
+            sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), "utf-8")
+            sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), "utf-8")
+            try:
+                exec(compile(self.source, self.path, "exec"), {"__name__": "__main__"})
+            except SystemExit:
+                pass
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved_in, 0)
+                os.dup2(saved_out, 1)
+                sys.stdin, sys.stdout = sys.__stdin__, sys.__stdout__
+            written.seek(0)
+            return {"stdout": written.read().decode(errors="replace")}
+
+
+def serve(source: str, path: str, mode: str, requests: int, answers: int) -> None:
+    """Answer requests until the judge closes its end. In ``module`` mode the program is loaded first (its
+    definitions are what the tests call); in ``script`` mode it runs anew for each ``main`` request."""
+    write = os.write
+    program = Program(source, path)
+    wire.send(answers, program.load() if mode == "module" else {"loaded": True}, write)
+    reader = wire.Reader(requests)
+    while True:
+        try:
+            request = reader.receive()
+        except wire.Ended:
+            return
+        operation = request.pop("op", None)
+        try:
+            answer = getattr(program, operation)(**request) if operation in ("get", "call", "main") else None
+        except Exception as exception:
+            answer = error(exception)
+        wire.send(answers, answer or {"error": ["ValueError", "unknown request"]}, write)

@@ -1,0 +1,206 @@
+"""No program is counted as passing tests it does not meet, whatever it does in its own process: each
+forging route below is a candidate that fails its tests, scored through the path pass@k takes
+(``metrics.execution_metrics``), and counted as failed with the judge's reason. Correct programs still
+pass, APPS' standard input read every way a solution reads it included."""
+
+import pandas as pd
+import pytest
+
+from peftcode.metrics import execution_metrics
+from peftcode.programs import io_tests
+from peftcode.sandbox import Limits
+from peftcode.verdicts import Submission, run_submissions
+
+SETTINGS = {
+    "pass_k": [1],
+    "bootstrap_samples": 10,
+    "execution": {"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
+}
+ADD_TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+# Native code: the guard's own descriptors, whatever the guard did to hide them.
+LIBC = "import ctypes\nlibc = ctypes.CDLL(None)\n"
+EVERY_DESCRIPTOR = "for fd in range(3, 1024):\n    libc.write(fd, b'finished', 8)\n"
+
+FORGERIES = {
+    "the guard's word, to every descriptor": WRONG_ADD + LIBC + EVERY_DESCRIPTOR,
+    "the guard's word, to the descriptor in sys.orig_argv": (
+        WRONG_ADD + "import os, sys\nfor word in sys.orig_argv:\n    if word.isdigit():\n"
+        "        try:\n            os.write(int(word), b'finished')\n"
+        "        except OSError:\n            pass\n"
+    ),
+    "the guard's word from an atexit hook": (
+        WRONG_ADD + "import atexit\n" + LIBC + "atexit.register(lambda: [libc.write(fd, b'finished', 8) "
+        "for fd in range(3, 1024)])\n"
+    ),
+    "the guard's word from sys.excepthook, after the failing traceback": (
+        WRONG_ADD
+        + "import sys\n"
+        + LIBC
+        + "def hook(*exc):\n"
+        + "    "
+        + EVERY_DESCRIPTOR.replace("\n    ", "\n        ")
+        + "sys.excepthook = hook\n"
+    ),
+    "the guard's locals through sys._getframe": (
+        WRONG_ADD + "import sys\nframe = sys._getframe()\nwhile frame:\n    values = frame.f_locals\n"
+        "    if 'write' in values:\n        for fd in range(3, 64):\n            try:\n"
+        "                values['write'](fd, b'finished')\n            except Exception:\n"
+        "                pass\n    frame = frame.f_back\n"
+    ),
+    "a trace hook that swaps the tests' check for a no-op": (
+        WRONG_ADD + "import sys\ndef tracer(frame, event, arg):\n"
+        "    frame.f_globals['check'] = lambda candidate: None\n"
+        "    frame.f_globals['AssertionError'] = None\n"
+        "    return tracer\nsys.settrace(tracer)\nsys.setprofile(tracer)\n"
+    ),
+    "an object equal to everything": (
+        "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+        "def add(a, b):\n    return Anything()\n"
+    ),
+    "an int whose __eq__ is always true": (
+        "class Lying(int):\n    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Lying(0)\n"
+    ),
+    "a str whose __eq__ is always true": (
+        "class Lying(str):\n    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Lying('no')\n"
+    ),
+    "builtins patched: assert never fails, AssertionError swallowed": (
+        WRONG_ADD + "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})\n"
+        "builtins.__import__ = lambda *a, **k: None\n"
+    ),
+    "exits with status 0 at once": WRONG_ADD + "import os\nos._exit(0)\n",
+    "exits with status 0 in the call": "def add(a, b):\n    import os\n    os._exit(0)\n",
+    "never exits": WRONG_ADD
+    + "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n",
+    "a generator for a value": "def add(a, b):\n    yield a + b\n",
+    "a module under the function's name": "import os as add\n",
+    "answers written ahead, out of turn": (
+        "import sys, os\nfor fd in range(3, 64):\n    try:\n"
+        '        os.write(fd, b\'{"value": ["int", "5"]}\\n\' * 4)\n    except OSError:\n        pass\n'
+        + WRONG_ADD
+    ),
+}
+
+
+def scored(samples: list[str], tests: str) -> dict:
+    generations = pd.DataFrame({"samples": [samples], "tests": [tests]})
+    return execution_metrics(generations, SETTINGS, workers=2)
+
+
+def test_every_forging_route_is_counted_as_failed_with_its_reason():
+    metrics = scored([*FORGERIES.values(), "def add(a, b):\n    return a + b\n"], ADD_TESTS)
+    assert metrics["passes"] == [1], "only the correct program passes"
+    outcomes = run_submissions(
+        [Submission(code, ADD_TESTS) for code in FORGERIES.values()], 2, Limits(5, 512)
+    )
+    for name, outcome in zip(FORGERIES, outcomes, strict=True):
+        assert not outcome.passed, name
+        assert outcome.status == "timeout" or outcome.reason, (name, outcome)
+
+
+def test_helpers_the_tests_take_from_the_prompt_are_the_judges_not_the_programs():
+    """HumanEval/32: check() measures the root with the prompt's poly; a program that redefines poly to
+    say 0 everywhere does not pass."""
+    prompt = (
+        "import math\n\n\ndef poly(xs: list, x: float):\n"
+        "    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n\n\n"
+        "def find_zero(xs: list):\n    '''A zero of the polynomial.'''\n"
+    )
+    tests = (
+        prompt
+        + "\ndef check(candidate):\n    assert abs(poly([1, 2], candidate([1, 2]))) < 1e-6\n"
+        + "\ncheck(find_zero)\n"
+    )
+    honest = prompt + "    return -0.5\n"
+    cheat = "def poly(xs, x):\n    return 0\n\n\ndef find_zero(xs):\n    return 7.0\n"
+    outcomes = run_submissions([Submission(honest, tests), Submission(cheat, tests)], 2, Limits(5, 512))
+    assert [o.status for o in outcomes] == ["passed", "failed"], outcomes
+
+
+APPS_CASES = [["3\n4\n", "7\n"], ["10\n-2\n", "8\n"]]
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        "a, b = int(input()), int(input())",
+        "a, b = map(int, sys.stdin.read().split())",
+        "a, b = map(int, sys.stdin.buffer.read().split())",
+        "a, b = map(int, open(0).read().split())",
+        "a, b = (int(line) for line in sys.stdin)",
+        "a, b = map(int, os.read(0, 100).split())",
+    ],
+)
+def test_apps_standard_input_is_a_real_one(reading):
+    correct = f"import os, sys\n{reading}\nprint(a + b)\n"
+    wrong = f"import os, sys\n{reading}\nprint(a * b)\n"
+    tests = io_tests(APPS_CASES)
+    outcomes = run_submissions([Submission(correct, tests), Submission(wrong, tests)], 2, Limits(5, 512))
+    assert [o.status for o in outcomes] == ["passed", "failed"], outcomes
+
+
+APPS_FORGERIES = {
+    "reads the harness's globals": (
+        "import sys\nframe = sys._getframe()\nfound = [v for f in [frame] for v in f.f_globals.values()]\n"
+        "print(globals().get('expected') or globals().get('SPEC'))\n"
+    ),
+    "empties every list of cases it can find": (
+        "import gc\nfor o in gc.get_objects():\n"
+        "    if isinstance(o, list) and o and isinstance(o[0], list):\n"
+        "        o.clear()\nprint(0)\n"
+    ),
+    "prints nothing and exits 0": "import os\nos._exit(0)\n",
+    "writes to file descriptor 1 directly, wrongly": "import os\nos.write(1, b'-1\\n')\n",
+}
+
+
+def test_apps_forgeries_fail_and_the_expected_output_never_reaches_the_program():
+    tests = io_tests(APPS_CASES)
+    outcomes = run_submissions([Submission(c, tests) for c in APPS_FORGERIES.values()], 2, Limits(5, 512))
+    for name, outcome in zip(APPS_FORGERIES, outcomes, strict=True):
+        assert outcome.status == "failed", (name, outcome)
+        assert "7" not in outcome.output and "8" not in outcome.output, name
+
+
+def test_call_based_apps_compares_outside_the_program():
+    tests = io_tests([[[[1, 2, 3]], 6], [[[5]], 5]], fn_name="total")
+    correct = "class Solution:\n    def total(self, xs):\n        return sum(xs)\n"
+    lying = (
+        "class Solution:\n    def total(self, xs):\n        class Any(list):\n"
+        "            __eq__ = lambda s, o: True\n        return Any()\n"
+    )
+    outcomes = run_submissions([Submission(correct, tests), Submission(lying, tests)], 2, Limits(5, 512))
+    assert [o.status for o in outcomes] == ["passed", "failed"], outcomes
+
+
+PLAIN_VALUES = [
+    "None", "True", "-(2**200)", "1.5", "float('nan')", "float('-inf')", "-0.0", "3+4j", "'tab\\t\\u00e9'",
+    "b'\\x00\\xff'", "bytearray(b'ab')", "[1, (2, 3), {4: [5]}]", "{'a': {1, 2}, 'b': frozenset({3})}",
+    "(1,)", "[]", "{}",
+]  # fmt: skip
+
+
+def test_plain_values_cross_exactly_and_other_values_fail_with_a_reason():
+    code = "import math\n" + "".join(f"def v{i}():\n    return {v}\n" for i, v in enumerate(PLAIN_VALUES))
+    checks = "".join(
+        f"assert repr(v{i}()) == repr({v}) and type(v{i}()) is type({v})\n"
+        for i, v in enumerate(PLAIN_VALUES)
+    )
+    odd = "def gen():\n    yield 1\n\nclass Mine:\n    pass\n\ndef mine():\n    return Mine()\n"
+    outcomes = run_submissions(
+        [Submission(code, checks), Submission(odd, "gen()"), Submission(odd, "mine()")], 2, Limits(5, 512)
+    )
+    assert outcomes[0].passed, outcomes[0]
+    assert (
+        "generator cannot be passed" in outcomes[1].reason and "Mine cannot be passed" in outcomes[2].reason
+    )
+
+
+def test_an_exception_the_program_raises_is_one_the_tests_can_expect():
+    tests = (
+        "try:\n    parse('x')\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError('no error')\n"
+    )
+    outcomes = run_submissions([Submission("def parse(s):\n    return int(s)\n", tests)], 1, Limits(5, 512))
+    assert outcomes[0].passed, outcomes[0]
