@@ -24,7 +24,6 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
-from peftcode.data import read_split
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts, prepare_for_training
 from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
@@ -115,6 +114,36 @@ def make_optimizer(settings: dict, parameters: list[torch.nn.Parameter]) -> torc
     return torch.optim.AdamW(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
+def train_step(
+    model,
+    batches: list[dict[str, torch.Tensor]],
+    family: str,
+    precision: Precision,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+) -> float:
+    """One optimizer step, its gradient accumulated over ``batches``; returns the step's loss.
+
+    Each batch's mean loss is weighted by its share of the step's target tokens: the accumulated gradient is
+    that of the mean over all of them, as if the step were one batch. fp16 scales the loss for the backward
+    pass, and its scaler skips a step whose gradients overflowed.
+    """
+    step_tokens = sum(target_tokens(batch) for batch in batches)
+    step_loss = 0.0
+    for batch in batches:
+        with precision.autocast():
+            loss = target_loss(model, batch, family) * (target_tokens(batch) / step_tokens)
+        (scaler.scale(loss) if scaler else loss).backward()
+        step_loss += loss.item()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
 @torch.no_grad()
 def validation_loss(
     model, examples: list[dict], batch_size: int, pad_id: int, family: str, precision: Precision
@@ -189,6 +218,10 @@ def finetune(
     its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
     the last one: same step counter, parameters, optimizer, schedule, data order and random state.
     """
+    # Imported here, where a job reads its splits: the training step imports without the datasets library
+    # that peftcode.data needs (benchmarks/gpu_check.py's GPU machine has none).
+    from peftcode.data import read_split
+
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
@@ -255,25 +288,11 @@ def finetune(
             collate([train[i] for i in chosen[start : start + batch_size]], pad_id, model.device)
             for start in range(0, len(chosen), batch_size)
         ]
-        # Each batch's mean loss weighted by its share of the step's target tokens: the accumulated
-        # gradient is that of the mean over all of them, as if the step were one batch.
-        step_tokens = sum(target_tokens(batch) for batch in batches)
         longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
         most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
-        step_loss = 0.0
-        for batch in batches:
-            with precision.autocast():
-                loss = target_loss(model, batch, family) * (target_tokens(batch) / step_tokens)
-            (scaler.scale(loss) if scaler else loss).backward()
-            step_loss += loss.item()
-            tokens += int(batch["attention_mask"].sum())
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        step_loss = train_step(model, batches, family, precision, optimizer, scaler)
+        tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         row = {
             "step": step,
             "epoch": round(step / steps_per_epoch, 4),

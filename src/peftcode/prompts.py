@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-import bm25s
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
@@ -103,6 +102,10 @@ def retrieved_examples(
 ) -> list[list[tuple[str, str]]]:
     """For each query, the ``shots`` (intent, code) pairs whose intents score highest under BM25 against
     it, most similar last."""
+    # Imported here, for retrieval alone: training and decoding import this module on machines without
+    # bm25s (benchmarks/gpu_check.py's GPU machine).
+    import bm25s
+
     tokenize = partial(bm25s.tokenize, stopwords="en", return_ids=False, show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(tokenize([intent for intent, _ in pairs]), show_progress=False)
