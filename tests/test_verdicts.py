@@ -204,3 +204,95 @@ def test_an_exception_the_program_raises_is_one_the_tests_can_expect():
     )
     outcomes = run_submissions([Submission("def parse(s):\n    return int(s)\n", tests)], 1, Limits(5, 512))
     assert outcomes[0].passed, outcomes[0]
+
+
+# Found by attacking the judge (a fresh attacker's findings, each a program through the real path).
+FOUND_FORGERIES = {
+    "StopIteration ends the tests' map() as if it were done": (
+        "def is_even(x):\n    raise StopIteration\n",
+        "assert all(map(lambda x: is_even(x) == (x % 2 == 0), range(10)))\n",
+    ),
+    "a wrong function under a builtin's name": ("def max(a, b):\n    return a\n", "assert max(1, 2) == 2\n"),
+    "a builtin the tests use, redefined": (
+        "def abs(x):\n    return 0\n\ndef add(a, b):\n    return a - b\n",
+        "assert abs(add(1, 2) - 3) < 1e-9\n",
+    ),
+}
+FOUND_CORRECT = {
+    "a function under a builtin's name": (
+        "def filter(xs):\n    return [x for x in xs if x % 2 == 0]\n",
+        "assert filter([1, 2, 3, 4]) == [2, 4]\n",
+    ),
+    "an exception of a library's own class, expected as its builtin base": (
+        "import json\ndef parse(s):\n    return json.loads(s)\n",
+        "try:\n    parse('{')\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError('no error')\n",
+    ),
+    "a builtin exception with a constructor of its own": (
+        "def decode(b):\n    return b.decode('utf-8')\n",
+        "try:\n    decode(b'\\xff')\nexcept UnicodeDecodeError:\n    pass\nelse:\n    raise AssertionError\n",
+    ),
+    "a list sorted in place": (
+        "def sort_in_place(items):\n    items.sort()\n",
+        "items = [3, 1, 2]\nsort_in_place(items)\nassert items == [1, 2, 3]\n",
+    ),
+    "a Fraction": (
+        "from fractions import Fraction\ndef half():\n    return Fraction(1, 2)\n",
+        "assert half() == 0.5\n",
+    ),
+    "a tuple where APPS expects a list": (
+        "class Solution:\n    def swap(self, a, b):\n        return (b, a)\n",
+        io_tests([[[1, 2], [2, 1]]], fn_name="swap"),
+    ),
+    "forty standard input cases": (
+        "a = int(input())\nb = int(input())\nprint(a + b)\n",
+        io_tests([[f"{i}\n{i}\n", f"{2 * i}\n"] for i in range(40)]),
+    ),
+    "a script that works in a thread": (
+        "import sys, threading\ndef main():\n    data = sys.stdin.read().split()\n"
+        "    sum(i * i for i in range(200000))\n    print(int(data[0]) + int(data[1]))\n"
+        "threading.Thread(target=main).start()\n",
+        io_tests(APPS_CASES),
+    ),
+    "output held back until exit": (
+        "import atexit, io, sys\nbuffer = io.StringIO()\nsys.stdout = buffer\n"
+        "atexit.register(lambda: sys.__stdout__.write(buffer.getvalue()))\n"
+        "a, b = map(int, sys.stdin.read().split())\nprint(a + b)\n",
+        io_tests(APPS_CASES),
+    ),
+    "a writer of its own, never flushed": (
+        "import sys\nout = open(1, 'w')\na, b = map(int, sys.stdin.read().split())\nout.write(str(a + b))\n",
+        io_tests(APPS_CASES),
+    ),
+    "printed to sys.__stdout__": (
+        "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b, file=sys.__stdout__)\n",
+        io_tests(APPS_CASES),
+    ),
+}
+
+
+def test_what_an_attacker_found_fails_and_what_it_broke_passes():
+    forged = run_submissions([Submission(c, t) for c, t in FOUND_FORGERIES.values()], 2, Limits(5, 512))
+    for name, outcome in zip(FOUND_FORGERIES, forged, strict=True):
+        assert outcome.status == "failed", (name, outcome)
+    correct = run_submissions([Submission(c, t) for c, t in FOUND_CORRECT.values()], 2, Limits(5, 512))
+    for name, outcome in zip(FOUND_CORRECT, correct, strict=True):
+        assert outcome.passed, (name, outcome)
+
+
+def test_an_evaluator_with_more_than_1024_descriptors_open_still_judges(tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-file limit ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [open(tmp_path / "held", "w") for _ in range(1100)]  # noqa: SIM115
+    try:
+        outcome = run_submissions(
+            [Submission("def add(a, b):\n    return a + b\n", ADD_TESTS)], 1, Limits(5, 512)
+        )
+    finally:
+        for handle in held:
+            handle.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert outcome[0].passed, outcome[0]

@@ -16,11 +16,14 @@ Requests:
   standard output, file descriptor 1 included.
 """
 
+import atexit
 import builtins
+import gc
 import io
 import os
 import sys
 import tempfile
+import threading
 
 import wire
 
@@ -28,7 +31,10 @@ LOADED_AS = "program"
 
 
 def error(exception: BaseException) -> dict:
-    return {"error": [type(exception).__name__, str(exception)[:1000]]}
+    """An exception as the judge rebuilds it: its class's name, its message, and the names of its bases (a
+    JSONDecodeError is a ValueError to the tests)."""
+    bases = [kind.__name__ for kind in type(exception).__mro__[1:]]
+    return {"error": [type(exception).__name__, str(exception)[:1000], bases]}
 
 
 class Program:
@@ -60,31 +66,56 @@ class Program:
         return {"value": wire.encode(value)}
 
     def call(self, name: str, args: list, kwargs: dict, method: bool = False) -> dict:
+        """The return value, and the arguments as the call left them (a test may check a list the function
+        sorted in place)."""
         arguments = [wire.decode(arg) for arg in args]
         keywords = {key: wire.decode(value) for key, value in kwargs.items()}
-        return {"value": wire.encode(self.target(name, method)(*arguments, **keywords))}
+        value = self.target(name, method)(*arguments, **keywords)
+        return {"value": wire.encode(value), "args": [wire.encode(arg) for arg in arguments]}
 
     def main(self, stdin: str) -> dict:
-        """The program as a script, its standard input and output real files (in its folder's tmpfs)."""
-        saved_in, saved_out = os.dup(0), os.dup(1)
+        """The program as a script, its standard input and output real files (in its folder's tmpfs), run
+        as a process of its own would end: its threads joined, its exit handlers run and its files closed
+        before its output is read."""
+        saved = os.dup(0), os.dup(1)
         with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as written:
             given.write(stdin.encode())
             given.seek(0)
             os.dup2(given.fileno(), 0)
             os.dup2(written.fileno(), 1)
             sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), "utf-8")
-            sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), "utf-8")
+            captured = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), "utf-8")
+            sys.stdout = sys.__stdout__ = captured
             try:
-                exec(compile(self.source, self.path, "exec"), {"__name__": "__main__"})
-            except SystemExit:
-                pass
+                run_as_script(self.source, self.path)
             finally:
-                sys.stdout.flush()
-                os.dup2(saved_in, 0)
-                os.dup2(saved_out, 1)
-                sys.stdin, sys.stdout = sys.__stdin__, sys.__stdout__
+                for stream in {id(s): s for s in (sys.stdout, captured)}.values():
+                    stream.flush()
+                for fd, copy in enumerate(saved):
+                    os.dup2(copy, fd)
+                    os.close(copy)
+                sys.stdin, sys.stdout, sys.__stdout__ = ORIGINAL
             written.seek(0)
             return {"stdout": written.read().decode(errors="replace")}
+
+
+ORIGINAL = sys.stdin, sys.stdout, sys.__stdout__
+
+
+def run_as_script(source: str, path: str) -> None:
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(source, path, "exec"), namespace)
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+    except SystemExit:
+        pass
+    finally:
+        atexit._run_exitfuncs()
+        atexit._clear()
+        namespace.clear()
+        gc.collect()  # the script's own file objects flush as they close
 
 
 def serve(source: str, path: str, mode: str, requests: int, answers: int) -> None:

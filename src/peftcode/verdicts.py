@@ -56,7 +56,7 @@ def _start_judge(tests: str, limits: Limits, requests: int, answers: int) -> sub
 
 
 def _verdict(judge: subprocess.Popen) -> dict:
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, IndexError):
         verdict = json.loads(judge.stdout.read().decode(errors="replace").strip().splitlines()[-1])
         if judge.wait() == 0 and isinstance(verdict, dict) and verdict.get("status") in ("passed", "failed"):
             return verdict

@@ -1,10 +1,11 @@
 """Plain Python values across a pipe, between a model-written program and the tests that judge it.
 
 A value crosses as JSON with a tag per type: None, bools, ints, floats (special ones included), complex
-numbers, strings, bytes, and lists, tuples, dicts, sets and frozensets of them; ints and floats in hex, so
-that they cross exactly and at any size. Nothing else crosses: no object of the program's own classes, no
-function, no generator. The receiving side rebuilds the value itself, under limits of depth and size, so
-what arrives is a value of these builtin types and nothing more, whatever the sender wrote.
+numbers, fractions and decimals, strings, bytes, and lists, tuples, dicts, sets and frozensets of them;
+ints and floats in hex, so that they cross exactly and at any size. Nothing else crosses: no object of the
+program's own classes, no function, no generator. The receiving side rebuilds the value itself, under
+limits of depth and size, so what arrives is a value of these builtin types and nothing more, whatever
+the sender wrote.
 
 One message is one line of JSON on a file descriptor. Only the standard library: this module runs inside
 the sandbox (see :mod:`peftcode.sandbox_serve`) as well as in the judge (:mod:`peftcode.judge`).
@@ -14,6 +15,8 @@ import json
 import os
 import select
 import time
+from decimal import Decimal
+from fractions import Fraction
 
 MAX_DEPTH = 100
 MAX_MESSAGE = 16 << 20  # bytes of one line
@@ -37,6 +40,10 @@ def encode(value, depth: int = 0):
         return ["int", format(int.__index__(value), "x")]
     if isinstance(value, float):
         return ["float", float.hex(float.__float__(value))]
+    if isinstance(value, Fraction):
+        return ["fraction", format(value.numerator, "x"), format(value.denominator, "x")]
+    if isinstance(value, Decimal):
+        return ["decimal", str(Decimal.__str__(value))]
     if isinstance(value, complex):
         number = complex.__complex__(value)
         return ["complex", float.hex(number.real), float.hex(number.imag)]
@@ -60,6 +67,7 @@ SCALARS = {
     "str": str,
     "bytes": bytes.fromhex,
     "bytearray": lambda text: bytearray.fromhex(text),
+    "decimal": Decimal,
 }
 COLLECTIONS = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
 
@@ -76,8 +84,10 @@ def decode(tagged, depth: int = 0):
         return rest[0]
     if tag in SCALARS and len(rest) == 1 and isinstance(rest[0], str):
         return SCALARS[tag](rest[0])
-    if tag == "complex" and len(rest) == 2 and all(isinstance(part, str) for part in rest):
-        return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+    if tag in ("complex", "fraction") and len(rest) == 2 and all(isinstance(part, str) for part in rest):
+        if tag == "complex":
+            return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+        return Fraction(int(rest[0], 16), int(rest[1], 16))
     if tag in COLLECTIONS and len(rest) == 1 and isinstance(rest[0], list):
         try:
             return COLLECTIONS[tag](decode(item, inner) for item in rest[0])
@@ -110,6 +120,8 @@ class Reader:
 
     def __init__(self, fd: int, deadline: float | None = None):
         self.fd, self.deadline, self.buffer = fd, deadline, bytearray()
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
 
     def receive(self) -> dict:
         end = self.buffer.find(b"\n")
@@ -118,7 +130,8 @@ class Reader:
                 raise ValueError(f"a message longer than {MAX_MESSAGE} bytes")
             if self.deadline is not None:
                 left = self.deadline - time.monotonic()
-                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                # poll, not select: select cannot wait on a descriptor numbered 1024 or more
+                if left <= 0 or not self.poll.poll(left * 1000):
                     raise TimeoutError("no answer in time")
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
