@@ -18,6 +18,10 @@ from peftcode.planner import Plan  # noqa: E402
 min_version("9.0")
 
 
+# The landing page of `snakemake --report`: the study, its grid, and how to read the research questions.
+report: "workflow/report/workflow.rst"
+
+
 # The embedded default study, unless a study is named with --configfile (which then stands alone).
 if not workflow.overwrite_configfiles:
 

@@ -54,6 +54,13 @@ def opened_report(report: Path, width: int = 1400, height: int = 900):
             browser.close()
 
 
+def landing(page) -> str:
+    """The text of the report's first page: the workflow's description."""
+    page.goto(page.report_uri)
+    page.get_by_text("How to read a claim", exact=False).first.wait_for()
+    return page.locator("body").inner_text()
+
+
 def labels(page, category: str) -> list[str]:
     """The first label of every result the report lists under a category."""
     page.goto(page.report_uri)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftcode.versions import PACKAGE, module_closure
+from peftcode.versions import module_closure, module_file
 from tests.conftest import REPO
 
 # Snakemake's script preamble puts its own installation on the job's sys.path.
@@ -70,7 +70,7 @@ def job_requirements(script: Path) -> set[str]:
     modules = set()
     for module in re.findall(r"^from peftcode\.(\w+) import", source, re.M):
         modules |= module_closure(module)
-    names = third_party_imports(script).union(*(third_party_imports(PACKAGE / f"{m}.py") for m in modules))
+    names = third_party_imports(script).union(*(third_party_imports(module_file(m)) for m in modules))
     distributions = packages_distributions()
     return {CONDA_NAMES.get(name, distribution(name, distributions[name])) for name in names}
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from peftcode.report import QUESTIONS
-from tests.browser import chromium, labels, opened_report, render
+from tests.browser import chromium, labels, landing, opened_report, render
 from tests.conftest import REPO, read_yaml
 from tests.workflow import planned_jobs, snakemake, write_study
 
@@ -168,7 +168,7 @@ def test_results_table_and_reports(tiny_run):
         assert text.startswith(f"# {rq.upper()}:") and f"({rq}.png)" in text
         page = (results / "reports" / f"{rq}.html").read_text()
         assert "<table>" in page and "src='data:image/png;base64," in page
-    for figure in ("rq1.png", "rq2.png", "rq3.png", "rq4.png", "figure1_memory.png"):
+    for figure in ("rq1.png", "rq2.png", "rq3.png", "rq4.png", "figure1_memory.png", "losses.png"):
         image = (results / "reports" / figure).read_bytes()
         assert image.startswith(b"\x89PNG") and len(image) > 5000, figure
     rq1 = (results / "reports" / "rq1.md").read_text()
@@ -191,12 +191,19 @@ def test_the_html_report_shows_every_question_and_figure_in_a_browser(tiny_run, 
     made = snakemake(configfile, "--report", str(report))
     assert made.returncode == 0, made.stderr[-3000:]
     with opened_report(report) as page:
+        shown = landing(page)
+        assert "reruns the study of Weyssow et al." in shown and "How to read a claim." in shown, shown[:2000]
+        assert "This run's grid: " in shown and "{{" not in shown
         assert labels(page, "Research questions") == ["RQ1", "RQ2", "RQ3", "RQ4"]
         for name, (title, _) in QUESTIONS.items():
             shown = render(page, "Research questions", name.upper())
             assert shown.heading == title and shown.tables >= 1, shown
             assert shown.images == [png_size(results / "reports" / f"{name}.png")], shown
-        figures = {"Figure 1: peak fine-tuning memory": "figure1_memory", **{q.upper(): q for q in QUESTIONS}}
+        figures = {
+            "Figure 1: peak fine-tuning memory": "figure1_memory",
+            **{q.upper(): q for q in QUESTIONS},
+            "Training and validation loss": "losses",
+        }
         assert labels(page, "Figures") == list(figures)
         for label, name in figures.items():
             shown = render(page, "Figures", label)

@@ -73,6 +73,14 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
             )
         if "sampling" in dataset and "tests" not in dataset.get("fields", {}):
             raise ConfigError(f"config error at datasets.{name}.sampling: pass@k needs a 'tests' field")
+        if "primary_metric" in dataset:
+            metric, (kind, k) = dataset["primary_metric"], dataset["primary_metric"].split("@")
+            computed = config["evaluation"]["pass_k" if kind == "pass" else "k"]
+            if int(k) not in computed or (kind == "pass" and "sampling" not in dataset):
+                raise ConfigError(
+                    f"config error at datasets.{name}.primary_metric: {metric} is not computed for this "
+                    f"dataset (pass@k needs tests and sampling; k must be one of {computed})"
+                )
         for member in dataset.get("union", []):
             if "source" not in config["datasets"].get(member, {}):
                 raise ConfigError(
@@ -353,4 +361,15 @@ class Study:
             "prompt": self.config["models"][cell.model]["prompt"],
             "retriever": variant.get("retriever"),
             "size_b": self.config["models"][cell.model]["size_b"],
+            "primary_metric": self.primary_metric(cell.dataset),
         }
+
+    def primary_metric(self, dataset: str) -> str:
+        """What the reports judge a test set by: its setting, else pass@ the smallest k where it has tests
+        and EM at the largest k where it has none."""
+        settings, evaluation = self.config["datasets"][dataset], self.config["evaluation"]
+        if "primary_metric" in settings:
+            return settings["primary_metric"]
+        if "sampling" in settings:
+            return f"pass@{min(evaluation['pass_k'])}"
+        return f"em@{max(evaluation['k'])}"

@@ -96,6 +96,12 @@ def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -
     return metrics
 
 
+def written_parts(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
+    """Each text without the prefix it begins with (a completion-style dataset's given start of the code),
+    so that CodeBLEU scores what the model wrote against the same part of the reference."""
+    return [t[len(p) :] if p and t.startswith(p) else t for t, p in zip(texts, prefixes, strict=True)]
+
+
 def evaluate(
     generations_path: str | Path,
     out_path: str | Path,
@@ -104,13 +110,19 @@ def evaluate(
     infer_memory_path: str | Path,
     finetune_memory_path: str | Path | None = None,
     workers: int = 1,
+    test_path: str | Path | None = None,
 ) -> dict:
-    """Score one cell and write its row of the results table: cell, metrics, and the jobs' costs."""
+    """Score one cell and write its row of the results table: cell, metrics, and the jobs' costs. With the
+    test split (``test_path``), CodeBLEU leaves out each example's prefix."""
     generations = pd.read_parquet(generations_path)
     references = list(generations["reference"])
     candidates = [list(c) for c in generations["candidates"]]
     top1 = [c[0] if c else "" for c in candidates]
-    ranks = match_ranks(references, candidates)
+    if test_path is not None:
+        prefixes = pd.read_parquet(test_path, columns=["id", "prefix"]).set_index("id")["prefix"]
+        given = list(prefixes.reindex(generations["id"]).fillna(""))
+        references, top1 = written_parts(references, given), written_parts(top1, given)
+    ranks = match_ranks(list(generations["reference"]), candidates)
     # Per-example outputs (ranks, passes) line up with the examples' own identifiers, to look them up.
     ids = [source or ours for source, ours in zip(generations["source_id"], generations["id"], strict=True)]
     row = {**cell, "n_test": len(generations), "example_ids": ids, "ranks": ranks}

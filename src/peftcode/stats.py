@@ -52,3 +52,55 @@ def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> float:
         return 1.0
     tail = sum(math.comb(discordant, i) for i in range(min(only_first, only_second) + 1)) / 2**discordant
     return min(1.0, 2 * tail)
+
+
+def paired_permutation_p(first: Sequence[float], second: Sequence[float], draws: int = 10000, seed: int = 0):
+    """Two-sided p-value of a paired sign-flip permutation test on the mean difference (e.g. per-problem
+    pass@k of two methods); every flip where there are at most 16 pairs, else ``draws`` random ones."""
+    differences = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
+    observed = abs(differences.mean()) - 1e-12
+    n = len(differences)
+    if n <= 16:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs((signs * differences).mean(axis=1)) >= observed))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, n))
+    extreme = int(np.sum(np.abs((signs * differences).mean(axis=1)) >= observed))
+    return (extreme + 1) / (draws + 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together (statsmodels' ``multipletests``)."""
+    if not len(p_values):
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+
+
+Z = {0.05: 1.959963984540054, 0.8: 0.8416212335729143}  # standard normal quantiles: 1 - alpha/2, power
+
+
+def mcnemar_examples_needed(difference: float, discordance: float, alpha: float = 0.05, power: float = 0.8):
+    """Pairs needed for McNemar's test to detect ``difference`` (p10 - p01) at ``power``, given the share of
+    discordant pairs (p10 + p01): Connor (1987), n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2. None
+    where the difference exceeds what that discordance allows."""
+    d, psi = abs(difference), discordance
+    if d == 0 or d > psi:
+        return None
+    return math.ceil((Z[alpha] * math.sqrt(psi) + Z[power] * math.sqrt(psi - d * d)) ** 2 / (d * d))
+
+
+def mcnemar_detectable(examples: int, discordance: float, alpha: float = 0.05, power: float = 0.8):
+    """The smallest difference (p10 - p01) that ``examples`` pairs detect at ``power`` with this share of
+    discordant pairs (Connor's formula, solved for the difference); None where none up to the discordance
+    itself can be."""
+    from scipy.optimize import brentq
+
+    psi = discordance
+
+    def shortfall(d: float) -> float:
+        return examples * d * d - (Z[alpha] * math.sqrt(psi) + Z[power] * math.sqrt(max(psi - d * d, 0))) ** 2
+
+    if psi <= 0 or shortfall(psi) < 0:
+        return None
+    return float(brentq(shortfall, 1e-9, psi))

@@ -17,20 +17,29 @@ PACKAGE = Path(__file__).resolve().parent
 READS = {
     "sandbox": ("sandbox_guard.py", "sandbox_stage.py", "sandbox_serve.py", "wire.py"),
     "verdicts": ("judge.py", "wire.py", "programs.py"),
-    "report": ("paper_claims.yaml",),
+    "report.claims": ("paper_claims.yaml",),
 }
 
 
+def module_file(module: str, package: Path = PACKAGE) -> Path:
+    """A module's file: ``report.rq1`` is ``report/rq1.py``, the package ``report`` its ``__init__.py``."""
+    path = package.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def local_imports(module: str, package: Path = PACKAGE) -> set[str]:
-    """The peftcode modules that ``module`` imports directly."""
-    tree = ast.parse((package / f"{module}.py").read_text())
+    """The peftcode modules that ``module`` imports directly (``report.rq1`` for a module of a package)."""
+    tree = ast.parse(module_file(module, package).read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            # ``from peftcode.report import rq1`` imports a module, not a name of one.
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-    return {name.split(".")[1] for name in names if name.startswith("peftcode.")}
+    found = {name.removeprefix("peftcode.") for name in names if name.startswith("peftcode.")}
+    return {name for name in found if module_file(name, package).exists()}
 
 
 def module_closure(module: str, package: Path = PACKAGE) -> set[str]:
@@ -48,8 +57,9 @@ def module_closure(module: str, package: Path = PACKAGE) -> set[str]:
 def code_version(module: str, package: Path = PACKAGE) -> str:
     """A hash of ``module``, every peftcode module it imports (transitively) and the files they read."""
     seen = module_closure(module, package)
-    files = sorted({f"{name}.py" for name in seen} | {f for name in seen for f in READS.get(name, ())})
+    files = {str(module_file(name, package).relative_to(package)) for name in seen}
+    files |= {file for name in seen for file in READS.get(name, ())}
     digest = hashlib.sha256()
-    for file in files:
+    for file in sorted(files):
         digest.update(file.encode() + b"\0" + (package / file).read_bytes())
     return digest.hexdigest()[:16]

@@ -86,6 +86,8 @@ def infer_inputs(w):
 def evaluate_inputs(w):
     inputs = {
         "generations": generations_path(w.model, w.method, w.dataset),
+        # Each example's prefix, which CodeBLEU leaves out.
+        "test": f"{data_dir(w.dataset)}/test.parquet",
         "infer_memory": generations_path(w.model, w.method, w.dataset).replace(".parquet", ".memory.json"),
     }
     if study.is_trained(w.method):

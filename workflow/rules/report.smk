@@ -20,6 +20,9 @@ rule report:
     input:
         table=rules.aggregate.output.table,
         plan=rules.plan.output[0],
+        train_logs=[
+            f"{finetune_dir(c.model, c.method, c.dataset)}/train_log.csv" for c in study.trained_cells
+        ],
     output:
         **{rq: f"{R}/reports/{rq}.md" for rq in RESEARCH_QUESTIONS},
         **{
@@ -46,6 +49,12 @@ rule report:
             category="Figures",
             labels={"figure": "Figure 1: peak fine-tuning memory"},
         ),
+        losses=report(
+            f"{R}/reports/losses.png",
+            caption="../report/losses.rst",
+            category="Figures",
+            labels={"figure": "Training and validation loss"},
+        ),
     log:
         f"{R}/logs/report.log",
     conda:
@@ -53,6 +62,7 @@ rule report:
     params:
         code=code_version("report"),
         expected=[study.cell_info(c) for c in study.cells],
+        fine_tunes=[{"model": c.model, "method": c.method, "dataset": c.dataset} for c in study.trained_cells],
     script:
         "../scripts/report.py"
 

@@ -14,5 +14,6 @@ with job_run(snakemake, "evaluate") as run:
         infer_memory_path=snakemake.input.infer_memory,
         finetune_memory_path=snakemake.input.get("finetune_memory"),
         workers=snakemake.threads,
+        test_path=snakemake.input.test,
     )
     run.log_record(row, "")

@@ -6,9 +6,14 @@ from pathlib import Path
 
 from peftcode.report import write_reports
 
+fine_tunes = [
+    {**tune, "log": log}
+    for tune, log in zip(snakemake.params.fine_tunes, snakemake.input.train_logs, strict=True)
+]
 write_reports(
     snakemake.input.table,
     Path(snakemake.output.rq1).parent,
     snakemake.params.expected,
     snakemake.input.plan,
+    fine_tunes,
 )
