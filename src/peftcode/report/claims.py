@@ -156,7 +156,8 @@ class Comparison:
             )
         else:
             said += "; both score 0 on every example, so no test can tell them apart."
-        lines = [said, *(finding_lines(self.claim) if self.claim else [])]
+        checked = "a gain" if self.expects == "gain" else "no difference between the two"
+        lines = [said, *(finding_lines(self.claim) if self.claim else [f"Checked as {checked} (ours)."])]
         claimed = (PAPER.get(self.claim) or {}).get("range") if self.claim else None
         if claimed:
             source = SOURCES.get(claimed["source"], claimed["source"])
