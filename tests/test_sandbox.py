@@ -521,10 +521,14 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail(workroot):
 
     correct = [program(p, p["canonical_solution"]) for p in problems]
     broken = [program(p, "    return None\n") for p in problems]
+    # A second attacker's: wrong answers, and the builtins the tests compare with redefined to agree.
+    forged = {2: "    return 0.5\nabs = lambda x: 0\n", 4: "    return 0\nabs = lambda x: 0\n"}
+    forged |= {33: "    return None\ntuple = lambda *a: 0\n", 37: "    return None\ntuple = lambda *a: 0\n"}
+    broken += [program(problems[task], body) for task, body in forged.items()]
     outcomes = run_submissions(correct + broken, workers=2, limits=Limits(timeout_s=20))
     failing = [p["task_id"] for p, o in zip(problems, outcomes[:164], strict=True) if not o.passed]
     assert failing == [], [o.reason for o in outcomes[:164] if not o.passed][:3]
-    passing_broken = [p["task_id"] for p, o in zip(problems, outcomes[164:], strict=True) if o.passed]
+    passing_broken = [index for index, o in enumerate(outcomes[164:]) if o.passed]
     assert passing_broken == []
 
 

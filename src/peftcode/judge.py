@@ -43,8 +43,9 @@ BUILTIN_NAMES = frozenset(dir(builtins))
 PR_SET_DUMPABLE = 4
 
 
-class ProgramFailed(Exception):
-    """The program could not answer: it ended, did not load, answered out of turn or too late."""
+class ProgramFailed(BaseException):
+    """The program could not answer: it ended, did not load, answered out of turn or too late, or with
+    what is not a plain value. Not an Exception, so that no ``except Exception`` in the tests swallows it."""
 
 
 class Channel:
@@ -75,8 +76,8 @@ class Channel:
     def decoded(self, value):
         try:
             return wire.decode(value)
-        except (ValueError, RecursionError) as error:
-            raise ProgramFailed(f"the program's answer is not a plain value: {error}") from None
+        except Exception as error:  # whatever a malformed value raises (a zero denominator, say)
+            raise ProgramFailed(f"the program's answer is not a plain value: {error!r:.200}") from None
 
     def call(self, name: str, args: tuple, kwargs: dict, method: bool = False):
         try:
@@ -90,19 +91,41 @@ class Channel:
         except wire.CannotCross as error:
             raise ProgramFailed(f"an argument of {name} cannot be passed to the program: {error}") from None
         answer = self.ask(request)
-        value = self.value(answer)
-        for given, left in zip(args, answer.get("args") or [], strict=False):
-            changed_in_place(given, self.decoded(left))
-        return value
+        left = answer.get("args") or {}
+        if not isinstance(left, dict):
+            raise ProgramFailed("the program's answer is not a message")
+        try:
+            given_back = [*left.get("args", []), *left.get("kwargs", [])]
+            for given, after in zip([*args, *kwargs.values()], given_back, strict=False):
+                changed_in_place(given, self.decoded(after))
+        except ProgramFailed:
+            raise
+        except Exception as error:
+            raise ProgramFailed(f"the program's arguments came back unreadable: {error!r:.200}") from None
+        return self.value(answer)
 
 
 def changed_in_place(given, left) -> None:
-    """An argument as the program's call left it, where a call could change it: a list, dict, set or
-    bytearray gets the contents the program's copy ended with."""
-    if type(given) is not type(left) or given == left:
+    """An argument as the program's call left it, where a call could change it: lists, dicts, sets and
+    bytearrays, and those inside them or inside tuples, get the contents the program's copy ended with, in
+    place, so that the tests' own references to them see the change."""
+    if type(given) is not type(left):
         return
-    if isinstance(given, list | bytearray):
+    if isinstance(given, list | tuple) and len(given) == len(left):
+        for index, (inner, after) in enumerate(zip(given, left, strict=True)):
+            if isinstance(inner, list | tuple | dict | set | bytearray) and type(inner) is type(after):
+                changed_in_place(inner, after)
+            elif isinstance(given, list) and not (inner is after or inner == after):
+                given[index] = after
+    elif isinstance(given, list | bytearray):
         given[:] = left
+    elif isinstance(given, dict) and given.keys() == left.keys():
+        for key, after in left.items():
+            inner = given[key]
+            if isinstance(inner, list | tuple | dict | set | bytearray) and type(inner) is type(after):
+                changed_in_place(inner, after)
+            elif not (inner is after or inner == after):
+                given[key] = after
     elif isinstance(given, dict | set):
         given.clear()
         given.update(left)
@@ -110,7 +133,7 @@ def changed_in_place(given, left) -> None:
 
 # Exceptions a test may expect from the program, rebuilt by the names of its class and bases; not those
 # that steer iteration (a StopIteration raised into map() or all() would end it as if it were done).
-NOT_REBUILT = (StopIteration, StopAsyncIteration)
+NOT_REBUILT = (StopIteration, StopAsyncIteration, BaseExceptionGroup)
 
 
 def rebuilt(error) -> Exception:
@@ -126,7 +149,9 @@ def rebuilt(error) -> Exception:
             break
     name = kind if kind.isidentifier() else "ProgramError"
     cls = type(name, (base,), {"__init__": Exception.__init__, "__str__": lambda self: self.args[0]})
-    return cls(f"{kind} in the program: {message}")
+    exception = cls(message)
+    exception.add_note(f"raised in the program as {kind}")
+    return exception
 
 
 class ProgramError(Exception):
@@ -183,26 +208,38 @@ def is_declaration(node: ast.stmt) -> bool:
     )
 
 
+HIDDEN = "__program_"  # a name the tests' builtin-named calls of the program are rewritten to
+
+
 def builtins_under_test(tree: ast.Module) -> set[str]:
-    """Builtin names that the tests call as the function asked for: in an assert that uses no other name
-    the tests leave undefined (MBPP's ``assert max(1, 2) == 2``, where ``max`` is the task). Elsewhere a
-    builtin stays Python's, so a program cannot redefine ``abs`` under ``abs(f(x) - y) < 1e-6``."""
-    defined = {
+    """Builtin names that the tests call as the function asked for (MBPP's ``assert max(1, 2) == 2``,
+    where ``max`` is the task): only where the tests declare no function of the program's and use no name
+    they leave undefined, and only a builtin called in every module-level assert that uses builtins alone.
+    Anywhere else a builtin stays Python's, so that a program cannot redefine ``abs`` under
+    ``abs(f(x) - y) < 1e-6``."""
+    loaded = {
+        node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    if loaded - BUILTIN_NAMES - bound_names(tree):
+        return set()  # the task's function has a name of its own
+    claimed = None
+    for node in tree.body:
+        used = {name.id for name in ast.walk(node) if isinstance(name, ast.Name)}
+        if isinstance(node, ast.Assert) and used <= BUILTIN_NAMES:
+            called = {call.func.id for call in ast.walk(node) if isinstance(call, ast.Call)
+                      and isinstance(call.func, ast.Name)}  # fmt: skip
+            claimed = called if claimed is None else claimed & called
+    return claimed or set()
+
+
+def bound_names(tree: ast.Module) -> set[str]:
+    bound = {
         node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
     }
-    defined |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    defined |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)}
-    defined |= {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names}  # fmt: skip
-    claimed = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assert):
-            used = {name.id for name in ast.walk(node.test) if isinstance(name, ast.Name)} - defined
-            called = {call.func.id for call in ast.walk(node.test) if isinstance(call, ast.Call)
-                      and isinstance(call.func, ast.Name)}  # fmt: skip
-            if used <= BUILTIN_NAMES:
-                claimed |= called & used
-    return claimed
+    bound |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    bound |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+    return bound | {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names}  # fmt: skip
 
 
 def run_code_tests(channel: Channel, tests: str) -> None:
@@ -212,9 +249,19 @@ def run_code_tests(channel: Channel, tests: str) -> None:
     namespace = TestNamespace(channel)
     for name in declared:
         namespace.pop(name, None)
-    for name in sorted(builtins_under_test(tree)):
+    claimed = builtins_under_test(tree) if not declared else set()
+    for name in sorted(claimed):
         if channel.ask({"op": "get", "name": name}).get("callable"):
-            namespace[name] = ProgramFunction(channel, name)
+            namespace[HIDDEN + name] = ProgramFunction(channel, name)
+            # Only the asserts' calls of it: other uses of the builtin stay Python's.
+            for node in (n for n in tree.body if isinstance(n, ast.Assert)):
+                for call in ast.walk(node):
+                    if (
+                        isinstance(call, ast.Call)
+                        and isinstance(call.func, ast.Name)
+                        and call.func.id == name
+                    ):
+                        call.func.id = HIDDEN + name
     exec(compile(tree, "tests", "exec"), namespace)
 
 
@@ -266,7 +313,7 @@ def judge(spec: dict, requests: int, answers: int) -> dict:
             run_io_tests(channel, programs.io_spec(tests))
         else:
             run_code_tests(channel, tests)
-    except Exception as error:
+    except (Exception, ProgramFailed) as error:
         return {"status": "failed", "reason": reason(error, tests)}
     return {"status": "passed"}
 

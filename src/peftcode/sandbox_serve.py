@@ -70,8 +70,15 @@ class Program:
         sorted in place)."""
         arguments = [wire.decode(arg) for arg in args]
         keywords = {key: wire.decode(value) for key, value in kwargs.items()}
-        value = self.target(name, method)(*arguments, **keywords)
-        return {"value": wire.encode(value), "args": [wire.encode(arg) for arg in arguments]}
+        try:
+            answer = {"value": wire.encode(self.target(name, method)(*arguments, **keywords))}
+        except Exception as exception:
+            answer = error(exception)
+        left = {
+            "args": [wire.encode(arg) for arg in arguments],
+            "kwargs": [wire.encode(v) for v in keywords.values()],
+        }
+        return {**answer, "args": left}
 
     def main(self, stdin: str) -> dict:
         """The program as a script, its standard input and output real files (in its folder's tmpfs), run
