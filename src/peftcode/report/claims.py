@@ -189,8 +189,8 @@ class Comparison:
         text += f"; {what}, {difference:.3f}, would take about {needed} test examples"
         if self.hours is not None and self.n:
             text += (
-                f" (the plan's two cells: {self.hours:.2g} GPU-hours at {self.n} examples, their inference "
-                "growing in proportion)"
+                f" (the plan: {self.hours:.2g} device-hours for the two cells at {self.n} examples, their "
+                "inference growing in proportion)"
             )
         return text + "."
 
