@@ -100,7 +100,7 @@ def lora_step(table: Table, label: str, model, model_dir: Path, settings: dict, 
     optimizer = make_optimizer(settings, [p for p in model.parameters() if p.requires_grad])
     examples = random_examples(settings["batch_size"], 32, 32, model.get_input_embeddings().num_embeddings, 4)
     batch = collate(examples, 0, model.device)
-    loss = train_step(model, [batch], "causal", precision, optimizer, precision.grad_scaler())
+    loss, _ = train_step(model, [batch], "causal", precision, optimizer, precision.grad_scaler())
     moved = sum(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
     finite = torch.isfinite(torch.tensor(loss)).item()
     devices = ", ".join(sorted({str(p.device) for p in model.parameters()}))

@@ -97,7 +97,10 @@ def finetune_steps(mode: Mode, model_dir: Path, settings: dict, steps: int) -> l
             collate(chosen[i : i + batch], tokenizer.pad_token_id, model.device)
             for i in range(0, len(chosen), batch)
         ]
-        losses.append(train_step(model, batches, settings["family"], precision, optimizer, scaler))
+        step = train_step(
+            model, batches, settings["family"], precision, optimizer, scaler, settings["max_grad_norm"]
+        )
+        losses.append(step[0])
     synchronize()
     return losses
 
@@ -235,7 +238,7 @@ def numerics(mode: Mode, cells: dict, deadline: Deadline) -> Table:
             scaler = precision.grad_scaler()
             first_scale = scaler.get_scale() if scaler else None
             losses = [
-                train_step(model, batches, "causal", precision, optimizer, scaler)
+                train_step(model, batches, "causal", precision, optimizer, scaler)[0]
                 for _ in range(mode.numerics_steps)
             ]
             curves[name] = losses

@@ -48,6 +48,7 @@ LORA = {
     "precision": "auto",
     "evals_per_epoch": 2,
     "eval_batch_size": 8,
+    "max_grad_norm": 1.0,
     "seed": 42,
     "gradient_checkpointing": False,
     "quantization": None,

@@ -121,12 +121,15 @@ def train_step(
     precision: Precision,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-) -> float:
-    """One optimizer step, its gradient accumulated over ``batches``; returns the step's loss.
+    max_grad_norm: float | None = None,
+) -> tuple[float, float]:
+    """One optimizer step, its gradient accumulated over ``batches``; returns the step's loss and the
+    gradients' total norm before clipping.
 
     Each batch's mean loss is weighted by its share of the step's target tokens: the accumulated gradient is
     that of the mean over all of them, as if the step were one batch. fp16 scales the loss for the backward
-    pass, and its scaler skips a step whose gradients overflowed.
+    pass, and its scaler skips a step whose gradients overflowed. With ``max_grad_norm`` the gradients are
+    clipped to that total norm (unscaled first), as transformers' Trainer does by default (1.0).
     """
     step_tokens = sum(target_tokens(batch) for batch in batches)
     step_loss = 0.0
@@ -136,12 +139,16 @@ def train_step(
         (scaler.scale(loss) if scaler else loss).backward()
         step_loss += loss.item()
     if scaler is not None:
+        scaler.unscale_(optimizer)
+    trained = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(trained, max_grad_norm if max_grad_norm else math.inf)
+    if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return step_loss
+    return step_loss, float(norm)
 
 
 @torch.no_grad()
@@ -249,7 +256,9 @@ def finetune(
     )
     scaler = precision.grad_scaler()
     shuffler = torch.Generator().manual_seed(settings["seed"])
-    evaluate = partial(validation_loss, model, validation, batch_size, pad_id, family, precision)
+    evaluate = partial(
+        validation_loss, model, validation, settings["eval_batch_size"], pad_id, family, precision
+    )
 
     resume_dir = Path(resume_dir) if resume_dir else None
     resumed = load_resume_state(resume_dir, settings)
@@ -290,7 +299,9 @@ def finetune(
         ]
         longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
         most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
-        step_loss = train_step(model, batches, family, precision, optimizer, scaler)
+        step_loss, grad_norm = train_step(
+            model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"]
+        )
         tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
         scheduler.step()
         row = {
@@ -298,6 +309,7 @@ def finetune(
             "epoch": round(step / steps_per_epoch, 4),
             "lr": scheduler.get_last_lr()[0],
             "train_loss": step_loss,
+            "grad_norm": grad_norm,
             "val_loss": None,
             "tokens": tokens,
         }
@@ -357,6 +369,8 @@ def finetune(
         optimizer=settings["optimizer"],
         batch_size=batch_size,
         grad_accum_steps=settings["grad_accum_steps"],
+        max_grad_norm=settings["max_grad_norm"],
+        eval_batch_size=settings["eval_batch_size"],
         # The largest batch's shape, which sets the activations' peak (see peftcode.planner).
         longest_sequence=longest,
         most_target_tokens=most_targets,

@@ -226,10 +226,11 @@ def _generate(
             raise ValueError("a dataset's prefix (the start of the code in the prompt) needs a causal model")
         encoded = [tokenizer(p, max_length=limit, truncation=True)["input_ids"] for p in prompts]
     else:
-        marker = prompt_style(settings.get("prompt", "alpaca"), tokenizer).marker
+        style = prompt_style(settings.get("prompt", "alpaca"), tokenizer)
         # A prompt cut to its limit keeps the marker and the prefix, which the model continues.
         encoded = [
-            prompt_ids(tokenizer, p + f, limit, marker + f) for p, f in zip(prompts, prefixes, strict=True)
+            prompt_ids(tokenizer, p + f, limit, style.marker + f, style.special_tokens)
+            for p, f in zip(prompts, prefixes, strict=True)
         ]
     tokenizer.padding_side = "left"
     search = search_settings(settings, sampling)

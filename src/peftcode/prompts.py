@@ -36,6 +36,9 @@ class PromptStyle:
     name: str
     render: Callable[[str, Sequence[tuple[str, str]]], str]
     marker: str
+    # Whether the tokenizer adds its special tokens (a Llama's BOS) to a prompt, as the study's
+    # ``tokenizer(prompt)`` did; a chat template writes its own.
+    special_tokens: bool = True
 
 
 ALPACA = PromptStyle("alpaca", causal_prompt, RESPONSE)
@@ -58,7 +61,7 @@ def chat_style(tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
 
     # The end of the user's turn and the opening of the assistant's: what follows the instruction.
     probe = render("\x00")
-    return PromptStyle("chat", render, probe[probe.index("\x00") + 1 :])
+    return PromptStyle("chat", render, probe[probe.index("\x00") + 1 :], special_tokens=False)
 
 
 def prompt_style(name: str, tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
@@ -66,11 +69,16 @@ def prompt_style(name: str, tokenizer: PreTrainedTokenizerBase) -> PromptStyle:
 
 
 def prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int | None, marker: str = RESPONSE
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    max_length: int | None,
+    marker: str = RESPONSE,
+    special_tokens: bool = True,
 ) -> list[int]:
-    """Token ids of a causal prompt; a long one keeps its head and always ends with ``marker`` (the style's,
-    and a prefix after it), or only the end of the marker where the marker alone is too long."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    """Token ids of a causal prompt, with the tokenizer's special tokens where ``special_tokens`` (a
+    Llama's BOS first); a long one keeps its head and always ends with ``marker`` (the style's, and a
+    prefix after it), or only the end of the marker where the marker alone is too long."""
+    ids = tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
     if max_length is None or len(ids) <= max_length:
         return ids
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
@@ -91,7 +99,9 @@ def encode_example(
         source = tokenizer(intent, max_length=max_input_length, truncation=True)["input_ids"]
         target = tokenizer(code, max_length=max_target_length, truncation=True)["input_ids"]
         return {"input_ids": source, "labels": target}
-    prompt = prompt_ids(tokenizer, style.render(intent, ()), max_input_length, style.marker)
+    prompt = prompt_ids(
+        tokenizer, style.render(intent, ()), max_input_length, style.marker, style.special_tokens
+    )
     target = tokenizer(code, add_special_tokens=False)["input_ids"][: max_target_length - 1]
     target.append(tokenizer.eos_token_id)
     return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
