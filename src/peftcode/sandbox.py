@@ -131,12 +131,16 @@ class Sandbox:
 
     def __init__(self, source: str, limits: Limits, isolated: bool, guard_args: list[str], pass_fds=()):
         self.limits, self.open_fds = limits, contextlib.ExitStack()
-        if isolated:
-            folder = {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries}
-            rlimits = _rlimits(limits)
-            self.process = start_isolated(source, rlimits, folder, self.open_fds, guard_args, pass_fds)
-        else:
-            self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds)
+        try:
+            if isolated:
+                folder = {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries}
+                rlimits = _rlimits(limits)
+                self.process = start_isolated(source, rlimits, folder, self.open_fds, guard_args, pass_fds)
+            else:
+                self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds)
+        except BaseException:
+            self.open_fds.close()  # the program's files, should it not start
+            raise
         self.chunks: list[bytes] = []
         self.received = 0
         self.reader = threading.Thread(target=self._read, daemon=True)
