@@ -24,6 +24,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
+from peftcode.export import make_portable
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.methods import parameter_counts, prepare_for_training
 from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
@@ -354,8 +355,6 @@ def finetune(
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     if settings["kind"] == "full-ft":
-        tokenizer.save_pretrained(out_dir)
-    if settings["kind"] == "full-ft":
         write_manifest(out_dir, {**read_manifest(model_dir), "weights": "local"})
     write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE, precision)
     train_time = earlier_time + time.perf_counter() - loop_started
@@ -390,6 +389,7 @@ def finetune(
         best_val_loss=best_loss,
         initial_val_loss=log[0]["val_loss"],
     )
+    make_portable(out_dir, model_dir, tokenizer, settings, record, Path(data_dir).name)
     if resume_dir:
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
     return record
