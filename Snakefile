@@ -44,6 +44,8 @@ localrules:
     aggregate,
     report,
     partial_report,
+    # It needs the network, which compute nodes may not have.
+    publish,
 
 
 include: "workflow/rules/common.smk"
@@ -52,6 +54,7 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/publish.smk"
 
 
 rule all:
@@ -59,3 +62,4 @@ rule all:
     input:
         rules.report.output,
         rules.plan.output,
+        [f"{R}/published/{c.model}/{c.method}/{c.dataset}.json" for c in PUBLISHED],

@@ -3,12 +3,15 @@
 It serves the repositories under a folder (``models/ORG/NAME/...`` and ``datasets/ORG/NAME/...``) through
 the parts of the hub's HTTP API that ``huggingface_hub`` and ``datasets`` call: repository info, file trees
 and path info, and file downloads (whole or by byte range) with the commit and ETag headers the clients
-check. Each repository has one commit, a hash of its files; ``main`` resolves to it. Point the clients at
-it with ``HF_ENDPOINT``.
+check; and for uploads, creating a repository, the preupload check (every file a regular one, with the
+blob id of the file it would replace, so that the client skips what has not changed), commits of base64
+files, and the check of a model card's metadata (always valid here). Each repository has one commit, a hash
+of its files; ``main`` resolves to it. Point the clients at it with ``HF_ENDPOINT``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -25,12 +28,15 @@ def git_blob_id(data: bytes) -> str:
 
 
 class Repository:
-    def __init__(self, kind: str, repo_id: str, folder: Path):
-        self.kind, self.repo_id, self.folder = kind, repo_id, folder
-        self.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    def __init__(self, kind: str, repo_id: str, folder: Path, private: bool = False):
+        self.kind, self.repo_id, self.folder, self.private = kind, repo_id, folder, private
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.files = sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
         digest = hashlib.sha1()
         for name in self.files:
-            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+            digest.update(name.encode() + b"\0" + (self.folder / name).read_bytes())
         self.commit = digest.hexdigest()
 
     def entry(self, path: str) -> dict | None:
@@ -58,7 +64,7 @@ class Repository:
             "id": self.repo_id,
             "sha": self.commit,
             "siblings": [{"rfilename": name} for name in self.files],
-            "private": False,
+            "private": self.private,
             "disabled": False,
             "gated": False,
             "downloads": 0,
@@ -74,7 +80,7 @@ class LocalHub:
     """``with LocalHub(folder) as hub:`` serves the folder's repositories at ``hub.url``."""
 
     def __init__(self, folder: Path, port: int = 0):
-        self.repositories = {}
+        self.folder, self.repositories = folder, {}
         for kind in KINDS:
             for repo in sorted((folder / kind).glob("*/*")) if (folder / kind).is_dir() else []:
                 repo_id = f"{repo.parent.name}/{repo.name}"
@@ -143,8 +149,16 @@ class LocalHub:
                 url = urlparse(self.path)
                 path, query = unquote(url.path), parse_qs(url.query)
                 hub.requests.append(f"{self.command} {self.path}")
+                if path == "/api/repos/create":
+                    self._create(json.loads(self._body()), body)
+                    return
+                if path == "/api/validate-yaml":  # a model card's metadata, which the hub checks
+                    self._body()
+                    self._json({}, body)
+                    return
                 api = re.fullmatch(
-                    r"/api/(models|datasets)/([^/]+/[^/]+)(?:/(revision|tree|paths-info)/([^/]+)(?:/(.*))?)?",
+                    r"/api/(models|datasets)/([^/]+/[^/]+)"
+                    r"(?:/(revision|tree|paths-info|preupload|commit)/([^/]+)(?:/(.*))?)?",
                     path,
                 )
                 if api:
@@ -154,6 +168,18 @@ class LocalHub:
                         return
                     if verb in (None, "revision"):
                         self._json(repository.info(), body)
+                    elif verb == "preupload":
+                        self._json(
+                            {
+                                "files": [
+                                    self._upload_mode(repository, f)
+                                    for f in json.loads(self._body())["files"]
+                                ]
+                            },
+                            body,
+                        )
+                    elif verb == "commit":
+                        self._commit(repository, body)
                     elif verb == "tree":
                         recursive = query.get("recursive", ["false"])[0].lower() == "true"
                         if rest and repository.entry(rest) is None:
@@ -171,6 +197,45 @@ class LocalHub:
                         self._file(repository, resolve.group(4), body)
                     return
                 self._missing("EntryNotFound", body)
+
+            def _body(self) -> str:
+                return self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+
+            def _create(self, request: dict, body: bool) -> None:
+                repo_id = (
+                    f"{request['organization']}/{request['name']}"
+                    if request.get("organization")
+                    else request["name"]
+                )
+                kind = "datasets" if request.get("type") == "dataset" else "models"
+                if (kind, repo_id) in hub.repositories:
+                    answer = {"error": "You already created this repo", "url": f"{hub.url}/{repo_id}"}
+                    self._send(409, json.dumps(answer).encode(), {"Content-Type": "application/json"}, body)
+                    return
+                folder = hub.folder / kind / repo_id
+                folder.mkdir(parents=True)
+                private = request.get("visibility") == "private" or bool(request.get("private"))
+                hub.repositories[(kind, repo_id)] = Repository(kind, repo_id, folder, private)
+                self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id}, body)
+
+            @staticmethod
+            def _upload_mode(repository: Repository, file: dict) -> dict:
+                entry = repository.entry(file["path"])
+                oid = entry["oid"] if entry and entry["type"] == "file" else None
+                return {"path": file["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": oid}
+
+            def _commit(self, repository: Repository, body: bool) -> None:
+                for line in filter(None, self._body().splitlines()):
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        target = repository.folder / item["value"]["path"]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(base64.b64decode(item["value"]["content"]))
+                    elif item["key"] == "deletedFile":
+                        (repository.folder / item["value"]["path"]).unlink(missing_ok=True)
+                repository.refresh()
+                url = f"{hub.url}/{repository.repo_id}/commit/{repository.commit}"
+                self._json({"commitUrl": url, "commitOid": repository.commit, "pullRequestUrl": None}, body)
 
             def _posted_paths(self) -> list[str]:
                 length = int(self.headers.get("Content-Length", 0))

@@ -247,13 +247,30 @@ class Study:
     @property
     def trained_cells(self) -> list[Cell]:
         """The fine-tune jobs: one per trained cell, and one per union for joint training."""
-        return sorted(
-            {
-                Cell(c.model, self.trained_as(c.method), self.train_dataset(c.method, c.dataset))
-                for c in self.cells
-                if self.is_trained(c.method)
-            }
-        )
+        return sorted({self.fine_tune(c) for c in self.cells if self.is_trained(c.method)})
+
+    def fine_tune(self, cell: Cell) -> Cell:
+        """The fine-tune job a trained cell's model comes from."""
+        return Cell(cell.model, self.trained_as(cell.method), self.train_dataset(cell.method, cell.dataset))
+
+    def published(self) -> dict[Cell, dict]:
+        """The fine-tunes to publish (config ``publish``): each one's repository and the cells evaluated on
+        it, whose metrics its card shows."""
+        settings = self.config.get("publish")
+        if not settings:
+            return {}
+        published = {}
+        for index, named in enumerate(settings["cells"]):
+            cell = Cell(named["model"], named["method"], named["dataset"])
+            if cell not in self.cells or not self.is_trained(cell.method):
+                raise ConfigError(
+                    f"config error at publish.cells[{index}]: {named} is no fine-tuned cell of the study"
+                )
+            tune = self.fine_tune(cell)
+            evaluated = [c for c in self.cells if self.is_trained(c.method) and self.fine_tune(c) == tune]
+            repo = f"{settings['namespace']}/{tune.model}-{tune.method}-{tune.dataset}"
+            published[tune] = {"repo": repo, "private": settings["private"], "evaluated": evaluated}
+        return published
 
     @property
     def models(self) -> list[str]:

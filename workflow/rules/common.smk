@@ -93,3 +93,12 @@ def evaluate_inputs(w):
     if study.is_trained(w.method):
         inputs["finetune_memory"] = f"{trained_dir(w)}/memory.json"
     return inputs
+
+
+# The fine-tunes the config publishes to the hub (none by default), and the metrics their cards show.
+PUBLISHED = study.published()
+
+
+def published_metrics(w):
+    evaluated = PUBLISHED[Cell(w.model, w.method, w.dataset)]["evaluated"]
+    return [metrics_path(c.model, c.method, c.dataset) for c in evaluated]

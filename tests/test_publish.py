@@ -1,0 +1,96 @@
+"""A fine-tune published to a hub (the local one of tests/hub_server.py) comes back as it went: downloaded
+and loaded with plain PEFT it generates what it generated before; a rerun with nothing changed uploads
+nothing; the repository is private and its card holds the evaluation's metrics."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+
+from peftcode.config import ConfigError, Study, validate_config
+from peftcode.data import prepare_data
+from peftcode.finetune import finetune
+from peftcode.models import prepare_model
+from peftcode.prompts import causal_prompt
+from tests.conftest import REPO, SCHEMA, read_yaml
+from tests.hub_server import LocalHub
+from tests.workflow import planned_jobs, write_study
+
+
+def greedy(folder) -> list[int]:
+    model, tokenizer = AutoPeftModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    inputs = tokenizer(causal_prompt("sort list `l`"), return_tensors="pt")
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=6, do_sample=False)[0].tolist()
+
+
+HUB_SIDE = """
+import json, sys
+from huggingface_hub import HfApi, ModelCard, snapshot_download
+from peftcode.publish import publish
+from tests.test_publish import greedy
+
+checkpoint, metrics, out = sys.argv[1:]
+first = publish(checkpoint, "lab/tiny-lora", [metrics], out)
+downloaded = snapshot_download("lab/tiny-lora", revision=first["commit"])
+card = ModelCard.load(f"{downloaded}/README.md")
+again = publish(checkpoint, "lab/tiny-lora", [metrics], out)
+print(json.dumps({
+    "private": HfApi().model_info("lab/tiny-lora").private,
+    "first": first["commit"], "again": again["commit"],
+    "same_output": greedy(downloaded) == greedy(checkpoint),
+    "library": card.data.library_name, "card": card.text,
+}))
+"""
+
+
+def test_a_published_adapter_comes_back_as_it_went_and_a_rerun_uploads_nothing(tmp_path):
+    study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
+    prepare_model(study.model_settings("tiny-llama"), tmp_path / "model")
+    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
+    prepare_data({**data, "limit": {"train": 8, "validation": 2, "test": 2}}, tmp_path / "conala-style")
+    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 4}
+    checkpoint = tmp_path / "checkpoint"
+    finetune(
+        tmp_path / "model", tmp_path / "conala-style", checkpoint, tmp_path / "log", tmp_path / "m", settings
+    )
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(
+        json.dumps({"dataset": "conala-style", "em@1": 0.25, "em@1_ci_low": 0.0, "em@1_ci_high": 0.5})
+    )
+    with LocalHub(tmp_path / "hub") as hub:
+        # huggingface_hub reads its endpoint once, when it is imported: a process of its own.
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_local", "HF_HOME": str(tmp_path / "hf")}
+        done = subprocess.run(
+            [sys.executable, "-c", HUB_SIDE, str(checkpoint), str(metrics), str(tmp_path / "published.json")],
+            env=env, capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        commits = [request for request in hub.requests if "/commit/" in request]
+    assert result["private"] is True and result["same_output"] and result["library"] == "peft"
+    assert "| conala-style | em@1 | 0.250 | [0.000, 0.500] |" in result["card"]
+    # The rerun found every file unchanged: the same commit, and one commit request in all.
+    assert result["again"] == result["first"] and len(commits) == 1
+
+
+def test_the_study_publishes_the_fine_tunes_it_names_and_says_which_cell_it_cannot(tmp_path):
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["publish"] = {
+        "namespace": "lab",
+        "cells": [{"model": "tiny-llama", "method": "lora", "dataset": "conala-style"}],
+    }
+    study = Study(validate_config(config, SCHEMA))
+    (tune, target), *others = study.published().items()
+    assert others == [] and target["repo"] == "lab/tiny-llama-lora-conala-style" and target["private"] is True
+    assert target["evaluated"] and all(study.fine_tune(cell) == tune for cell in target["evaluated"])
+    planned = planned_jobs(write_study(config, tmp_path))
+    assert planned["publish"] == 1
+    config["publish"]["cells"] = [{"model": "tiny-llama", "method": "icl-0shot", "dataset": "conala-style"}]
+    with pytest.raises(ConfigError, match=r"publish.cells\[0\]: .*icl-0shot.* is no fine-tuned cell"):
+        Study(validate_config(config, SCHEMA)).published()

@@ -1,0 +1,17 @@
+# Chosen fine-tunes to the hub, with their cards (config `publish`; none by default; see common.smk).
+rule publish:
+    input:
+        checkpoint=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/checkpoint",
+        metrics=published_metrics,
+    output:
+        f"{R}/published/{{model}}/{{method}}/{{dataset}}.json",
+    log:
+        f"{R}/logs/publish/{{model}}/{{method}}/{{dataset}}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        code=code_version("publish"),
+        repo=lambda w: PUBLISHED[Cell(w.model, w.method, w.dataset)]["repo"],
+        private=lambda w: PUBLISHED[Cell(w.model, w.method, w.dataset)]["private"],
+    script:
+        "../scripts/publish.py"

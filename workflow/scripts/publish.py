@@ -1,0 +1,13 @@
+from peftcode.logs import log_to
+
+log_to(snakemake.log[0])
+
+from peftcode.publish import publish
+
+publish(
+    snakemake.input.checkpoint,
+    snakemake.params.repo,
+    snakemake.input.metrics,
+    snakemake.output[0],
+    private=snakemake.params.private,
+)
