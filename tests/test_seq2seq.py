@@ -74,6 +74,7 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "evals_per_epoch": 1,
         "eval_batch_size": 4,
         "max_grad_norm": 1.0,
+        "prompt": "alpaca",
         "seed": 42,
         "gradient_checkpointing": False,
         "quantization": None,

@@ -49,6 +49,7 @@ LORA = {
     "evals_per_epoch": 2,
     "eval_batch_size": 8,
     "max_grad_norm": 1.0,
+    "prompt": "alpaca",
     "seed": 42,
     "gradient_checkpointing": False,
     "quantization": None,
