@@ -9,6 +9,8 @@ rule finetune:
         memory=f"{R}/finetune/{{model}}/{{method}}/{{dataset}}/memory.json",
     log:
         f"{R}/logs/finetune/{{model}}/{{method}}/{{dataset}}.log",
+    # Model jobs first where several are ready: they are the long ones, and evaluations fill the gaps.
+    priority: 1
     conda:
         "../../envs/models.yaml"
     threads: config["threads"]

@@ -6,6 +6,8 @@ rule infer:
         memory=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.memory.json",
     log:
         f"{R}/logs/infer/{{model}}/{{method}}/{{dataset}}.log",
+    # As fine-tunes: model jobs first where several are ready.
+    priority: 1
     conda:
         "../../envs/models.yaml"
     threads: config["threads"]
