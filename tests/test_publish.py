@@ -13,11 +13,9 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
 
 from peftcode.config import ConfigError, Study, validate_config
-from peftcode.data import prepare_data
 from peftcode.finetune import finetune
-from peftcode.models import prepare_model
 from peftcode.prompts import causal_prompt
-from tests.conftest import REPO, SCHEMA, read_yaml
+from tests.conftest import REPO, SCHEMA, read_yaml, tiny_workspace
 from tests.hub_server import LocalHub
 from tests.workflow import planned_jobs, write_study
 
@@ -50,10 +48,7 @@ print(json.dumps({
 
 
 def test_a_published_adapter_comes_back_as_it_went_and_a_rerun_uploads_nothing(tmp_path):
-    study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
-    prepare_model(study.model_settings("tiny-llama"), tmp_path / "model")
-    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
-    prepare_data({**data, "limit": {"train": 8, "validation": 2, "test": 2}}, tmp_path / "conala-style")
+    study = tiny_workspace(tmp_path, {"train": 8, "validation": 2, "test": 2})
     settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 4}
     checkpoint = tmp_path / "checkpoint"
     finetune(

@@ -11,11 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.config import Study, validate_config
-from peftcode.data import prepare_data
 from peftcode.finetune import RESUME_FILE, finetune
-from peftcode.models import prepare_model
-from tests.conftest import REPO, SCHEMA, read_yaml
+from tests.conftest import tiny_workspace
 
 # The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
 SLOW_JOB = """
@@ -34,12 +31,8 @@ job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json",
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
-    study = Study(config)
     folder = tmp_path_factory.mktemp("resume")
-    prepare_model(study.model_settings("tiny-llama"), folder / "model")
-    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
-    prepare_data({**data, "limit": {"train": 24, "validation": 4, "test": 2}}, folder / "data")
+    study = tiny_workspace(folder, {"train": 24, "validation": 4, "test": 2})
     settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 2}
     settings["evals_per_epoch"] = 12  # a validation, and so a saved state, after every step
     return folder, settings
@@ -47,7 +40,7 @@ def workspace(tmp_path_factory):
 
 def run(folder, out, settings, resume=None):
     paths = (out / "ckpt", out / "log.csv", out / "memory.json")
-    return finetune(folder / "model", folder / "data", *paths, settings, threads=1, resume_dir=resume)
+    return finetune(folder / "model", folder / "conala-style", *paths, settings, threads=1, resume_dir=resume)
 
 
 def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
@@ -57,7 +50,7 @@ def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
 
     resume, killed = tmp_path / "resume", tmp_path / "killed"
     killed.mkdir()
-    arguments = [folder / "model", folder / "data", killed, resume, json.dumps(settings)]
+    arguments = [folder / "model", folder / "conala-style", killed, resume, json.dumps(settings)]
     job = subprocess.Popen([sys.executable, "-c", SLOW_JOB, *map(str, arguments)])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and job.poll() is None:
