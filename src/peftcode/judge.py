@@ -40,6 +40,8 @@ import programs  # noqa: E402
 import wire  # noqa: E402
 
 BUILTIN_NAMES = frozenset(dir(builtins))
+# Stdlib modules whose import does something (opens a browser, prints): never imported for a program.
+IMPORT_EFFECTS = frozenset({"antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser"})
 PR_SET_DUMPABLE = 4
 
 
@@ -185,7 +187,7 @@ class TestNamespace(dict):
         if "error" in answer:
             raise KeyError(name)  # NameError, as when the program does not define it
         if "module" in answer:
-            if answer["module"] != name or name not in sys.stdlib_module_names:
+            if answer["module"] != name or name not in sys.stdlib_module_names or name in IMPORT_EFFECTS:
                 raise ProgramFailed(f"{name} is a module that cannot be passed to the tests")
             value = importlib.import_module(name)
         elif answer.get("callable"):
