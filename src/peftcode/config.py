@@ -14,12 +14,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-QLORA_BITS = {"qlora-8bit": 8, "qlora-4bit": 4}
+from peftcode.kinds import PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
+
 # What a model's prepared checkpoint depends on.
 WEIGHT_KEYS = ("source", "tokenizer", "family", "trust_remote_code", "pretrained")
-PEFT_KINDS = ("lora", *QLORA_BITS, "ia3", "prompt-tuning", "prefix-tuning")
-TRAINED_KINDS = ("full-ft", *PEFT_KINDS)
-PROMPTED_KINDS = ("icl", "rag")
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 

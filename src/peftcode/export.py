@@ -18,11 +18,11 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from peftcode.kinds import SOFT_PROMPT_KINDS
 from peftcode.models import read_manifest
 from peftcode.prompts import INSTRUCTION, RESPONSE
 
 PROMPT_FILE = "peftcode_prompt.json"
-SOFT_PROMPTS = ("prompt-tuning", "prefix-tuning")
 
 
 def weights_checksum(model_dir: Path) -> str:
@@ -81,7 +81,7 @@ def usage(kind: str, family: str) -> str:
     task = "Seq2SeqLM" if family == "seq2seq" else "CausalLM"
     loader = f"AutoModelFor{task}" if kind == "full-ft" else f"AutoPeftModelFor{task}"
     # PEFT's generate() with soft prompts drops them after the first step where it carries a cache.
-    cache = ", use_cache=False" if kind in SOFT_PROMPTS else ""
+    cache = ", use_cache=False" if kind in SOFT_PROMPT_KINDS else ""
     return "\n".join(
         [
             f"from {library} import {loader}",

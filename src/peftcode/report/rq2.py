@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from peftcode.config import PEFT_KINDS
+from peftcode.config import PEFT_KINDS, PROMPTED_KINDS
 from peftcode.report.claims import Comparison, Untested
 from peftcode.report.tables import (
     markdown_table,
@@ -38,7 +38,7 @@ def icl_summary(icl: pd.DataFrame) -> pd.DataFrame:
 
 
 def rq2(table: pd.DataFrame, figure_path: Path) -> list:
-    prompted = table[table["kind"].isin(["icl", "rag"])]
+    prompted = table[table["kind"].isin(PROMPTED_KINDS)]
     if prompted.empty:
         no_cells_figure(figure_path, "No in-context learning or retrieval-augmented cells in this study")
         return [
@@ -46,7 +46,7 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list:
             Untested("rq2", "no cells"),
         ]
     table = with_primary(table)
-    prompted = table[table["kind"].isin(["icl", "rag"])]
+    prompted = table[table["kind"].isin(PROMPTED_KINDS)]
     icl, rag = prompted[prompted["kind"] == "icl"], prompted[prompted["kind"] == "rag"]
     peft = table[table["kind"].isin(PEFT_KINDS)]
     summary = icl_summary(icl.astype({"shots": int, "seed": int}))
