@@ -12,6 +12,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH")))))
 
+from peftcode.adapters import check_bases  # noqa: E402
 from peftcode.config import Study, validate_config  # noqa: E402
 from peftcode.planner import Plan  # noqa: E402
 
@@ -33,6 +34,8 @@ validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "confi
 # here, or stay out of the grid with over_budget: skip.
 plan = Plan(Study(config))
 study = Study(config, left_out=plan.left_out(config["over_budget"]))
+# An evaluated adapter whose base is not its cell's model stops the run here.
+check_bases(study)
 print(plan.summary(), file=sys.stderr)
 R = study.results
 
@@ -44,7 +47,8 @@ localrules:
     aggregate,
     report,
     partial_report,
-    # It needs the network, which compute nodes may not have.
+    # They need the network, which compute nodes may not have.
+    fetch_adapter,
     publish,
 
 

@@ -14,7 +14,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from peftcode.kinds import PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
+from peftcode.kinds import ADAPTER_KIND, PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
 
 # What a model's prepared checkpoint depends on.
 WEIGHT_KEYS = ("source", "tokenizer", "family", "trust_remote_code", "pretrained")
@@ -221,6 +221,15 @@ class Study:
 
     def quantization(self, variant: str) -> dict | None:
         return quantization_settings(self._variants[variant])
+
+    def adapter_source(self, variant: str) -> dict:
+        """Where an evaluated adapter (kind ``adapter``) comes from: a hub id and revision, or a folder."""
+        return dict(self._variants[variant]["source"])
+
+    def local_adapter_files(self, variant: str) -> list[str]:
+        """A local adapter's files, so that replacing it reruns its cells; none for a hub adapter."""
+        folder = self.adapter_source(variant).get("path")
+        return sorted(str(p) for p in Path(folder).glob("adapter_*")) if folder else []
 
     def precision(self, model: str, variant: str) -> str:
         """A cell's precision setting: the method's own, else the model's, else the study's (``auto`` is

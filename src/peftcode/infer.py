@@ -15,6 +15,7 @@ from peft import PeftModel, PeftType
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from peftcode.adapters import adapter_location, check_base_weights
 from peftcode.beam_search import beam_search
 from peftcode.data import read_split
 from peftcode.finetune import PROBE_FILE, probe_predictions
@@ -319,10 +320,13 @@ def infer(
     if threads:
         torch.set_num_threads(threads)
     precision = resolve_precision(settings["precision"], job_device())
+    adapter = adapter_location(adapter_dir) if adapter_dir else None
+    if adapter:
+        check_base_weights(adapter, model_dir)
     model, tokenizer = load_for_inference(
-        model_dir, adapter_dir, settings["family"], precision.dtype, gpus, gpu_memory_gb
+        model_dir, adapter, settings["family"], precision.dtype, gpus, gpu_memory_gb
     )
-    checkpoint_dir = Path(adapter_dir or model_dir)
+    checkpoint_dir = adapter or Path(model_dir)
     agreement = probe_agreement(model, checkpoint_dir, precision)
     if agreement is not None and agreement < MIN_PROBE_AGREEMENT:
         raise RuntimeError(

@@ -7,3 +7,5 @@ SOFT_PROMPT_KINDS = ("prompt-tuning", "prefix-tuning")
 PEFT_KINDS = ("lora", *QLORA_BITS, "ia3", *SOFT_PROMPT_KINDS)
 TRAINED_KINDS = ("full-ft", *PEFT_KINDS)
 PROMPTED_KINDS = ("icl", "rag")
+# An adapter trained elsewhere, evaluated over its base model (peftcode.adapters).
+ADAPTER_KIND = "adapter"

@@ -20,7 +20,11 @@ def embed_dataset(data_dir: str | Path, encoder: str, out_path: str | Path, batc
     ``test`` arrays of an ``.npz``)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(encoder, device="cpu")
+    # A hub encoder may be pinned as ID@COMMIT (see peftcode.pins); a local directory is taken as it is.
+    name, revision = encoder, None
+    if not Path(encoder).is_dir():
+        name, _, revision = encoder.partition("@")
+    model = SentenceTransformer(name, device="cpu", revision=revision or None)
     arrays = {}
     for split in ("train", "test"):
         intents = list(read_split(data_dir, split)["intent"])

@@ -1,7 +1,7 @@
 # Paths of every cell's targets, and the input functions that route a cell to its upstream jobs.
 import re
 
-from peftcode.config import PEFT_KINDS, Cell, encoder_key
+from peftcode.config import ADAPTER_KIND, PEFT_KINDS, Cell, encoder_key
 from peftcode.versions import code_version
 
 
@@ -46,6 +46,11 @@ def base_model_dir(model, method):
     return model_dir(model)
 
 
+def adapter_dir(method):
+    """An evaluated adapter's manifest: where it lies, in the hub cache or a local folder."""
+    return f"{R}/adapters/{method}"
+
+
 def finetune_dir(model, method, dataset):
     return f"{R}/finetune/{model}/{method}/{dataset}"
 
@@ -73,6 +78,8 @@ def infer_inputs(w):
         "model": trained if kind == "full-ft" else base_model_dir(w.model, study.trained_as(w.method)),
         "test": f"{data_dir(w.dataset)}/test.parquet",
     }
+    if kind == ADAPTER_KIND:
+        inputs["adapter"] = adapter_dir(w.method)
     settings = study.infer_settings(w.model, w.method, w.dataset)
     if settings["shots"]:
         inputs["train"] = f"{data_dir(w.dataset)}/train.parquet"

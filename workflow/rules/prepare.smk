@@ -109,3 +109,21 @@ rule quantize_model:
         precision=lambda w: study.precision(w.model, w.method),
     script:
         "../scripts/quantize_model.py"
+
+
+# An adapter trained elsewhere (a method of kind adapter): fetched into the hub cache, or checked in its
+# local folder; a manifest says where it lies for the inference jobs.
+rule fetch_adapter:
+    input:
+        lambda w: study.local_adapter_files(w.method),
+    output:
+        directory(f"{R}/adapters/{{method}}"),
+    log:
+        f"{R}/logs/fetch_adapter/{{method}}.log",
+    conda:
+        "../../envs/models.yaml"
+    params:
+        code=code_version("adapters"),
+        source=lambda w: study.adapter_source(w.method),
+    script:
+        "../scripts/fetch_adapter.py"
