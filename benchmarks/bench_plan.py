@@ -29,7 +29,9 @@ import yaml
 from peftcode import planner
 from peftcode.config import Study, validate_config
 from peftcode.data import prepare_data
+from peftcode.estimates import finetune_peak
 from peftcode.models import prepare_model, quantize_model
+from peftcode.shapes import model_fields, shape_of_config
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")
@@ -62,7 +64,7 @@ def measure(models: list[str], precisions: list[str]) -> list[tuple]:
         prepare_data(data, scratch / "data")
         for model in models:
             prepare_model(grid.model_settings(model), scratch / model)
-            shape = planner.shape_of_config(planner.model_fields(grid.model_settings(model)), "causal")
+            shape = shape_of_config(model_fields(grid.model_settings(model)), "causal")
             for precision in precisions:
                 for method in METHODS:
                     settings = {**grid.train_settings(model, method, "conala-style"), "precision": precision}
@@ -78,7 +80,7 @@ def measure(models: list[str], precisions: list[str]) -> list[tuple]:
                     )
                     record = json.loads((out / "memory.json").read_text())
                     own = record["peak_rss_mb"] - record["baseline_rss_mb"]
-                    estimate = planner.finetune_peak(shape, settings, "cpu", precision, record)["total"]
+                    estimate = finetune_peak(shape, settings, "cpu", precision, record)["total"]
                     rows.append((model, method, precision, own, estimate))
                     print(f"  {model} {method} {precision}: {own:.0f} vs {estimate:.0f}", file=sys.stderr)
     return rows
@@ -86,11 +88,6 @@ def measure(models: list[str], precisions: list[str]) -> list[tuple]:
 
 def paper_plans() -> list[tuple]:
     paper = yaml.safe_load((REPO / "studies" / "paper.yaml").read_text())
-    shapes = REPO / "tests" / "fixtures" / "configs"
-    names = {model["source"]["hub"]: name for name, model in paper["models"].items()}
-    planner.model_fields = lambda settings: json.loads(
-        (shapes / f"{names[settings['source']['hub']]}.json").read_text()
-    )
     plans = []
     for budget in (24, 80):
         config = copy.deepcopy(paper)

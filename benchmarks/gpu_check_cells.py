@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from unittest import mock
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = Path(__file__).with_name("gpu_check_cells.json")
-SHAPES = REPO / "tests" / "fixtures" / "configs"
 MODEL, DATASET = "codellama-7b", "codealpacapy"
 METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")
 INFERENCE_METHOD = "lora"
 
 
 def paper_cells() -> dict:
-    """The cells' settings and plan rows, from studies/paper.yaml and the model's shape fixture (no
-    network: the plan reads the config from tests/fixtures/configs)."""
+    """The cells' settings and plan rows, from studies/paper.yaml and the model's shape (no network: the
+    plan reads the config the package ships, src/peftcode/model_configs)."""
     from peftcode import planner
     from peftcode.config import Study, validate_config
 
@@ -34,9 +32,7 @@ def paper_cells() -> dict:
     # The other models' shapes are not needed: each cell's row depends on its own model and settings.
     paper["study"] = [{"models": [MODEL], "methods": list(METHODS), "datasets": [DATASET]}]
     study = Study(validate_config(paper))
-    fields = json.loads((SHAPES / f"{MODEL}.json").read_text())
-    with mock.patch.object(planner, "model_fields", lambda settings: dict(fields)):
-        plan = planner.Plan(study)
+    plan = planner.Plan(study)
     rows = {row["method"]: row for row in plan.rows if row["dataset"] == DATASET}
 
     def plan_row(method: str) -> dict:

@@ -34,7 +34,11 @@ FIRST_ID = len(SPECIAL) + len(WORDS)
 
 
 def shape_fields(name: str) -> dict:
-    return json.loads((SHAPES / f"{name}.json").read_text())
+    """A shape from tests/fixtures/configs (SmolLM2's), or one the package ships for a hub model."""
+    from peftcode.shapes import shipped_fields
+
+    path = SHAPES / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else shipped_fields(name)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Mode:
 def gpu_mode() -> Mode:
     return Mode(
         device=torch.device("cuda"),
-        big=shape_fields("codellama-7b"),
+        big=shape_fields("codellama/CodeLlama-7b-hf"),
         small=shape_fields("smollm2-135m"),
         big_name="CodeLlama-7B",
         small_name="SmolLM2-135M",

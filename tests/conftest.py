@@ -27,6 +27,14 @@ def read_yaml(path: Path) -> dict:
         return yaml.safe_load(handle)
 
 
+def paper_fields(name: str) -> dict:
+    """The config.json fields of a model of the paper's grid (studies/paper.yaml), as the package ships
+    them for planning without the network (src/peftcode/model_configs)."""
+    from peftcode.shapes import shipped_fields
+
+    return shipped_fields(read_yaml(REPO / "studies" / "paper.yaml")["models"][name]["source"]["hub"])
+
+
 @pytest.fixture
 def default_config() -> dict:
     """The embedded default study's config, unvalidated (each test validates its own copy)."""

@@ -43,7 +43,10 @@ def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
         "unparsed_lines": 0,
         "unparsed_at": [],
         "dropped_rows": 2,
-        "dropped_at": ["line 3", "line 4"],
+        "dropped_at": [
+            "line 3 (no text for intent: 'nl' holds null)",
+            "line 4 (no text for code: 'cmd' holds empty text)",
+        ],
         "filtered_rows": 0,
         "mean_intent_chars": pytest.approx(15.0, abs=1),
         "mean_code_chars": 6.7,
@@ -170,9 +173,24 @@ def test_a_jsonl_line_that_does_not_parse_is_skipped_counted_and_logged(tmp_path
     train = stats["splits"]["train"]
     assert train["rows"] == 296
     assert (train["unparsed_lines"], train["unparsed_at"]) == (2, [28, 141])
-    assert (train["dropped_rows"], train["dropped_at"]) == (2, ["line 201", "line 202"])
+    reasons = [
+        "line 201 (no text for intent: 'nl' holds a number)",
+        "line 202 (no text for intent: 'nl' holds a list)",
+    ]
+    assert (train["dropped_rows"], train["dropped_at"]) == (2, reasons)
     assert "train.jsonl: 2 rows skipped that did not parse (line 28, line 141)" in caplog.text
-    assert "train.jsonl: 2 rows skipped that lacked a field (line 201, line 202)" in caplog.text
+    assert f"train.jsonl: 2 rows skipped that had no text for a field ({', '.join(reasons)})" in caplog.text
+
+
+@pytest.mark.parametrize("extension", ["jsonl", "json"])
+def test_a_file_that_begins_with_a_byte_order_mark_keeps_its_first_row(tmp_path, extension):
+    rows = [{"nl": f"intent {i}", "cmd": f"f({i})"} for i in range(3)]
+    text = "".join(json.dumps(row) + "\n" for row in rows) if extension == "jsonl" else json.dumps(rows)
+    for split in ("train", "validation", "test"):
+        (tmp_path / "src").mkdir(exist_ok=True)
+        (tmp_path / "src" / f"{split}.{extension}").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    stats = prepare_data(conala_settings(tmp_path / "src", format=extension), tmp_path / "out")
+    assert stats["splits"]["train"]["rows"] == 3 and stats["splits"]["train"]["unparsed_lines"] == 0
 
 
 @pytest.mark.parametrize(

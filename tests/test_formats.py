@@ -4,8 +4,9 @@ the field mappings the paper grid uses, malformed rows dropped and counted, a mi
 import pandas as pd
 import pytest
 
-from peftcode.data import DataError, is_python_example, prepare_data
+from peftcode.data import DataError, prepare_data
 from peftcode.metrics import execution_metrics
+from peftcode.presets import is_python_example
 from peftcode.verdicts import Submission, run_submissions
 from tests.conftest import REPO
 

@@ -1,26 +1,15 @@
 """The paper's grid: every cell planned, checked against the study's 24 GB budget and listed as jobs,
-without the network (the models' config.json from fixtures with their real shapes, in an offline cache)."""
+without the network, from an empty Hugging Face cache (the models' config.json shapes ship with the
+package)."""
 
-import json
-
-from peftcode.planner import cache_configs
-from tests.conftest import REPO, read_yaml
+from tests.conftest import REPO
 from tests.workflow import job_counts, snakemake
 
 PAPER = REPO / "studies" / "paper.yaml"
 
 
 def offline_hub(folder) -> dict[str, str]:
-    """The environment of a process that reads the paper models' configs from a cache and nothing else."""
-    models = read_yaml(PAPER)["models"]
-    configs = REPO / "tests" / "fixtures" / "configs"
-    cache_configs(
-        folder,
-        {
-            m["source"]["hub"]: json.loads((configs / f"{name}.json").read_text())
-            for name, m in models.items()
-        },
-    )
+    """The environment of a process with an empty Hugging Face cache and no hub, as on a fresh clone."""
     return {"HF_HOME": str(folder), "HF_HUB_OFFLINE": "1"}
 
 

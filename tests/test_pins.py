@@ -28,14 +28,12 @@ study:
 """
 
 
+REPOSITORIES = (("models", "coder"), ("models", "encoder"), ("models", "adapter"), ("datasets", "conala"))
+
+
 def test_a_study_is_pinned_to_the_commits_the_hub_resolves_and_keeps_its_layout(tmp_path):
     repos = tmp_path / "repos"
-    for kind, name in (
-        ("models", "coder"),
-        ("models", "encoder"),
-        ("models", "adapter"),
-        ("datasets", "conala"),
-    ):
+    for kind, name in REPOSITORIES:
         (repos / kind / "lab" / name).mkdir(parents=True)
         (repos / kind / "lab" / name / "README.md").write_text(name)
     study = tmp_path / "study.yaml"
@@ -50,8 +48,7 @@ def test_a_study_is_pinned_to_the_commits_the_hub_resolves_and_keeps_its_layout(
             cwd=REPO,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        commits = {name: hub.commit(kind, f"lab/{name}") for kind, name in (
-            ("models", "coder"), ("models", "encoder"), ("models", "adapter"), ("datasets", "conala"))}  # fmt: skip
+        commits = {name: hub.commit(kind, f"lab/{name}") for kind, name in REPOSITORIES}
     config = read_yaml(study)
     assert config["models"]["coder"]["source"]["revision"] == commits["coder"]
     assert config["models"]["local"]["source"] == {"path": "/models/local"}

@@ -1,7 +1,6 @@
 """Spreading a model over several GPUs, planned on a meta-device model of the real shape (no weights, no
 GPU needed)."""
 
-import json
 from collections import defaultdict
 
 import pytest
@@ -9,13 +8,11 @@ import torch
 from transformers import AutoConfig
 
 from peftcode.placement import WEIGHTS_SHARE, PlacementError, meta_model, spread_device_map
-from tests.conftest import REPO
-
-CONFIGS = REPO / "tests" / "fixtures" / "configs"
+from tests.conftest import paper_fields
 
 
 def paper_model(name: str, family: str = "causal"):
-    fields = json.loads((CONFIGS / f"{name}.json").read_text())
+    fields = paper_fields(name)
     return meta_model(AutoConfig.for_model(fields.pop("model_type"), **fields), family)
 
 

@@ -12,27 +12,17 @@ import pytest
 import peftcode.planner as planner
 from peftcode.config import ConfigError, Study, validate_config
 from peftcode.data import prepare_data
+from peftcode.estimates import finetune_peak, inference_peak
 from peftcode.models import prepare_model
-from tests.conftest import REPO, SCHEMA, SMOLLM2, read_yaml
+from peftcode.shapes import Shape, model_fields, shape_of_config
+from tests.conftest import REPO, SCHEMA, SMOLLM2, paper_fields, read_yaml
 
-CONFIGS = REPO / "tests" / "fixtures" / "configs"
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")
 
 
-def shape(name: str) -> planner.Shape:
-    fields = json.loads((CONFIGS / f"{name}.json").read_text())
-    return planner.shape_of_config(fields, "seq2seq" if fields["model_type"] == "t5" else "causal")
-
-
-@pytest.fixture
-def paper_shapes(monkeypatch):
-    """The paper's models read from the config fixtures, as the hub would serve their config.json."""
-    names = {model["source"]["hub"]: name for name, model in PAPER["models"].items()}
-    monkeypatch.setattr(
-        planner,
-        "model_fields",
-        lambda settings: json.loads((CONFIGS / f"{names[settings['source']['hub']]}.json").read_text()),
-    )
+def shape(name: str) -> Shape:
+    fields = paper_fields(name)
+    return shape_of_config(fields, "seq2seq" if fields["model_type"] == "t5" else "causal")
 
 
 def paper_plan(budget_gb: float) -> planner.Plan:
@@ -58,25 +48,23 @@ def test_the_paper_models_shapes_are_their_published_sizes():
 def test_estimates_order_the_methods_as_their_memory_does():
     codellama = shape("codellama-7b")
     peak = {
-        method: planner.finetune_peak(codellama, settings_of(method), "cuda", "bf16")["total"]
+        method: finetune_peak(codellama, settings_of(method), "cuda", "bf16")["total"]
         for method in ("full-ft", "lora", "qlora-8bit", "qlora-4bit")
     }
     assert peak["full-ft"] > peak["lora"] > peak["qlora-8bit"] > peak["qlora-4bit"]
-    adamw = planner.finetune_peak(codellama, settings_of("full-ft", optimizer="adamw"), "cuda", "bf16")
-    adafactor = planner.finetune_peak(codellama, settings_of("full-ft"), "cuda", "bf16")
+    adamw = finetune_peak(codellama, settings_of("full-ft", optimizer="adamw"), "cuda", "bf16")
+    adafactor = finetune_peak(codellama, settings_of("full-ft"), "cuda", "bf16")
     assert adamw["optimizer"] > 50 * adafactor["optimizer"]  # two states a weight against a factored one
-    checkpointed = planner.finetune_peak(
-        codellama, settings_of("lora", gradient_checkpointing=True), "cuda", "bf16"
-    )
+    checkpointed = finetune_peak(codellama, settings_of("lora", gradient_checkpointing=True), "cuda", "bf16")
     assert (
         checkpointed["activations"]
-        < planner.finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")["activations"] / 4
+        < finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")["activations"] / 4
     )
-    lora = planner.finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")
+    lora = finetune_peak(codellama, settings_of("lora"), "cuda", "bf16")
     assert lora["trainable_params"] == 4_194_304  # r 8 on q_proj and v_proj of 32 layers, as PEFT counts
 
 
-def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not(paper_shapes):
+def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not():
     plan = paper_plan(24)
     fits = {(row["model"], row["method"], row["dataset"]): row["fits"] for row in plan.rows}
     assert fits[
@@ -101,18 +89,18 @@ def test_draws_and_beams_hold_their_prompts_cache_once_unless_the_models_own_cod
         "shots": 0, "max_input_length": 512, "max_new_tokens": 128, "batch_size": 4, "num_beams": 1,
         "sampling": {"samples": 20},
     }  # fmt: skip
-    shared = planner.inference_peak(codellama, settings, "cuda", "bf16")
-    copied = planner.inference_peak(codellama, {**settings, "trust_remote_code": True}, "cuda", "bf16")
+    shared = inference_peak(codellama, settings, "cuda", "bf16")
+    copied = inference_peak(codellama, {**settings, "trust_remote_code": True}, "cuda", "bf16")
     per_token_mib = 32 * 2 * 4096 * 2 / 2**20  # layers x (keys, values) x width x 2 bytes
     assert shared["cache"] == pytest.approx((4 * 512 + 80 * 128) * per_token_mib)
     assert copied["cache"] == pytest.approx(80 * (512 + 128) * per_token_mib)
     assert shared["total"] < 24 * 1024 < copied["total"]
     # Beam search's cache where it holds more than the draws; its beams share their prompt too.
-    beams = planner.inference_peak(codellama, {**settings, "num_beams": 40}, "cuda", "bf16")
+    beams = inference_peak(codellama, {**settings, "num_beams": 40}, "cuda", "bf16")
     assert beams["cache"] == pytest.approx((4 * 512 + 160 * 128) * per_token_mib)
 
 
-def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out(paper_shapes):
+def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out():
     cell = ("codellama-7b", "icl-3shot-seed42", "codealpacapy")
     at_16, at_24 = (
         {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(gb).rows} for gb in (16, 24)
@@ -201,6 +189,6 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
         base = tmp_path / "quantized"
     record = measured_own_peak(base, tmp_path / "data", tmp_path, settings)
     own = record["peak_rss_mb"] - record["baseline_rss_mb"]
-    shape_of = planner.shape_of_config(planner.model_fields(study.model_settings(model)), "causal")
-    estimate = planner.finetune_peak(shape_of, settings, "cpu", precision, record)["total"]
+    shape_of = shape_of_config(model_fields(study.model_settings(model)), "causal")
+    estimate = finetune_peak(shape_of, settings, "cpu", precision, record)["total"]
     assert abs(estimate - own) / own < 0.25, (estimate, own)

@@ -13,25 +13,25 @@ stops the job with one line naming it and where.
 
 from __future__ import annotations
 
-import ast
 import gzip
 import json
 import logging
-import re
 import string
-import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi
 
 from peftcode.packaged import packaged_file
-from peftcode.programs import io_tests
+from peftcode.presets import PRESETS, is_python_example
+
+if TYPE_CHECKING:
+    import datasets
 
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("id", "source_id", "intent", "prefix", "code", "tests", "difficulty", "split")
@@ -65,8 +65,9 @@ def package_file(source: dict) -> Path:
 
 
 def _decoded(path: Path, raw: bytes) -> str:
+    """UTF-8 text, without the byte-order mark that files saved by many Windows tools begin with."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
@@ -119,6 +120,22 @@ def read_file(path: Path) -> Rows:
     return Rows(rows, columns, str(path), unparsed)
 
 
+def count_rows(settings: dict, split: str) -> int | None:
+    """Rows of a local or package dataset's split file as :func:`read_file` reads them, before any are
+    dropped; None for a hub dataset, or for a file that cannot be read (its prepare_data job says why)."""
+    if split not in settings["splits"]:
+        return 0
+    source = settings["source"]
+    if "hub" in source:
+        return None
+    path = package_file(source) if "package" in source else None
+    path = path or Path(source["path"]) / f"{settings['splits'][split]}.{settings['format']}"
+    try:
+        return len(read_file(path).rows)
+    except (DataError, OSError):
+        return None
+
+
 def _load_split(source: dict, file_format: str, split: str) -> Rows:
     """Load one split of the source."""
     if "package" in source:
@@ -128,6 +145,8 @@ def _load_split(source: dict, file_format: str, split: str) -> Rows:
         rows = _load_hub_data_files(source, split)
         return Rows(((f"row {i + 1}", row) for i, row in enumerate(rows)), rows.column_names, origin)
     if "hub" in source:
+        import datasets  # only for a hub dataset: it is slow to import
+
         rows = datasets.load_dataset(source["hub"], revision=source.get("revision"), split=split)
         return Rows(((f"row {i + 1}", row) for i, row in enumerate(rows)), rows.column_names, origin)
     path = Path(source["path"]) / f"{split}.{file_format}"
@@ -153,6 +172,8 @@ def _load_hub_data_files(source: dict, split: str) -> datasets.Dataset:
     suffixes = {Path(path).suffix for paths in located.values() for path in paths}
     if len(suffixes) != 1 or next(iter(suffixes)) not in BUILDERS:
         raise DataError(f"{source['hub']}: data_files must share one format of {', '.join(BUILDERS)}")
+    import datasets
+
     return datasets.load_dataset(BUILDERS[suffixes.pop()], data_files=located, split=split)
 
 
@@ -192,47 +213,31 @@ def _first_present(row: dict, columns: list[str]) -> str | None:
     return None
 
 
-# Named in an instruction, these say the example is not about Python (CodeAlpaca-20k mixes languages).
-OTHER_LANGUAGES = re.compile(
-    r"\b(java|javascript|typescript|node\.?js|c\+\+|c#|sql|mysql|html|css|ruby|php|swift|kotlin|rust|"
-    r"bash|shell|perl|scala|haskell|matlab|react|angular|jquery)\b|\bc\b(?= (code|program|function))",
-    re.IGNORECASE,
-)
-
-
-def is_python_example(intent: str, code: str) -> bool:
-    """The Python-only filter for CodeAlpaca-style data: the code parses as Python and does something
-    (more than a bare word or literal, which is how a one-word prose answer parses), and neither text
-    names another language."""
-    if OTHER_LANGUAGES.search(intent) or OTHER_LANGUAGES.search(code):
-        return False
-    try:
-        body = ast.parse(textwrap.dedent(code)).body
-    except (SyntaxError, ValueError):
-        return False
-    bare = (ast.Name, ast.Constant)
-    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, bare)) for node in body)
-
-
 def _readable(spec: str, present: list[str]) -> bool:
     return all(name in present for name in _template_columns(spec) or [spec])
 
 
-def apps_columns(row: dict) -> dict | None:
-    """APPS' JSON-encoded columns as plain ones: ``solution`` (the first reference solution) and
-    ``test_cases`` (its input/output pairs as sandbox tests); None for a row whose JSON does not parse."""
-    try:
-        solutions = json.loads(row["solutions"]) if row["solutions"] else []
-        cases = json.loads(row["input_output"]) if row["input_output"] else {}
-    except (json.JSONDecodeError, TypeError):
-        return None
-    pairs = list(zip(cases.get("inputs", []), cases.get("outputs", []), strict=False))
-    tests = io_tests(pairs, cases.get("fn_name")) if pairs else None
-    return {**row, "solution": solutions[0] if solutions else None, "test_cases": tests}
+def _held(row: dict, column: str) -> str:
+    """What a row holds in ``column``, for the message of a row that was dropped."""
+    if column not in row:
+        return "no such column"
+    value = row[column]
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "text" if value.strip() else "empty text"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
-# A preset turns a dataset's raw columns (the first list) into more columns (the second) before mapping.
-PRESETS = {"apps": (["solutions", "input_output"], ["solution", "test_cases"], apps_columns)}
+def _unusable(row: dict, wanted: dict[str, list[str]]) -> str:
+    """Why a row has no text for a field it needs: the field, and what each of its columns holds."""
+    for ours in ("intent", "code", "tests", "prefix"):
+        if ours in wanted and _first_present(row, wanted[ours]) is None:
+            columns = [name for spec in wanted[ours] for name in _template_columns(spec) or [spec]]
+            held = [f"{name!r} holds {_held(row, name)}" for name in columns]
+            return f"no text for {ours}: " + ", ".join(held)
+    return "no text for a field"
 
 
 def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame, list[str], int]:
@@ -263,14 +268,14 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
     for index, (where, row) in enumerate(rows.rows):
         row = preset[2](row) if preset is not None else row
         if row is None:
-            dropped.append(where)
+            dropped.append(f"{where} (unreadable by the '{settings['preset']}' preset)")
             continue
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
         tests = _first_present(row, wanted["tests"]) if "tests" in wanted else ""
         prefix = _first_present(row, wanted["prefix"]) if "prefix" in wanted else ""
         if intent is None or code is None or tests is None or prefix is None:
-            dropped.append(where)
+            dropped.append(f"{where} ({_unusable(row, wanted)})")
             continue
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
@@ -313,7 +318,7 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
         frame, dropped, filtered = normalise_rows(rows, settings, split)
         for reason, places in (
             ("did not parse", [f"line {n}" for n in rows.unparsed]),
-            ("lacked a field", dropped),
+            ("had no text for a field", dropped),
         ):
             if places:
                 logger.warning(

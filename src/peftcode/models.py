@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from transformers import (
     AutoConfig,
     AutoTokenizer,
@@ -28,6 +28,7 @@ from peftcode.packaged import gguf_location
 from peftcode.placement import MODEL_CLASSES, device_map_for, job_device, meta_model, single_device_map
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
+from peftcode.shapes import hub_config
 
 MANIFEST = "peftcode_model.json"
 # Weight formats the hub may hold a model in besides safetensors, which is downloaded alone where present.
@@ -171,8 +172,7 @@ def _config_json(model_dir: str | Path) -> dict:
     location, options = weights_location(model_dir)
     if "revision" not in options:
         return json.loads((Path(location) / "config.json").read_text())
-    path = hf_hub_download(location, "config.json", revision=options["revision"], local_files_only=True)
-    return json.loads(Path(path).read_text())
+    return hub_config(location, options["revision"], local_only=True)
 
 
 def quantization_problem(model_dir: str | Path, device: torch.device) -> str | None:

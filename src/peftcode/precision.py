@@ -11,10 +11,24 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch is imported where a job computes, not here: the plan resolves precisions while the Snakefile is
+# parsed, which never needs torch.
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolved_name(setting: str, device_type: str, bf16_supported: bool = True) -> str:
+    """The precision a setting (``auto``, ``fp32``, ``bf16`` or ``fp16``) means on a device of
+    ``device_type``; the plan, which runs before any device is seen, assumes a GPU supports bf16."""
+    if setting != "auto":
+        return setting
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if bf16_supported else "fp16"
 
 
 @dataclass(frozen=True)
@@ -24,30 +38,37 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.name]
+        import torch
+
+        return getattr(torch, DTYPE_NAMES[self.name])
 
     def autocast(self):
         """The context a forward runs in: autocast to the precision's dtype, or nothing for fp32."""
         if self.name == "fp32":
             return contextlib.nullcontext()
+        import torch
+
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16's loss scaling, which keeps small gradients from underflowing; None for fp32 and bf16."""
+        import torch
+
         return torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None
 
 
 def resolve(setting: str, device: torch.device) -> Precision:
-    """The precision a setting (``auto``, ``fp32``, ``bf16`` or ``fp16``) means on ``device``."""
-    if setting != "auto":
-        return Precision(setting, device)
-    if device.type != "cuda":
-        return Precision("fp32", device)
-    return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", device)
+    """The precision a setting means on the job's ``device``."""
+    import torch
+
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return Precision(resolved_name(setting, device.type, bf16), device)
 
 
 def cast_trainable_to_float32(model) -> None:
     """Trainable parameters in float32, whatever dtype the frozen weights around them were loaded in."""
+    import torch
+
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()

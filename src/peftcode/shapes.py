@@ -1,0 +1,202 @@
+"""Model shapes: what the memory plan needs of a model (widths, layers, its linear layers, PEFT's default
+targets), read off a meta-device model of its config.json, without weights, and cached on disk.
+
+A hub model's config.json comes from the Hugging Face cache, else from the configs this package ships for
+the studies in ``studies/`` (``model_configs/``, so that their dry runs plan with no network), else from
+the hub; a model whose config cannot be had stops with one line naming it and the command that fetches it.
+Every snakemake call parses the Snakefile, which plans: torch, transformers and PEFT load only where a shape
+is not in the cache yet or a config must be read off a GGUF file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from peftcode.packaged import gguf_location
+from peftcode.versions import code_version
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peftcode" / "shapes"
+SHIPPED = Path(__file__).resolve().parent / "model_configs"
+
+
+class ShapeError(ValueError):
+    """A model whose shape cannot be read; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs of a model, read off a meta-device model of its config."""
+
+    model_type: str
+    family: str
+    params: int
+    hidden: int
+    intermediate: int
+    kv: int  # key/value width (heads x head size)
+    layers: int  # encoder and decoder layers together for a seq2seq model
+    decoder_layers: int
+    vocab: int
+    gated: bool  # a feed-forward with a gate (two input matrices)
+    linears: dict = field(default_factory=dict)  # name -> (in, out): the blocks' matrices
+    embedding_params: int = 0
+    head_params: int = 0  # the output embedding when not tied to the input one
+    stored_bytes: int = 4  # per weight in the checkpoint (its config's dtype; ours are saved in float32)
+    shares_prompts: bool = False  # sampled draws read their prompt's keys and values from one copy
+    # PEFT's default target modules for the model type, by method: lora, ia3, ia3_feedforward
+    default_targets: dict = field(default_factory=dict)
+
+
+def _width(config, *names: str, default: int | None = None) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    if default is None:
+        raise ValueError(f"{config.model_type}: none of {', '.join(names)} in the config")
+    return default
+
+
+def shape_of_config(fields: dict, family: str) -> Shape:
+    """The shape of a model from its config.json fields (cached on disk: a meta model of 34B parameters
+    takes seconds to build)."""
+    key = hashlib.sha256(json.dumps([fields, family, code_version("shapes")], sort_keys=True).encode())
+    key = key.hexdigest()[:20]
+    cached = CACHE / f"{key}.json"
+    if cached.is_file():
+        return Shape(**json.loads(cached.read_text()))
+    import torch
+    from peft.utils import constants
+    from transformers import AutoConfig
+
+    from peftcode import shared_prompt
+    from peftcode.placement import meta_model
+
+    fields = dict(fields)
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    model = meta_model(config, family)
+    head = model.get_output_embeddings()
+    embedding = model.get_input_embeddings()
+    tied = head is not None and head.weight is embedding.weight
+    linears = {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head
+    }
+    hidden = _width(config, "hidden_size", "n_embd", "d_model")
+    heads = _width(config, "num_attention_heads", "n_head", "num_heads")
+    head_size = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden // heads
+    intermediate = _width(config, "intermediate_size", "n_inner", "d_ff", default=4 * hidden)
+    decoder = _width(config, "num_decoder_layers", default=0) if family == "seq2seq" else 0
+    layers = _width(config, "num_hidden_layers", "n_layer", "num_layers") + decoder
+    # The first block's matrices (an encoder's, for a seq2seq model): a gated feed-forward has two that
+    # widen to the intermediate size.
+    first = next(name for name in linears if ".0." in name)
+    block = first[: first.index(".0.") + 3]
+    widening = sum(name.startswith(block) and out == intermediate for name, (_, out) in linears.items())
+    shape = Shape(
+        model_type=config.model_type,
+        family=family,
+        params=sum(p.numel() for p in model.parameters()),
+        hidden=hidden,
+        intermediate=intermediate,
+        kv=_width(config, "num_key_value_heads", default=heads) * head_size,
+        layers=layers,
+        decoder_layers=decoder or layers,
+        vocab=_width(config, "vocab_size"),
+        gated=widening >= 2,
+        linears=linears,
+        embedding_params=sum(
+            p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+        ),
+        head_params=0 if tied or head is None else head.weight.numel(),
+        stored_bytes={"bfloat16": 2, "float16": 2}.get(fields.get("torch_dtype") or fields.get("dtype"), 4),
+        shares_prompts=shared_prompt.serves(model),
+        default_targets={
+            name: list(mapping.get(config.model_type, []))
+            for name, mapping in (
+                ("lora", constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
+                ("ia3", constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING),
+                ("ia3_feedforward", constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING),
+            )
+        },
+    )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(shape.__dict__))
+    return shape
+
+
+def shipped_fields(repo: str) -> dict | None:
+    """The config.json this package ships for a hub model (see ``model_configs/README.md``), if any."""
+    path = SHIPPED / f"{repo.replace('/', '--')}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def hub_config(repo: str, revision: str | None = None, local_only: bool = False) -> dict:
+    """A hub model's config.json: from the Hugging Face cache, else the package's, else (unless
+    ``local_only``) the hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    where = {"repo_id": repo, "filename": "config.json", "revision": revision}
+    try:
+        return json.loads(Path(hf_hub_download(**where, local_files_only=True)).read_text())
+    except LocalEntryNotFoundError:
+        shipped = shipped_fields(repo)
+        if shipped is not None or local_only:
+            return shipped
+    try:
+        return json.loads(Path(hf_hub_download(**where)).read_text())
+    except (LocalEntryNotFoundError, OSError):
+        raise ShapeError(
+            f"model {repo}: its config.json is in neither the Hugging Face cache nor this package, and the "
+            f"hub cannot be reached; fetch it where the network is: hf download {repo} config.json"
+            + (f" --revision {revision}" if revision else "")
+        ) from None
+
+
+def model_fields(settings: dict) -> dict:
+    """The config.json fields of a model, read without its weights: from the hub (config.json alone), a
+    local directory, a GGUF file's metadata, or the config a built model is built from."""
+    source = settings["source"]
+    if "hub" in source:
+        return hub_config(source["hub"], source.get("revision"))
+    if "path" in source:
+        return json.loads((Path(source["path"]) / "config.json").read_text())
+    return _converted_fields(json.dumps(settings, sort_keys=True))
+
+
+@cache
+def _converted_fields(settings_json: str) -> dict:
+    """A GGUF or built model's config (a GGUF header, or a tokenizer for a built model's vocabulary, takes
+    seconds to read: cached on disk by the settings and the file's size and time)."""
+    settings = json.loads(settings_json)
+    source = settings["source"]
+    stamps = []
+    for spec in (source, settings.get("tokenizer", {})):
+        if "gguf" in spec:
+            stat = (Path(gguf_location(spec["gguf"])[0]) / spec["gguf"]["file"]).stat()
+            stamps.append([stat.st_size, stat.st_mtime_ns])
+    key = hashlib.sha256(json.dumps([settings_json, stamps]).encode()).hexdigest()[:20]
+    cached = CACHE / f"fields-{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from transformers import AutoConfig
+
+    from peftcode.models import load_tokenizer_from
+
+    if "gguf" in source:
+        directory, file = gguf_location(source["gguf"])
+        fields = AutoConfig.from_pretrained(directory, gguf_file=file).to_dict()
+    else:
+        build = dict(source["build"])
+        vocab = len(load_tokenizer_from(settings["tokenizer"]))
+        fields = AutoConfig.for_model(build.pop("model_type"), vocab_size=vocab, **build).to_dict()
+    fields.pop("quantization_config", None)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(fields))
+    return fields
