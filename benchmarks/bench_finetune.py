@@ -16,9 +16,10 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import yaml
 
 import peftcode.finetune
-from peftcode.config import Study, load_config
+from peftcode.config import Study, validate_config
 from peftcode.data import prepare_data
 from peftcode.finetune import collate, finetune
 from peftcode.models import prepare_model
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    study = Study(load_config(REPO / "config.yaml"))
+    study = Study(validate_config(yaml.safe_load((REPO / "config.yaml").read_text())))
     settings = study.train_settings(MODEL, METHOD, DATASET)
     records = {"baseline": [], "ours": []}
     with tempfile.TemporaryDirectory() as scratch:

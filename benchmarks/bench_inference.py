@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from peftcode.config import Study, load_config
+from peftcode.config import Study, validate_config
 from peftcode.data import prepare_data, read_split
 from peftcode.infer import cut_at_stop, generate_candidates, load_for_inference
 from peftcode.models import prepare_model
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    study = Study(load_config(REPO / "config.yaml"))
+    study = Study(validate_config(yaml.safe_load((REPO / "config.yaml").read_text())))
     settings = {**study.infer_settings(MODEL, "icl-0shot", DATASET), "max_new_tokens": 64}
     with tempfile.TemporaryDirectory() as scratch:
         prepare_model(study.model_settings(MODEL), Path(scratch) / "model")

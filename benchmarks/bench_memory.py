@@ -17,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from peftcode.config import Study, load_config
+import yaml
+
+from peftcode.config import Study, validate_config
 from peftcode.data import prepare_data
 from peftcode.models import prepare_model
 
@@ -67,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    study = Study(load_config(REPO / "config.yaml"))
+    study = Study(validate_config(yaml.safe_load((REPO / "config.yaml").read_text())))
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         model_dir, data_dir = scratch / "model", scratch / "data"

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftcode.metrics import codebleu, exact_match_at_k, execution_metrics, normalise, pass_at_k
+from peftcode.codebleu_sums import CodebleuSums
+from peftcode.metrics import exact_match_at_k, execution_metrics, match_ranks, normalise, pass_at_k
 
 
 def test_normalise_collapses_whitespace_only():
@@ -24,18 +25,26 @@ def test_exact_match_at_k_counts_the_reference_among_the_first_k_candidates():
         ["len(s )", "s.len()"],  # never: "len(s )" normalises to itself
         ["x", "y", "z", "s[::-1]"],  # rank 3
     ]
-    scores = exact_match_at_k(references, candidates, [1, 2, 3, 4])
-    assert scores == {"em@1": 0.25, "em@2": 0.25, "em@3": 0.5, "em@4": 0.75}
+    scores = exact_match_at_k(match_ranks(references, candidates), [1, 2, 3, 4], 200)
+    assert {key: value for key, value in scores.items() if "_ci_" not in key} == {
+        "em@1": 0.25,
+        "em@2": 0.25,
+        "em@3": 0.5,
+        "em@4": 0.75,
+    }
+    assert scores["em@3_ci_low"] <= 0.5 <= scores["em@3_ci_high"]
 
 
 def test_exact_match_ignores_whitespace_differences():
-    assert exact_match_at_k(["a = [1, 2]"], [["a  =  [1,\n 2]"]], [1]) == {"em@1": 1.0}
+    assert match_ranks(["a = [1, 2]"], [["a  =  [1,\n 2]"]]) == [0]
 
 
 def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
     code = ["def add(a, b):\n    return a + b", "def longest(words):\n    return max(words, key=len)"]
-    assert codebleu(code, code)["codebleu"] == pytest.approx(1.0)
-    worse = codebleu(code, ["def add(a, b):\n    return a - b", "def longest(words):\n    return words[0]"])
+    assert CodebleuSums(code, code).score()["codebleu"] == pytest.approx(1.0)
+    worse = CodebleuSums(
+        code, ["def add(a, b):\n    return a - b", "def longest(words):\n    return words[0]"]
+    ).score()
     assert 0 < worse["codebleu"] < 1
     assert set(worse) == {
         "codebleu",
@@ -47,7 +56,7 @@ def test_codebleu_is_one_for_identical_code_and_lower_for_different_code():
 
 
 def test_codebleu_dataflow_degenerates_to_zero_without_dataflow_as_the_package_documents():
-    scores = codebleu(["sorted(items, key=len)"], ["sorted(items, key=len)"])
+    scores = CodebleuSums(["sorted(items, key=len)"], ["sorted(items, key=len)"]).score()
     assert scores["codebleu_syntax"] == 1.0 and scores["codebleu_dataflow"] == 0
     # The package counts a data-flow match of 0 as 1 in the overall score.
     parts = scores["codebleu_ngram"] + scores["codebleu_weighted_ngram"] + scores["codebleu_syntax"]

@@ -12,9 +12,8 @@ example from the batch, cache included, as soon as its finished hypotheses are f
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
-from peftcode.shared_prompt import Continuations
+from peftcode.shared_prompt import Continuations, prefill
 
 MASKED = -1.0e9
 
@@ -51,16 +50,7 @@ def beam_search(
     ends = torch.cat((torch.tensor(eos_ids, dtype=torch.long), stop_ids.long())).to(device)
     is_top_beam = torch.arange(keep, device=device) < num_beams
 
-    cache = DynamicCache(config=model.config)
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1, :]
+    cache, positions, logits = prefill(model, input_ids, attention_mask)
     # Every beam starts from the prompt: compute it once, then share it with the beams.
     continuations = Continuations(model, cache, attention_mask, num_beams, num_beams)
     logits = logits.repeat_interleave(num_beams, dim=0)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -114,12 +113,6 @@ def _splits(config: dict, dataset: str) -> set[str]:
     if "union" in settings:
         return set.intersection(*(_splits(config, member) for member in settings["union"]))
     return set(settings["splits"])
-
-
-def load_config(path: str | Path, schema: str | Path = DEFAULT_SCHEMA) -> dict:
-    with open(path) as handle:
-        config = yaml.safe_load(handle)
-    return validate_config(config, schema)
 
 
 def quantization_settings(method: dict) -> dict | None:
@@ -295,7 +288,7 @@ class Study:
         return dict(self.config["models"][model])
 
     def encoder_named(self, key: str) -> str:
-        """The dense encoder whose file name is ``key`` (see peftcode.retrieval.encoder_key)."""
+        """The dense encoder whose file name is ``key`` (see :func:`encoder_key`)."""
         encoders = {s["encoder"] for s in self.config["methods"].values() if s.get("retriever") == "dense"}
         return next(encoder for encoder in encoders if encoder_key(encoder) == key)
 

@@ -86,3 +86,13 @@ def claim_gpus(count: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, poll_s: floa
             announced = True
             print(f"all of GPUs {','.join(devices)} are held by other jobs; waiting", file=sys.stderr)
         time.sleep(poll_s)
+
+
+def job_compute(job) -> dict:
+    """What a model job computes with, from Snakemake's job object: its threads, its GPUs and each GPU's
+    memory (the arguments :func:`peftcode.finetune.finetune` and :func:`peftcode.infer.infer` take)."""
+    return {
+        "threads": job.threads,
+        "gpus": job.resources.gpu,
+        "gpu_memory_gb": job.config["resources"].get("gpu_memory_gb"),
+    }

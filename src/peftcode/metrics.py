@@ -35,12 +35,15 @@ def hits_at_k(ranks: Sequence[int], k: int) -> list[bool]:
     return [0 <= rank < k for rank in ranks]
 
 
-def exact_match_at_k(
-    references: Sequence[str], candidates: Sequence[Sequence[str]], ks: Sequence[int]
-) -> dict[str, float]:
-    """Share of examples whose normalised reference is among their first k normalised candidates."""
-    ranks = match_ranks(references, candidates)
-    return {f"em@{k}": sum(hits_at_k(ranks, k)) / len(ranks) for k in ks}
+def exact_match_at_k(ranks: Sequence[int], ks: Sequence[int], bootstrap_samples: int) -> dict[str, float]:
+    """EM@k for each k, the share of examples whose reference is among their first k candidates (from
+    :func:`match_ranks`), with its 95% bootstrap interval over the examples."""
+    scores = {}
+    for k in ks:
+        hits = hits_at_k(ranks, k)
+        low, high = bootstrap_mean_ci(hits, bootstrap_samples)
+        scores.update({f"em@{k}": sum(hits) / len(hits), f"em@{k}_ci_low": low, f"em@{k}_ci_high": high})
+    return scores
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:
@@ -51,11 +54,6 @@ def pass_at_k(samples: int, correct: int, k: int) -> float:
     if samples - correct < k:
         return 1.0
     return 1.0 - float(np.prod(1.0 - k / np.arange(samples - correct + 1, samples + 1)))
-
-
-def codebleu(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Corpus CodeBLEU and its four components, as the ``codebleu`` package computes them for Python."""
-    return CodebleuSums(list(references), list(predictions)).score()
 
 
 SANDBOX_KERNEL = "kernel isolation"
@@ -102,6 +100,31 @@ def written_parts(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
     return [t[len(p) :] if p and t.startswith(p) else t for t, p in zip(texts, prefixes, strict=True)]
 
 
+# The columns of a cell's row taken from its jobs' memory records: ours -> the record's.
+INFER_RECORD = {
+    "infer_peak_rss_mb": "peak_rss_mb",
+    "infer_time_s": "wall_time_s",
+    "infer_tokens_per_s": "tokens_per_s",
+    "total_params": "total_params",
+    "device": "device",
+    "precision": "precision",
+    "model_commit": "model_commit",
+}
+FINETUNE_RECORD = {
+    "trainable_params": "trainable_params",
+    "quantization_bits": "quantization_bits",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "finetune_weight_mb": "weight_footprint_mb",
+    "finetune_peak_rss_mb": "peak_rss_mb",
+    "finetune_time_s": "total_wall_time_s",
+    "finetune_attempts": "attempts",
+    "finetune_precision": "precision",
+    "optimizer": "optimizer",
+    "train_tokens_per_s": "tokens_per_s",
+    "best_val_loss": "best_val_loss",
+}
+
+
 def evaluate(
     generations_path: str | Path,
     out_path: str | Path,
@@ -126,10 +149,7 @@ def evaluate(
     # Per-example outputs (ranks, passes) line up with the examples' own identifiers, to look them up.
     ids = [source or ours for source, ours in zip(generations["source_id"], generations["id"], strict=True)]
     row = {**cell, "n_test": len(generations), "example_ids": ids, "ranks": ranks}
-    for k in settings["k"]:
-        hits = hits_at_k(ranks, k)
-        low, high = bootstrap_mean_ci(hits, settings["bootstrap_samples"])
-        row.update({f"em@{k}": sum(hits) / len(hits), f"em@{k}_ci_low": low, f"em@{k}_ci_high": high})
+    row.update(exact_match_at_k(ranks, settings["k"], settings["bootstrap_samples"]))
     sums = CodebleuSums(references, top1)
     row.update(sums.score())
     row["codebleu_ci_low"], row["codebleu_ci_high"] = bootstrap_corpus_ci(
@@ -138,35 +158,15 @@ def evaluate(
     if "samples" in generations.columns:
         row.update(execution_metrics(generations, settings, workers))
     inference = json.loads(Path(infer_memory_path).read_text())
-    row.update(
-        infer_peak_rss_mb=inference["peak_rss_mb"],
-        infer_time_s=inference["wall_time_s"],
-        infer_tokens_per_s=inference["tokens_per_s"],
-        total_params=inference["total_params"],
-        device=inference["device"],
-        precision=inference["precision"],
-        model_commit=inference["model_commit"],
-    )
+    row.update({ours: inference[theirs] for ours, theirs in INFER_RECORD.items()})
     if finetune_memory_path is not None:
         training = json.loads(Path(finetune_memory_path).read_text())
-        row.update(
-            trainable_params=training["trainable_params"],
-            quantization_bits=training["quantization_bits"],
-            gradient_checkpointing=training["gradient_checkpointing"],
-            finetune_weight_mb=training["weight_footprint_mb"],
-            finetune_peak_rss_mb=training["peak_rss_mb"],
-            # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
-            finetune_peak_mb=training.get("cuda_max_allocated_mb", training["peak_rss_mb"]),
-            # The job's own part, which the memory plan estimates.
-            finetune_own_peak_mb=training.get(
-                "cuda_max_reserved_mb", training["peak_rss_mb"] - training["baseline_rss_mb"]
-            ),
-            finetune_time_s=training["total_wall_time_s"],
-            finetune_attempts=training["attempts"],
-            finetune_precision=training["precision"],
-            optimizer=training["optimizer"],
-            train_tokens_per_s=training["tokens_per_s"],
-            best_val_loss=training["best_val_loss"],
+        row.update({ours: training[theirs] for ours, theirs in FINETUNE_RECORD.items()})
+        # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
+        row["finetune_peak_mb"] = training.get("cuda_max_allocated_mb", training["peak_rss_mb"])
+        # The job's own part, which the memory plan estimates.
+        row["finetune_own_peak_mb"] = training.get(
+            "cuda_max_reserved_mb", training["peak_rss_mb"] - training["baseline_rss_mb"]
         )
     else:
         row["trainable_params"] = 0

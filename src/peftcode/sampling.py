@@ -15,7 +15,6 @@ cost.
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
 from peftcode import shared_prompt
 
@@ -93,16 +92,7 @@ def sample(
     included."""
     prompts = input_ids.shape[0]
     device = input_ids.device
-    cache = DynamicCache(config=model.config)
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1, :]
+    cache, positions, logits = shared_prompt.prefill(model, input_ids, attention_mask)
     # Each prompt computed once, a row for all its draws to begin with.
     prompt_of_draw = torch.arange(prompts, device=device).repeat_interleave(draws)
     continuations = shared_prompt.Continuations(model, cache, attention_mask, draws, rows_per_prompt=1)

@@ -150,6 +150,22 @@ def attending_to_shared_prompts(model):
         config._attn_implementation = own
 
 
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """The prompts' one forward pass, which every beam or draw continues: its cache, the prompts'
+    positions (left padding skipped) and the next token's logits."""
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1, :]
+    return cache, positions, logits
+
+
 class Continuations:
     """The caches from which the continuations of each prompt (beams, draws) go on, a row each, up to
     ``per_prompt`` of them a prompt: the prompt's keys and values shared where the model lets them be

@@ -4,7 +4,7 @@ log_to(snakemake.log[0])
 
 from pathlib import Path
 
-from peftcode.devices import claim_gpus
+from peftcode.devices import claim_gpus, job_compute
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
@@ -20,9 +20,7 @@ with job_run(snakemake, "finetune") as run:
         log_path=snakemake.output.log,
         memory_path=snakemake.output.memory,
         settings=snakemake.params.settings,
-        threads=snakemake.threads,
-        gpus=snakemake.resources.gpu,
-        gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
+        **job_compute(snakemake),
         resume_dir=snakemake.params.resume,
         on_log_row=run.log_step,
     )

@@ -5,7 +5,7 @@ log_to(snakemake.log[0])
 import json
 from pathlib import Path
 
-from peftcode.devices import claim_gpus
+from peftcode.devices import claim_gpus, job_compute
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
@@ -21,9 +21,7 @@ with job_run(snakemake, "infer") as run:
         out_path=snakemake.output.generations,
         memory_path=snakemake.output.memory,
         settings=snakemake.params.settings,
-        threads=snakemake.threads,
-        gpus=snakemake.resources.gpu,
-        gpu_memory_gb=snakemake.config["resources"].get("gpu_memory_gb"),
+        **job_compute(snakemake),
         embeddings_path=snakemake.input.get("embeddings"),
     )
     run.log_record(json.loads(Path(snakemake.output.memory).read_text()), "infer/")
