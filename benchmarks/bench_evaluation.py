@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from peftcode.codebleu_sums import CodebleuSums
-from peftcode.metrics import exact_match_at_k, match_ranks
+from peftcode.scores import exact_match_at_k, match_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,9 @@ import yaml
 import peftcode.finetune
 from peftcode.config import Study, validate_config
 from peftcode.data import prepare_data
-from peftcode.finetune import collate, finetune
+from peftcode.finetune import finetune
 from peftcode.models import prepare_model
+from peftcode.prompts import collate
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, METHOD, DATASET = "smollm2-135m", "lora", "conala-style"

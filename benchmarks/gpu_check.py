@@ -45,11 +45,12 @@ from gpu_check_common import (
 from gpu_check_decoding import decoding
 from gpu_check_training import memory_plan, numerics
 
-from peftcode.finetune import collate, make_optimizer, train_step, trainable_copy
+from peftcode.finetune import make_optimizer, train_step, trainable_copy
 from peftcode.methods import prepare_for_training
 from peftcode.models import load_checkpoint
 from peftcode.placement import MODEL_CLASSES, meta_model, spread_device_map
 from peftcode.precision import resolve as resolve_precision
+from peftcode.prompts import collate
 
 PLACEMENT_COLUMNS = [
     "placement", "status", "device map", "loss", "finite", "trainable tensors changed", "parameters on",

@@ -15,6 +15,11 @@ WHOLE_STUDIES = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_smoll
 
 
 def pytest_collection_modifyitems(items):
+    # The fast tier (pytest -m "not slow") leaves out the whole studies; other slow tests are marked
+    # where they are.
+    for item in items:
+        if item.path.name in WHOLE_STUDIES:
+            item.add_marker(pytest.mark.slow)
     items.sort(
         key=lambda item: (
             WHOLE_STUDIES.index(item.path.name) if item.path.name in WHOLE_STUDIES else len(WHOLE_STUDIES)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from peftcode.codebleu_sums import CodebleuSums
-from peftcode.metrics import exact_match_at_k, execution_metrics, match_ranks, normalise, pass_at_k
+from peftcode.metrics import execution_metrics
+from peftcode.scores import exact_match_at_k, match_ranks, normalise, pass_at_k
 
 
 def test_normalise_collapses_whitespace_only():

@@ -11,11 +11,19 @@ from tokenizers import processors
 
 from peftcode import finetune
 from peftcode.config import Study, validate_config
-from peftcode.finetune import collate, encode_split, train_step
+from peftcode.finetune import encode_split, train_step
 from peftcode.methods import prepare_for_training
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.precision import resolve
-from peftcode.prompts import ALPACA, RESPONSE, chat_style, encode_example, inference_prompts, prompt_ids
+from peftcode.prompts import (
+    ALPACA,
+    RESPONSE,
+    chat_style,
+    collate,
+    encode_example,
+    inference_prompts,
+    prompt_ids,
+)
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from peftcode import stats
 from peftcode.report import write_reports
-from peftcode.report.claims import Comparison, position, relative_gain, render
+from peftcode.report.claims import Comparison, render
+from peftcode.report.gains import position, relative_gain
 from peftcode.report.tables import primary_metric
 
 

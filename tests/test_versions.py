@@ -1,27 +1,80 @@
-"""A job's code version changes with the modules it runs, and only with them."""
+"""A job's code version changes with what the modules it runs do, and only with them: module by module,
+which jobs an edit reruns; and nothing for a comment, a docstring or a reformatting."""
 
 import shutil
 
+import pytest
+
 from peftcode.versions import PACKAGE, code_version, local_imports
+
+# Each rule's code version is that of one module and what it imports (see workflow/rules/).
+JOBS = {
+    "prepare_data": "data",
+    "embed_data": "retrieval",
+    "prepare_model": "models",
+    "fetch_adapter": "adapters",
+    "finetune": "finetune",
+    "infer": "infer",
+    "evaluate": "metrics",
+    "aggregate": "aggregate",
+    "plan": "planner",
+    "report": "report",
+    "publish": "publish",
+}
+# What an edit to a module reruns: the jobs whose code runs it (downstream jobs rerun through the DAG).
+RERUNS = {
+    "sandbox": {"evaluate"},  # the sandbox harness: evaluation alone
+    "judge": {"evaluate"},
+    "verdicts": {"evaluate"},
+    "finetune": {"finetune"},  # the training loop: no inference of its own
+    "methods": {"finetune"},
+    "infer": {"infer"},
+    "beam_search": {"infer"},
+    "probe": {"finetune", "infer"},  # written by the fine-tune, checked by inference
+    "prompts": {"finetune", "infer", "fetch_adapter"},
+    # The plan counts the local datasets' rows with the reader.
+    "data": {"prepare_data", "plan"},
+    "presets": {"prepare_data", "plan"},
+    "splits": {"prepare_data", "embed_data", "finetune", "infer", "plan"},
+    # The tests' format, which prepare_data writes and the judge reads.
+    "programs": {"prepare_data", "evaluate", "plan"},
+    "estimates": {"plan"},
+    "report.rq1": {"report"},
+    "aggregate": {"aggregate", "report"},
+    "stats": {"evaluate", "report"},
+}
+
+
+def edited_versions(tmp_path, module: str, text: str) -> set[str]:
+    package = tmp_path / "peftcode"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {job: code_version(module, package) for job, module in JOBS.items()}
+    path = package.joinpath(*module.split(".")).with_suffix(".py")
+    path.write_text(path.read_text() + text)
+    code_version.cache_clear()
+    changed = {job for job, name in JOBS.items() if code_version(name, package) != before[job]}
+    code_version.cache_clear()
+    return changed
 
 
 def test_dependencies_are_found_transitively():
-    assert {"data", "finetune", "models", "memory", "prompts"} <= local_imports("infer")
-    assert "report" not in local_imports("infer")
+    assert {"splits", "models", "memory", "prompts", "probe"} <= local_imports("infer")
+    assert "finetune" not in local_imports("infer") and "report" not in local_imports("infer")
 
 
-def test_editing_a_module_changes_the_versions_of_the_jobs_that_run_it(tmp_path):
-    package = tmp_path / "peftcode"
-    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
-    before = {job: code_version(job, package) for job in ("finetune", "infer", "metrics", "report")}
-    # models.py is run by fine-tuning and inference (through finetune.py), not by evaluation or reports.
-    models = package / "models.py"
-    models.write_text(models.read_text() + "\n# an edit\n")
-    code_version.cache_clear()
-    after = {job: code_version(job, package) for job in before}
-    assert [job for job in before if before[job] != after[job]] == ["finetune", "infer"]
-    # The sandbox's guard is a script it runs, not an import: an edit to it still counts.
-    guard = package / "sandbox_guard.py"
-    guard.write_text(guard.read_text() + "\n# an edit\n")
-    code_version.cache_clear()
-    assert code_version("metrics", package) != after["metrics"]
+@pytest.mark.parametrize(("module", "jobs"), RERUNS.items())
+def test_an_edit_to_a_module_reruns_the_jobs_that_run_it_and_no_others(tmp_path, module, jobs):
+    assert edited_versions(tmp_path, module, "\nEDITED = True\n") == jobs
+
+
+@pytest.mark.parametrize("module", sorted(RERUNS))
+def test_a_comment_a_docstring_or_a_reformatting_reruns_nothing(tmp_path, module):
+    text = '\n# a comment\n\n\ndef documented():\n    """A docstring."""\n    return (1 +\n            2)\n'
+    plain = "\n\ndef documented():\n    return 1 + 2\n"
+    assert edited_versions(tmp_path, module, text) == edited_versions(tmp_path / "plain", module, plain)
+    assert edited_versions(tmp_path / "comment", module, "\n# only a comment\n") == set()
+
+
+def test_a_script_the_sandbox_runs_counts_as_its_code(tmp_path):
+    # The sandbox's guard is a file it runs, not an import: an edit to it still counts.
+    assert edited_versions(tmp_path, "sandbox_guard", "\nEDITED = True\n") == {"evaluate"}

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 import struct
 
 import pandas as pd
@@ -260,6 +261,40 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
         "report": 1,
         "all": 1,
     }
+
+
+DOWNSTREAM = {"aggregate": 1, "report": 1, "all": 1}
+
+
+def checkout_with(tmp_path, module: str, text: str):
+    """A copy of this checkout (its Snakefile, workflow and src) that runs the finished tiny study, with
+    ``text`` added to a module of src/peftcode; the study's record of what made each file comes along."""
+    copy = tmp_path / "checkout"
+    for part in ("Snakefile", "config.yaml", "workflow", "src", "envs", "data"):
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / part)
+    shutil.copytree(REPO / ".snakemake" / "metadata", copy / ".snakemake" / "metadata")
+    path = copy / "src" / "peftcode" / f"{module}.py"
+    path.write_text(path.read_text() + text)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("module", "text", "expected"),
+    [
+        # Comments and docstrings in every kind of job's code: nothing to rerun.
+        ("finetune", "\n# a comment\n", {}),
+        ("sandbox", '\n\ndef documented():\n    """A docstring."""\n', {}),
+        # The sandbox harness: every evaluation, and what follows them.
+        ("sandbox", "\nEDITED = True\n", {"evaluate": 16, **DOWNSTREAM}),
+        # The training loop: the 9 fine-tunes and their 11 cells' inference, no ICL, RAG or zero-shot.
+        ("finetune", "\nEDITED = True\n", {"finetune": 9, "infer": 11, "evaluate": 11, **DOWNSTREAM}),
+    ],
+)
+def test_an_edit_reruns_what_it_changes_and_nothing_else(tiny_run, tmp_path, module, text, expected):
+    _, _, configfile = tiny_run
+    checkout = checkout_with(tmp_path, module, text)
+    assert planned_jobs(configfile, cwd=checkout) == expected
 
 
 def test_partial_report_lists_what_has_not_run(tmp_path):

@@ -22,11 +22,13 @@ def write_study(config: dict, folder: Path) -> Path:
     return path
 
 
-def snakemake(configfile: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    configfile: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [*SNAKEMAKE, "--configfile", str(configfile), *args],
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         env=env,
@@ -34,9 +36,11 @@ def snakemake(configfile: Path, *args: str, env: dict[str, str] | None = None) -
     )
 
 
-def planned_jobs(configfile: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, int]:
+def planned_jobs(
+    configfile: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> dict[str, int]:
     """Jobs per rule that a dry run would execute (an empty dict when there is nothing to do)."""
-    result = snakemake(configfile, "--dry-run", "--quiet", "rules", *args, env=env)
+    result = snakemake(configfile, "--dry-run", "--quiet", "rules", *args, env=env, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return job_counts(result)
 

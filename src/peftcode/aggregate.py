@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftcode.report import write_reports
-
 
 def collect(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     rows = [json.loads(Path(path).read_text()) for path in metrics_paths]
@@ -25,9 +23,3 @@ def aggregate(
     table.to_parquet(table_path, index=False)
     table.to_csv(csv_path, index=False)
     return table
-
-
-def partial_reports(metrics_paths: Iterable[str | Path], expected: list[dict], out_dir: str | Path) -> None:
-    """Reports from the cells finished so far, listing the expected cells that are not."""
-    table = collect(path for path in metrics_paths if Path(path).exists())
-    write_reports(table, out_dir, expected)

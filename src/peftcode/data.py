@@ -29,12 +29,11 @@ from huggingface_hub import HfApi
 
 from peftcode.packaged import packaged_file
 from peftcode.presets import PRESETS, is_python_example
+from peftcode.splits import COLUMNS, SPLITS, read_split
 
 if TYPE_CHECKING:
     import datasets
 
-SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "source_id", "intent", "prefix", "code", "tests", "difficulty", "split")
 # Line numbers of skipped rows kept in stats.json, per split and reason.
 SHOWN_LINES = 10
 logger = logging.getLogger(__name__)
@@ -361,7 +360,3 @@ def join_datasets(member_dirs: dict[str, str | Path], out_dir: str | Path) -> di
         stats["splits"][split] = {"rows": len(frame), **{name: len(part) for name, part in parts.items()}}
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
-
-
-def read_split(data_dir: str | Path, split: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(data_dir) / f"{split}.parquet")

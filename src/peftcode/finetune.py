@@ -9,7 +9,6 @@ validation loss measured ``evals_per_epoch`` times per epoch, and the best train
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -25,15 +24,16 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
 from peftcode.export import make_portable
-from peftcode.memory import JobMeter, weight_footprint_mb
-from peftcode.methods import parameter_counts, prepare_for_training
+from peftcode.memory import JobMeter, parameter_counts, weight_footprint_mb
+from peftcode.methods import prepare_for_training
 from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
-from peftcode.prompts import IGNORE_INDEX, encode_example, prompt_style
+from peftcode.probe import PROBE_FILE, write_probe
+from peftcode.prompts import IGNORE_INDEX, collate, encode_example, prompt_style
+from peftcode.splits import read_split
 
-PROBE_FILE = "validation_probe.json"
 RESUME_FILE = "resume.pt"
 
 
@@ -51,23 +51,6 @@ def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[st
         )
         for intent, code in zip(frame["intent"], frame["code"], strict=True)
     ]
-
-
-def collate(
-    examples: list[dict[str, list[int]]], pad_id: int, device: torch.device | None = None
-) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example."""
-    inputs = max(len(e["input_ids"]) for e in examples)
-    labels = max(len(e["labels"]) for e in examples)
-    input_ids = torch.full((len(examples), inputs), pad_id)
-    attention = torch.zeros((len(examples), inputs), dtype=torch.long)
-    label_ids = torch.full((len(examples), labels), IGNORE_INDEX)
-    for row, example in enumerate(examples):
-        input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
-        attention[row, : len(example["input_ids"])] = 1
-        label_ids[row, : len(example["labels"])] = torch.tensor(example["labels"])
-    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
-    return {key: value.to(device) for key, value in batch.items()} if device else batch
 
 
 def target_loss(model, batch: dict[str, torch.Tensor], family: str) -> torch.Tensor:
@@ -169,22 +152,6 @@ def validation_loss(
     return total / tokens
 
 
-@torch.no_grad()
-def probe_predictions(model, example: dict[str, list[int]], pad_id: int, precision: Precision) -> list[int]:
-    """The model's top-1 token at every position of one validation example, under teacher forcing."""
-    model.eval()
-    with precision.autocast():
-        logits = model(**collate([example], pad_id, model.device)).logits
-    return logits[0].argmax(-1).tolist()
-
-
-def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path, precision: Precision) -> None:
-    """Record what the kept checkpoint predicts on a fixed validation example, so that inference can check
-    it loaded the same model (adapter, quantization and all)."""
-    top1 = probe_predictions(model, example, pad_id, precision)
-    path.write_text(json.dumps({"example": example, "pad_id": pad_id, "top1": top1}))
-
-
 def trainable_copy(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -226,10 +193,6 @@ def finetune(
     its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
     the last one: same step counter, parameters, optimizer, schedule, data order and random state.
     """
-    # Imported here, where a job reads its splits: the training step imports without the datasets library
-    # that peftcode.data needs (benchmarks/gpu_check.py's GPU machine has none).
-    from peftcode.data import read_split
-
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ of every test example, batched across examples."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -17,17 +16,16 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from peftcode.adapters import adapter_location, check_base_weights
 from peftcode.beam_search import beam_search
-from peftcode.data import read_split
-from peftcode.finetune import PROBE_FILE, probe_predictions
-from peftcode.memory import JobMeter, weight_footprint_mb
-from peftcode.methods import parameter_counts
+from peftcode.memory import JobMeter, parameter_counts, weight_footprint_mb
 from peftcode.models import is_8bit, load_checkpoint, model_commit
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
+from peftcode.probe import PROBE_FILE, probe_agreement
 from peftcode.prompts import inference_prompts, prompt_ids, prompt_style
 from peftcode.retrieval import nearest
 from peftcode.sampling import sample
+from peftcode.splits import read_split
 
 MERGEABLE = ("LORA", "IA3")
 # Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
@@ -144,17 +142,6 @@ def load_for_inference(
             model = model.merge_and_unload()
     model.eval()
     return model, tokenizer
-
-
-def probe_agreement(model, checkpoint_dir: Path, precision: Precision) -> float | None:
-    """The share of the fine-tune's recorded top-1 predictions on its probe example that the loaded model
-    reproduces; None for a checkpoint without a probe (an untuned base model)."""
-    path = checkpoint_dir / PROBE_FILE
-    if not path.is_file():
-        return None
-    probe = json.loads(path.read_text())
-    top1 = probe_predictions(model, probe["example"], probe["pad_id"], precision)
-    return sum(a == b for a, b in zip(top1, probe["top1"], strict=True)) / len(top1)
 
 
 def search_settings(settings: dict, sampling: dict | None = None) -> dict:

@@ -85,3 +85,9 @@ def weight_footprint_mb(model) -> float:
     """Bytes held by the model's parameters and buffers, in MiB."""
     tensors = [*model.parameters(), *model.buffers()]
     return round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total}

@@ -80,9 +80,3 @@ def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str)
     model = get_peft_model(model, peft_config(settings, model_dir))
     cast_trainable_to_float32(model)  # over frozen weights in a lower precision
     return model
-
-
-def parameter_counts(model) -> dict[str, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable_params": trainable, "total_params": total}

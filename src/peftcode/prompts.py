@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import pandas as pd
+import torch
 from transformers import PreTrainedTokenizerBase
 
 INSTRUCTION = "### Instruction:\n"
@@ -152,3 +153,20 @@ def inference_prompts(
         rng = random.Random(seed)
         chosen = [rng.sample(pairs, shots) for _ in intents]
     return [style.render(intent, examples) for intent, examples in zip(intents, chosen, strict=True)]
+
+
+def collate(
+    examples: list[dict[str, list[int]]], pad_id: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example."""
+    inputs = max(len(e["input_ids"]) for e in examples)
+    labels = max(len(e["labels"]) for e in examples)
+    input_ids = torch.full((len(examples), inputs), pad_id)
+    attention = torch.zeros((len(examples), inputs), dtype=torch.long)
+    label_ids = torch.full((len(examples), labels), IGNORE_INDEX)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+        attention[row, : len(example["input_ids"])] = 1
+        label_ids[row, : len(example["labels"])] = torch.tensor(example["labels"])
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+    return {key: value.to(device) for key, value in batch.items()} if device else batch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftcode.data import read_split
+from peftcode.splits import read_split
 
 
 def embed_dataset(data_dir: str | Path, encoder: str, out_path: str | Path, batch_size: int = 64) -> None:

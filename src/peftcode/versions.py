@@ -2,7 +2,8 @@
 
 Snakemake reruns a job when its params change, but of the code it notices only the rule's own script. Each
 rule puts ``code_version`` of its module in its params, so that an edit to any module the job runs, however
-indirectly, reruns its jobs and theirs downstream, and an edit elsewhere does not.
+indirectly, reruns its jobs and theirs downstream, and an edit elsewhere does not. A Python file is hashed
+by its syntax tree without docstrings, so that a comment, a docstring or a reformatting reruns nothing.
 """
 
 from __future__ import annotations
@@ -61,5 +62,24 @@ def code_version(module: str, package: Path = PACKAGE) -> str:
     files |= {file for name in seen for file in READS.get(name, ())}
     digest = hashlib.sha256()
     for file in sorted(files):
-        digest.update(file.encode() + b"\0" + (package / file).read_bytes())
+        digest.update(file.encode() + b"\0" + what_it_does(package / file))
     return digest.hexdigest()[:16]
+
+
+def what_it_does(path: Path) -> bytes:
+    """A file's content as far as running it goes: a Python file's syntax tree without its docstrings (no
+    comments, layout or line numbers), any other file's bytes."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()

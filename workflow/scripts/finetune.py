@@ -5,9 +5,11 @@ log_to(snakemake.log[0])
 from pathlib import Path
 
 from peftcode.devices import claim_gpus, job_compute
+from peftcode.startup import import_only_what_is_used
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
+import_only_what_is_used(snakemake.params.settings)
 
 from peftcode.finetune import finetune
 from peftcode.tracking import job_run

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 from peftcode.devices import claim_gpus, job_compute
+from peftcode.startup import import_only_what_is_used
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
+import_only_what_is_used(snakemake.params.settings)
 
 from peftcode.infer import infer
 from peftcode.tracking import job_run

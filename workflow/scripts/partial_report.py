@@ -2,6 +2,6 @@ from peftcode.logs import log_to
 
 log_to(snakemake.log[0])
 
-from peftcode.aggregate import partial_reports
+from peftcode.report import partial_reports
 
 partial_reports(snakemake.params.metrics, snakemake.params.expected, snakemake.output[0])

@@ -12,11 +12,13 @@ listed, so a partial study still reports. One module per question: ``rq1`` .. ``
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from pathlib import Path
 
 import markdown
 import pandas as pd
 
+from peftcode.aggregate import collect
 from peftcode.report import rq1, rq2, rq3, rq4
 from peftcode.report.claims import render
 from peftcode.report.figure1 import figure1
@@ -147,3 +149,9 @@ def html_page(title: str, lines: list[str], figure: Path) -> str:
 def empty(figure: Path) -> list[str]:
     no_cells_figure(figure, "No finished cells yet")
     return ["No finished cells yet."]
+
+
+def partial_reports(metrics_paths: Iterable[str | Path], expected: list[dict], out_dir: str | Path) -> None:
+    """Reports from the cells finished so far, listing the expected cells that are not."""
+    table = collect(path for path in metrics_paths if Path(path).exists())
+    write_reports(table, out_dir, expected)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from peftcode.config import PEFT_KINDS, PROMPTED_KINDS
+from peftcode.kinds import PEFT_KINDS, PROMPTED_KINDS
 from peftcode.report.claims import Comparison, Untested
 from peftcode.report.tables import (
     markdown_table,
