@@ -7,9 +7,10 @@
    large buffer and keeps later freed buffers of up to 32 MB in its heap, so a CPU job's resident peak would
    count memory that no tensor holds (QLoRA-4bit's dequantized weights: 557 MiB resident against 288 MiB
    with the threshold fixed, in one measurement).
-2. The paper grid's plan at 24 GB and 80 GB per GPU (the models' shapes from tests/fixtures/configs).
+2. The paper grid's plan at 24 GB and 80 GB per GPU (the models' shapes ship in src/peftcode/model_configs).
 
 Usage: python benchmarks/bench_plan.py [--models tiny-llama,smollm2] [--precisions fp32,bf16]
+       [--methods lora,dora]
        (--models "" prints the paper grid's plans alone)
 """
 
@@ -35,6 +36,15 @@ from peftcode.shapes import model_fields, shape_of_config
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")
+# Today's methods, by config alone (LoRA's options, or a PEFT type by name).
+TODAYS = {
+    "dora": {"kind": "lora", "peft": {"use_dora": True}},
+    "rslora": {"kind": "lora", "peft": {"use_rslora": True}},
+    "pissa": {"kind": "lora", "dropout": 0.0, "peft": {"init_lora_weights": "pissa"}},
+    "vera": {"kind": "peft", "peft_type": "VERA", "peft": {"r": 64}},
+    "loha": {"kind": "peft", "peft_type": "LOHA", "peft": {"r": 8}},
+    "adalora": {"kind": "peft", "peft_type": "ADALORA", "peft": {"init_r": 12, "target_r": 8}},
+}
 FINETUNE = """
 import json, sys
 from peftcode.finetune import finetune
@@ -51,11 +61,12 @@ def study() -> Study:
         "family": "causal",
     }
     config["methods"]["qlora-8bit"] = {"kind": "qlora-8bit"}
-    config["study"][0]["methods"] = list(METHODS)
+    config["methods"].update(TODAYS)
+    config["study"][0]["methods"] = [*METHODS, *TODAYS]
     return Study(validate_config(config))
 
 
-def measure(models: list[str], precisions: list[str]) -> list[tuple]:
+def measure(models: list[str], precisions: list[str], methods: list[str]) -> list[tuple]:
     grid = study()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -66,7 +77,7 @@ def measure(models: list[str], precisions: list[str]) -> list[tuple]:
             prepare_model(grid.model_settings(model), scratch / model)
             shape = shape_of_config(model_fields(grid.model_settings(model)), "causal")
             for precision in precisions:
-                for method in METHODS:
+                for method in methods:
                     settings = {**grid.train_settings(model, method, "conala-style"), "precision": precision}
                     settings.update(batch_size=8, max_input_length=64, max_target_length=32)
                     out = scratch / f"{model}-{method}-{precision}"
@@ -100,8 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="tiny-llama,smollm2")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--methods", default=",".join([*METHODS, *TODAYS]))
     args = parser.parse_args()
-    rows = measure([model for model in args.models.split(",") if model], args.precisions.split(","))
+    models = [model for model in args.models.split(",") if model]
+    rows = measure(models, args.precisions.split(","), args.methods.split(","))
     if rows:
         print("| model | method | precision | measured (MiB) | estimated (MiB) | error |")
         print("| --- | --- | --- | --- | --- | --- |")

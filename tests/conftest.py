@@ -11,7 +11,13 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 # The modules that run whole studies, longest first: `make test` runs the tests on a worker per core, and
 # these go first so that the short modules fill in around them instead of one long module running alone at the
 # end (the SLURM one spends most of its time waiting for the cluster).
-WHOLE_STUDIES = ("test_slurm.py", "test_workflow.py", "test_hub.py", "test_smollm2.py")
+WHOLE_STUDIES = (
+    "test_slurm.py",
+    "test_workflow.py",
+    "test_hub.py",
+    "test_smollm2.py",
+    "test_peft_methods.py",
+)
 
 
 def pytest_collection_modifyitems(items):

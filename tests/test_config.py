@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from peftcode.config import Cell, ConfigError, Study, validate_config
-from tests.conftest import SCHEMA
+from tests.conftest import SCHEMA, read_yaml
 
 
 def test_default_config_is_valid_and_filled_with_paper_defaults(default_config):
@@ -202,3 +202,12 @@ def test_model_jobs_ask_for_the_configured_gpus_and_the_memory_the_plan_estimate
     tiny_config["training"]["epochs"] = 2000
     more = Plan(Study(validate_config(tiny_config, SCHEMA)))
     assert more.runtime_min("finetune", *cell) > on_cpu.runtime_min("finetune", *cell)
+
+
+def test_the_schema_knows_the_kinds_of_the_registry_and_no_others():
+    from peftcode.kinds import KINDS
+
+    method = read_yaml(SCHEMA)["$defs"]["method"]
+    assert method["properties"]["kind"]["enum"] == list(KINDS)
+    blocks = {block["if"]["properties"]["kind"]["const"] for block in method["allOf"]}
+    assert blocks == set(KINDS)

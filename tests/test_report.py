@@ -50,6 +50,8 @@ def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=Non
         "optimizer": None if memory is None else "adamw",
         "quantization_bits": {"qlora-4bit": 4, "qlora-8bit": 8}.get(kind),
         "gradient_checkpointing": kind.startswith("qlora"),
+        # LoRA and QLoRA of the same rank, alpha and dropout, as the default study's.
+        "adapter_options": '{"lora_alpha": 16, "lora_dropout": 0.05, "r": 8}' if "lora" in kind else None,
     }
 
 

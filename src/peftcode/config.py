@@ -6,6 +6,7 @@ the settings that job depends on and nothing else.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from peftcode.kinds import ADAPTER_KIND, PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
+from peftcode.peft_options import OptionError, check_options, config_options, peft_type
 
 # What a model's prepared checkpoint depends on.
 WEIGHT_KEYS = ("source", "tokenizer", "family", "trust_remote_code", "pretrained")
@@ -55,6 +57,10 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     for name, method in config["methods"].items():
         if method.get("retriever") == "dense" and not method.get("encoder"):
             raise ConfigError(f"config error at methods.{name}: the dense retriever needs an 'encoder'")
+        try:
+            check_options(name, method)
+        except OptionError as error:
+            raise ConfigError(str(error)) from None
     for name, dataset in config["datasets"].items():
         hub_only = sorted({"revision", "data_files"} & set(dataset.get("source", {})))
         if hub_only and "hub" not in dataset["source"]:
@@ -379,6 +385,10 @@ class Study:
             "retriever": variant.get("retriever"),
             "size_b": self.config["models"][cell.model]["size_b"],
             "primary_metric": self.primary_metric(cell.dataset),
+            # What an adapter is, beside its kind: LoRA's and QLoRA's shared options pair them in RQ4.
+            "adapter_options": json.dumps(config_options(variant), sort_keys=True)
+            if peft_type(variant)
+            else None,
         }
 
     def primary_metric(self, dataset: str) -> str:

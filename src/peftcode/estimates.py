@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 
-from peftcode.shapes import Shape
+from peftcode.peft_options import config_options, peft_type
+from peftcode.shapes import PeftBuilt, Shape, peft_built
 
 MIB = 2**20
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -35,36 +36,21 @@ QUANTIZED_BYTES = {8: 1.0, 4: 0.52}  # per weight, quantization constants includ
 RUNTIME_MIB = {"cuda": 1024, "cpu": 70}
 
 
-def _targets(method: str, shape: Shape, configured: list[str] | None) -> list[str]:
-    names = configured or shape.default_targets[method]
-    return [n for n in shape.linears if any(n == t or n.endswith("." + t) for t in names)]
+def built(shape: Shape, settings: dict) -> PeftBuilt | None:
+    """What PEFT builds for a method on the model (None for full fine-tuning)."""
+    name = peft_type(settings)
+    return None if name is None else peft_built(shape, name, config_options(settings))
 
 
 def trainable_tensors(shape: Shape, settings: dict) -> list[tuple[int, ...]]:
-    """The shapes of the method's trainable tensors (for their gradients and optimizer state)."""
-    kind, targets = settings["kind"], settings.get("target_modules", {})
-    if kind == "full-ft":
-        matrices = [(out, inp) for inp, out in shape.linears.values()]
-        rest = shape.params - sum(a * b for a, b in matrices)
-        return [*matrices, (rest,)]
-    if kind in ("lora", "qlora-8bit", "qlora-4bit"):
-        rank = settings["r"]
-        adapted = _targets("lora", shape, targets.get("attention"))
-        return [t for n in adapted for t in ((rank, shape.linears[n][0]), (shape.linears[n][1], rank))]
-    if kind == "ia3":
-        configured = (targets.get("attention") or []) + (targets.get("feedforward") or [])
-        adapted = _targets("ia3", shape, configured or None)
-        feedforward = targets.get("feedforward") or shape.default_targets["ia3_feedforward"]
-        return [
-            (shape.linears[n][0] if any(n.endswith("." + f) for f in feedforward) else shape.linears[n][1],)
-            for n in adapted
-        ]
-    submodules = 2 if shape.family == "seq2seq" else 1
-    if kind == "prompt-tuning":
-        return [(settings["num_virtual_tokens"] * submodules, shape.hidden)]
-    if kind == "prefix-tuning":
-        return [(settings["num_virtual_tokens"], shape.decoder_layers * 2 * shape.hidden)]
-    raise ValueError(f"method kind '{kind}' trains nothing")
+    """The shapes of the method's trainable tensors (for their gradients and optimizer state): every weight
+    of a full fine-tune, else what PEFT builds."""
+    adapter = built(shape, settings)
+    if adapter is not None:
+        return [tuple(t) for t in adapter.trainable]
+    matrices = [(out, inp) for inp, out in shape.linears.values()]
+    rest = shape.params - sum(a * b for a, b in matrices)
+    return [*matrices, (rest,)]
 
 
 def _layer_activation_bytes(shape: Shape, act: int, lora_inputs: int) -> float:
@@ -107,8 +93,12 @@ def finetune_peak(
         weights = QUANTIZED_BYTES[bits] * linear + 4 * other  # k-bit preparation: the rest in float32
     else:
         weights = BYTES[precision] * shape.params
+    adapter = built(shape, settings)
     tensors = trainable_tensors(shape, settings)
     trainable = sum(math.prod(t) for t in tensors)
+    options = config_options(settings) if adapter else {}
+    # Parameters and buffers the method adds that do not train (VeRA's shared projections), in float32.
+    weights += 4 * adapter.frozen_added if adapter else 0
     if settings["optimizer"] == "adamw":
         state = 8 * trainable
     else:  # Adafactor: factored second moment of matrices, full of vectors
@@ -117,10 +107,15 @@ def finetune_peak(
 
     length, targets = _batch_shape(settings, observed)
     batch = settings["batch_size"]
-    lora_inputs = 0
-    if kind in ("lora", "qlora-8bit", "qlora-4bit"):
-        lora_inputs = len(_targets("lora", shape, None)) / max(shape.layers, 1)
+    layers = max(shape.layers, 1)
+    # LoRA's dropout copies the input of each layer it adapts.
+    lora_inputs = len(adapter.adapted) / layers if options.get("lora_dropout") else 0
     per_layer = _layer_activation_bytes(shape, act, lora_inputs)
+    if options.get("use_dora"):
+        # DoRA computes each adapted layer's output again, scaled by its magnitudes, and keeps both outputs
+        # for the backward pass; its weight norm needs the adapted matrix in full, one layer at a time.
+        per_layer += 2 * act * sum(out for _, out in adapter.adapted) / layers
+        weights += 4 * max(inp * out for inp, out in adapter.adapted)
     tokens = batch * length
     if settings["gradient_checkpointing"]:
         activations = tokens * (shape.layers * act * shape.hidden + per_layer)

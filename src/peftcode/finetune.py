@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -25,7 +26,7 @@ from transformers.optimization import Adafactor
 
 from peftcode.export import make_portable
 from peftcode.memory import JobMeter, parameter_counts, weight_footprint_mb
-from peftcode.methods import prepare_for_training
+from peftcode.methods import after_optimizer_step, loss_term, prepare_for_training, rewrites_base
 from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
 from peftcode.placement import job_device
 from peftcode.precision import Precision
@@ -106,6 +107,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     max_grad_norm: float | None = None,
+    step: int = 0,
 ) -> tuple[float, float]:
     """One optimizer step, its gradient accumulated over ``batches``; returns the step's loss and the
     gradients' total norm before clipping.
@@ -119,7 +121,8 @@ def train_step(
     step_loss = 0.0
     for batch in batches:
         with precision.autocast():
-            loss = target_loss(model, batch, family) * (target_tokens(batch) / step_tokens)
+            share = target_tokens(batch) / step_tokens
+            loss = (target_loss(model, batch, family) + loss_term(model)) * share
         (scaler.scale(loss) if scaler else loss).backward()
         step_loss += loss.item()
     if scaler is not None:
@@ -131,6 +134,7 @@ def train_step(
         scaler.update()
     else:
         optimizer.step()
+    after_optimizer_step(model, step)
     optimizer.zero_grad(set_to_none=True)
     return step_loss, float(norm)
 
@@ -202,8 +206,6 @@ def finetune(
     # other methods' frozen weights are loaded in it.
     weights_dtype = torch.float32 if settings["kind"] == "full-ft" else precision.dtype
     model, tokenizer = load_checkpoint(model_dir, settings["family"], weights_dtype, gpus, gpu_memory_gb)
-    model = prepare_for_training(model, settings, str(model_dir))
-    model.train()
     pad_id, family = tokenizer.pad_token_id, settings["family"]
     train = encode_split(read_split(data_dir, "train"), tokenizer, settings)
     validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
@@ -213,6 +215,12 @@ def finetune(
     steps_per_epoch = math.ceil(len(train) / examples_per_step)
     total_steps = math.ceil(steps_per_epoch * settings["epochs"])
     eval_every = max(1, steps_per_epoch // settings["evals_per_epoch"])
+    model = prepare_for_training(model, settings, str(model_dir), total_steps)
+    model.train()
+    # The adapter as initialised, which a base-rewriting initialisation's saved adapter is converted against.
+    initial = Path(tempfile.mkdtemp(prefix="peftcode-initial-")) if rewrites_base(settings) else None
+    if initial:
+        model.save_pretrained(initial)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(settings, trainable)
     scheduler = get_linear_schedule_with_warmup(
@@ -264,7 +272,7 @@ def finetune(
         longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
         most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
         step_loss, grad_norm = train_step(
-            model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"]
+            model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"], step
         )
         tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
         scheduler.step()
@@ -316,7 +324,10 @@ def finetune(
             for name, value in best_state.items():
                 parameters[name].copy_(value)
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
+    converted = {"path_initial_model_for_weight_conversion": str(initial)} if initial else {}
+    model.save_pretrained(out_dir, **converted)
+    if initial:
+        shutil.rmtree(initial)
     if settings["kind"] == "full-ft":
         write_manifest(out_dir, {**read_manifest(model_dir), "weights": "local"})
     write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE, precision)

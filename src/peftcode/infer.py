@@ -16,6 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from peftcode.adapters import adapter_location, check_base_weights
 from peftcode.beam_search import beam_search
+from peftcode.kinds import MERGEABLE_PEFT_TYPES
 from peftcode.memory import JobMeter, parameter_counts, weight_footprint_mb
 from peftcode.models import is_8bit, load_checkpoint, model_commit
 from peftcode.placement import job_device
@@ -27,7 +28,6 @@ from peftcode.retrieval import nearest
 from peftcode.sampling import sample
 from peftcode.splits import read_split
 
-MERGEABLE = ("LORA", "IA3")
 # Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
 MIN_PROBE_AGREEMENT = 0.9
 
@@ -130,7 +130,8 @@ def load_for_inference(
     gpus: int = 1,
     gpu_memory_gb: float | None = None,
 ):
-    """The model to generate with, its weights in ``dtype``; LoRA and IA3 adapters are merged into them,
+    """The model to generate with, its weights in ``dtype``; adapters that merge (LoRA, IA3 and the like,
+    ``kinds.MERGEABLE_PEFT_TYPES``) are merged into them,
     which computes the same function without the adapters' extra matrix products at every step. A QLoRA
     adapter stays apart from its quantized base, as in training: merging would re-quantize the merged
     weights."""
@@ -138,7 +139,7 @@ def load_for_inference(
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
         quantized = getattr(model.get_base_model(), "is_quantized", False)
-        if model.peft_config["default"].peft_type.value in MERGEABLE and not quantized:
+        if model.peft_config["default"].peft_type.value in MERGEABLE_PEFT_TYPES and not quantized:
             model = model.merge_and_unload()
     model.eval()
     return model, tokenizer

@@ -1,64 +1,88 @@
-"""Fine-tuning methods as PEFT configs. Target modules come from the config, or else from PEFT's own
-per-architecture defaults (attention projections for LoRA; attention and feed-forward for IA3)."""
+"""Fine-tuning methods as PEFT configs, built from a method's settings by its PEFT type's own config class
+(:mod:`peftcode.peft_options`), and what a method needs of the training loop beyond the study's loss and
+optimizer step. Target modules come from the config, or else from PEFT's own per-architecture defaults."""
 
 from __future__ import annotations
 
+import torch
 from peft import (
-    IA3Config,
-    LoraConfig,
     PeftConfig,
-    PrefixTuningConfig,
-    PromptTuningConfig,
+    PeftModel,
     PromptTuningInit,
     TaskType,
     get_peft_model,
     prepare_model_for_kbit_training,
 )
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from transformers import PreTrainedModel
 
 from peftcode.models import weights_location
+from peftcode.peft_options import config_options, peft_type
 from peftcode.precision import cast_trainable_to_float32
 
 TASK_TYPES = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
 
 
-def peft_config(settings: dict, model_dir: str) -> PeftConfig:
-    """The PEFT config of a method's settings (a job's resolved ``train_settings``)."""
-    kind, task_type = settings["kind"], TASK_TYPES[settings["family"]]
-    targets = settings.get("target_modules", {})
-    if kind in ("lora", "qlora-8bit", "qlora-4bit"):
-        return LoraConfig(
-            task_type=task_type,
-            r=settings["r"],
-            lora_alpha=settings["alpha"],
-            lora_dropout=settings["dropout"],
-            target_modules=targets.get("attention"),
-        )
-    if kind == "ia3":
-        feedforward = targets.get("feedforward")
-        attention = targets.get("attention")
-        return IA3Config(
-            task_type=task_type,
-            target_modules=(attention or []) + (feedforward or []) if attention or feedforward else None,
-            feedforward_modules=feedforward,
-        )
-    if kind == "prompt-tuning":
+def peft_config(settings: dict, model_dir: str, total_steps: int | None = None) -> PeftConfig:
+    """The PEFT config of a method's settings (a job's resolved ``train_settings``); ``total_steps`` is the
+    fine-tune's, which AdaLoRA's rank schedule runs over unless the method sets its own."""
+    name = peft_type(settings)
+    options = config_options(settings)
+    if settings["kind"] == "prompt-tuning":
         # Initialised from the embeddings of the init text's tokens, with the model's own tokenizer.
-        location, options = weights_location(model_dir)
-        return PromptTuningConfig(
-            task_type=task_type,
-            num_virtual_tokens=settings["num_virtual_tokens"],
-            prompt_tuning_init=PromptTuningInit.TEXT,
-            prompt_tuning_init_text=settings["init_text"],
-            tokenizer_name_or_path=location,
-            tokenizer_kwargs=options,
-        )
-    if kind == "prefix-tuning":
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=settings["num_virtual_tokens"])
-    raise ValueError(f"method kind '{kind}' has no PEFT config")
+        location, tokenizer_options = weights_location(model_dir)
+        options = {
+            "prompt_tuning_init": PromptTuningInit.TEXT,
+            "prompt_tuning_init_text": settings["init_text"],
+            "tokenizer_name_or_path": location,
+            "tokenizer_kwargs": tokenizer_options,
+            **options,
+        }
+    if name == "ADALORA" and "total_step" not in options:
+        options["total_step"] = total_steps
+    return PEFT_TYPE_TO_CONFIG_MAPPING[name](task_type=TASK_TYPES[settings["family"]], **options)
 
 
-def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str) -> PreTrainedModel:
+# LoRA initialisations that move part of the base weights into the adapter (PiSSA, OLoRA, CorDA): the
+# adapter is saved converted to one over the original weights, as PEFT converts it.
+BASE_REWRITING_INITS = ("pissa", "olora", "corda")
+
+
+def rewrites_base(settings: dict) -> bool:
+    init = settings.get("peft", {}).get("init_lora_weights")
+    return isinstance(init, str) and init.startswith(BASE_REWRITING_INITS)
+
+
+def adalora_regulariser(model: PeftModel) -> torch.Tensor | float:
+    """AdaLoRA's orthogonal regulariser, weighted, as PEFT's AdaLoraModel adds it to a loss the model
+    computes itself: the study computes its own loss (target tokens only), which takes the term here."""
+    config = model.peft_config["default"]
+    terms = []
+    for name, parameter in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and parameter.requires_grad and parameter.numel():
+            covariance = parameter @ parameter.T if "lora_A" in name else parameter.T @ parameter
+            identity = torch.eye(*covariance.shape, device=covariance.device, dtype=covariance.dtype)
+            terms.append(torch.norm(covariance - identity, p="fro"))
+    return config.orth_reg_weight * torch.stack(terms).mean() if terms else 0.0
+
+
+def loss_term(model) -> torch.Tensor | float:
+    """What a method adds to the study's loss: AdaLoRA's regulariser; nothing for the others."""
+    if isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value == "ADALORA":
+        return adalora_regulariser(model)
+    return 0.0
+
+
+def after_optimizer_step(model, step: int) -> None:
+    """What a method does after each optimizer step, before the gradients are cleared: AdaLoRA allocates
+    its rank budget from them."""
+    if isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value == "ADALORA":
+        model.base_model.update_and_allocate(step)
+
+
+def prepare_for_training(
+    model: PreTrainedModel, settings: dict, model_dir: str, total_steps: int | None = None
+) -> PreTrainedModel:
     """The model whose trainable parameters the method updates: all of them for full fine-tuning.
 
     A quantized base goes through PEFT's k-bit preparation (norms kept in fp32, input gradients on for
@@ -77,6 +101,6 @@ def prepare_for_training(model: PreTrainedModel, settings: dict, model_dir: str)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
     if settings["kind"] == "full-ft":
         return model
-    model = get_peft_model(model, peft_config(settings, model_dir))
+    model = get_peft_model(model, peft_config(settings, model_dir, total_steps))
     cast_trainable_to_float32(model)  # over frozen weights in a lower precision
     return model

@@ -76,7 +76,17 @@ class Plan:
         if study.is_trained(cell.method):
             train_dataset = study.train_dataset(cell.method, cell.dataset)
             train = study.train_settings(cell.model, cell.method, train_dataset)
-            peak = finetune_peak(shape, train, self.device, resolved_name(train["precision"], self.device))
+            try:
+                peak = finetune_peak(
+                    shape, train, self.device, resolved_name(train["precision"], self.device)
+                )
+            except ValueError as error:  # PEFT cannot build the method on this model
+                from peftcode.config import ConfigError
+
+                raise ConfigError(
+                    f"config error at methods.{cell.method}: PEFT cannot build it on model '{cell.model}': "
+                    f"{error} (set the model's target_modules)"
+                ) from None
             examples = self._examples(train_dataset, "train")
             tokens = (
                 examples * (train["max_input_length"] + train["max_target_length"]) * train["epochs"]

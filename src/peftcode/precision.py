@@ -59,6 +59,8 @@ class Precision:
 
 def resolve(setting: str, device: torch.device) -> Precision:
     """The precision a setting means on the job's ``device``."""
+    if setting != "auto":
+        return Precision(setting, device)
     import torch
 
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

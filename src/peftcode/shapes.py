@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -47,8 +48,7 @@ class Shape:
     head_params: int = 0  # the output embedding when not tied to the input one
     stored_bytes: int = 4  # per weight in the checkpoint (its config's dtype; ours are saved in float32)
     shares_prompts: bool = False  # sampled draws read their prompt's keys and values from one copy
-    # PEFT's default target modules for the model type, by method: lora, ia3, ia3_feedforward
-    default_targets: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the config.json fields it was read from
 
 
 def _width(config, *names: str, default: int | None = None) -> int:
@@ -70,13 +70,12 @@ def shape_of_config(fields: dict, family: str) -> Shape:
     if cached.is_file():
         return Shape(**json.loads(cached.read_text()))
     import torch
-    from peft.utils import constants
     from transformers import AutoConfig
 
     from peftcode import shared_prompt
     from peftcode.placement import meta_model
 
-    fields = dict(fields)
+    original, fields = dict(fields), dict(fields)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     model = meta_model(config, family)
     head = model.get_output_embeddings()
@@ -116,18 +115,75 @@ def shape_of_config(fields: dict, family: str) -> Shape:
         head_params=0 if tied or head is None else head.weight.numel(),
         stored_bytes={"bfloat16": 2, "float16": 2}.get(fields.get("torch_dtype") or fields.get("dtype"), 4),
         shares_prompts=shared_prompt.serves(model),
-        default_targets={
-            name: list(mapping.get(config.model_type, []))
-            for name, mapping in (
-                ("lora", constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
-                ("ia3", constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING),
-                ("ia3_feedforward", constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING),
-            )
-        },
+        config=original,
     )
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(shape.__dict__))
     return shape
+
+
+@dataclass(frozen=True)
+class PeftBuilt:
+    """What PEFT builds for a method on a model: its trainable tensors' shapes, the parameters and buffers it
+    adds that do not train (VeRA's shared projections), and the (in, out) widths of the layers it adapts."""
+
+    trainable: list
+    frozen_added: int
+    adapted: list
+
+
+def counting_options(peft_type: str, options: dict) -> dict:
+    """A method's options as the count builds them on a meta-device model: initialisations that read the
+    weights, data or a tokenizer (PiSSA, OLoRA, LoftQ, EVA, prompt tuning from text) give the same shapes
+    from PEFT's default initialisation."""
+    options = {
+        key: value
+        for key, value in options.items()
+        if not key.startswith(("prompt_tuning_init", "tokenizer_"))
+    }
+    if isinstance(options.get("init_lora_weights"), str):
+        options["init_lora_weights"] = True
+    if peft_type == "ADALORA":
+        options.setdefault("total_step", 1000)
+    return options
+
+
+def peft_built(shape: Shape, peft_type: str, options: dict) -> PeftBuilt:
+    """What PEFT builds for a method (see :class:`PeftBuilt`), from the PEFT model applied to the meta-device
+    model of the shape's config: no per-kind formula to keep. Cached on disk: PEFT takes seconds to load."""
+    from importlib.metadata import version
+
+    options = counting_options(peft_type, options)
+    key = [shape.config, shape.family, peft_type, options, version("peft"), code_version("shapes")]
+    key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    cached = CACHE / f"peft-{key}.json"
+    if cached.is_file():
+        return PeftBuilt(**json.loads(cached.read_text()))
+    import torch
+    from peft import get_peft_model
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoConfig
+
+    from peftcode.placement import meta_model
+
+    fields = dict(shape.config)
+    model = meta_model(AutoConfig.for_model(fields.pop("model_type"), **fields), shape.family)
+    before = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    task = "SEQ_2_SEQ_LM" if shape.family == "seq2seq" else "CAUSAL_LM"
+    with torch.device("meta"):
+        peft_model = get_peft_model(model, PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](task_type=task, **options))
+    trainable = [tuple(p.shape) for p in peft_model.parameters() if p.requires_grad]
+    every = sum(t.numel() for t in [*peft_model.parameters(), *peft_model.buffers()])
+    adapted = [
+        (module.in_features, module.out_features)
+        for module in peft_model.modules()
+        if isinstance(module, BaseTunerLayer) and hasattr(module, "in_features")
+    ]
+    built = PeftBuilt(trainable, every - before - sum(math.prod(t) for t in trainable), adapted)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(built.__dict__))
+    return built
 
 
 def shipped_fields(repo: str) -> dict | None:

@@ -8,48 +8,52 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import Patch
 
+from peftcode.kinds import LORA_KINDS
 from peftcode.report.tables import no_cells_figure
 
-# The bars of Figure 1, in the study's order; other trained kinds are left out of it.
-FIGURE1_KINDS = ("full-ft", "lora", "qlora-8bit", "qlora-4bit")
+# The bars of Figure 1, in the study's order: each method of these kinds (DoRA is a LoRA method of its own);
+# other trained kinds are left out of it.
+FIGURE1_KINDS = ("full-ft", *LORA_KINDS)
 
 
 def figure1(table: pd.DataFrame, figure_path: Path) -> None:
     """The study's Figure 1: peak fine-tuning memory of full fine-tuning, LoRA and QLoRA per model (the
     largest over the datasets every one of them ran on), the weight footprint hatched inside each bar."""
-    rows = table[table["kind"].isin(FIGURE1_KINDS)] if "kind" in table.columns else table
+    rows = table[table["kind"].isin(FIGURE1_KINDS)] if len(table) else table
     if rows.empty:
         no_cells_figure(figure_path, "No full fine-tuning, LoRA or QLoRA cells in this study")
         return
     rows = rows[rows["train_dataset"].isna()]  # a joint or transferred adapter trained on other data
     # Peaks grow with sequence length: compare each model's methods on the datasets all of them ran on.
-    kinds_run = rows.groupby(["model", "dataset"])["kind"].agg(frozenset)
-    every_kind = rows.groupby("model")["kind"].agg(frozenset)
-    shared = [every_kind[model] == kinds for (model, _), kinds in kinds_run.items()]
+    rows = rows.assign(bar=rows["method"] + " (" + rows["kind"] + ")")
+    methods_run = rows.groupby(["model", "dataset"])["bar"].agg(frozenset)
+    every_method = rows.groupby("model")["bar"].agg(frozenset)
+    shared = [every_method[model] == methods for (model, _), methods in methods_run.items()]
     if any(shared):
-        keep = kinds_run[shared].index
+        keep = methods_run[shared].index
         rows = rows[pd.MultiIndex.from_frame(rows[["model", "dataset"]]).isin(keep)]
-    peaks = rows.groupby(["model", "kind"])[["finetune_peak_mb", "finetune_weight_mb"]].max()
+    peaks = rows.groupby(["model", "bar"])[["finetune_peak_mb", "finetune_weight_mb"]].max()
     models = sorted(peaks.index.get_level_values("model").unique())
-    kinds = [k for k in FIGURE1_KINDS if k in set(peaks.index.get_level_values("kind"))]
+    order = rows.drop_duplicates("bar").assign(rank=lambda r: r["kind"].map(FIGURE1_KINDS.index))
+    bars = list(order.sort_values(["rank", "method"])["bar"])
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours = {kind: palette[i] for i, kind in enumerate(kinds)}
+    colours = {bar: palette[i % len(palette)] for i, bar in enumerate(bars)}
     width = 0.8 / peaks.groupby("model").size().max()
     # An inch or so a model, however many: the paper's 12 models stay on one page.
     figure, axis = plt.subplots(figsize=(min(14.0, max(6.0, 1.1 * len(models) + 2)), 4.5))
-    labelled = len(models) * len(kinds) <= 16  # values over the bars only where they fit
+    labelled = len(models) * len(bars) <= 16  # values over the bars only where they fit
     for index, model in enumerate(models):
         # Each model's bars centred on its tick, however many of the methods it ran.
-        of_model = peaks.loc[model].reindex([k for k in kinds if k in peaks.loc[model].index])
-        for offset, (kind, bar) in enumerate(of_model.iterrows()):
+        of_model = peaks.loc[model].reindex([b for b in bars if b in peaks.loc[model].index])
+        for offset, (name, bar) in enumerate(of_model.iterrows()):
             position = index + (offset - (len(of_model) - 1) / 2) * width
-            drawn = axis.bar(position, bar["finetune_peak_mb"], width, color=colours[kind])
+            drawn = axis.bar(position, bar["finetune_peak_mb"], width, color=colours[name])
             axis.bar(
                 position, bar["finetune_weight_mb"], width, fill=False, hatch="//", edgecolor="black", lw=0
             )
             if labelled:
                 axis.bar_label(drawn, fmt="%.0f", fontsize=8)
-    handles = [Patch(color=colours[kind], label=kind) for kind in kinds]
+    handles = [Patch(color=colours[bar], label=bar) for bar in bars]
     handles.append(Patch(fill=False, hatch="//", edgecolor="black", lw=0, label="of which model weights"))
     axis.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_xticks(

@@ -23,12 +23,18 @@ def memory_comparisons(trained: pd.DataFrame) -> list:
     body = []
     trained = trained[trained["train_dataset"].isna()]  # joint or transferred adapters saw other data
     for (model, dataset), rows in trained.groupby(["model", "dataset"]):
-        lora = rows[rows["kind"] == "lora"]
-        if lora.empty:
-            continue
-        lora = lora.iloc[0]
-        four_bit = rows.loc[rows["kind"] == "qlora-4bit", "finetune_peak_mb"]
         for _, qlora in rows[rows["kind"].str.startswith("qlora")].iterrows():
+            # The LoRA whose options it shares (rank, alpha, dropout, targets, PEFT options), and the 4-bit
+            # QLoRA of the same options.
+            same = rows[rows["adapter_options"] == qlora["adapter_options"]]
+            lora = same[same["kind"] == "lora"]
+            if lora.empty:
+                body.append(
+                    f"- {model} on {dataset}: {qlora['method']} has no LoRA of its options to compare."
+                )
+                continue
+            lora = lora.iloc[0]
+            four_bit = same.loc[same["kind"] == "qlora-4bit", "finetune_peak_mb"]
             peak = qlora["finetune_peak_mb"]
             ratio = peak / lora["finetune_peak_mb"]
             if qlora["kind"] == "qlora-4bit":

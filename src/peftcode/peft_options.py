@@ -1,0 +1,164 @@
+"""A method's PEFT type and the options its PEFT config class receives, and their check against the class's
+own fields, before any job runs.
+
+The options are the study's own settings mapped onto the class (LoRA's ``r``, ``alpha`` and ``dropout``,
+the model's target modules, prompt tuning's virtual tokens), under the method's ``peft`` options, which go
+to the class as they are (``use_dora``, ``use_rslora``, ``init_lora_weights: pissa``, ``rank_pattern``...).
+An option the class does not have, or of another type than its field's, stops the dry run with one line
+naming the method, the option and the class's nearest field. The classes' fields are read from PEFT once
+per PEFT version and cached, so that a parse of the Snakefile does not import PEFT.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib.metadata import version
+
+from peftcode.kinds import KINDS, UNSUPPORTED_PEFT_TYPES
+from peftcode.shapes import CACHE
+
+# Set by the study for every method, whatever a method's ``peft`` options say.
+MANAGED = ("task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode")
+
+
+class OptionError(ValueError):
+    """A method's PEFT option that its config class would refuse; one line naming the method."""
+
+
+def peft_type(settings: dict) -> str | None:
+    """The PEFT type of a method's settings; None for full fine-tuning and the untrained kinds."""
+    return KINDS[settings["kind"]].peft_type or settings.get("peft_type")
+
+
+def config_options(settings: dict) -> dict:
+    """The options a method's PEFT config class receives (its task type and, for prompt tuning from text,
+    the tokenizer are the fine-tune's to add)."""
+    kind, targets = KINDS[settings["kind"]], settings.get("target_modules", {})
+    options: dict = {}
+    if kind.lora_like:
+        options = {"r": settings["r"], "lora_alpha": settings["alpha"], "lora_dropout": settings["dropout"]}
+        if targets.get("attention"):
+            options["target_modules"] = targets["attention"]
+    elif kind.name == "ia3" and (targets.get("attention") or targets.get("feedforward")):
+        feedforward = targets.get("feedforward") or []
+        options = {
+            "target_modules": (targets.get("attention") or []) + feedforward,
+            "feedforward_modules": feedforward or None,
+        }
+    elif kind.soft_prompt:
+        options = {"num_virtual_tokens": settings["num_virtual_tokens"]}
+    return {**options, **settings.get("peft", {})}
+
+
+def _describe(hint) -> object:
+    """A JSON description of a field's type hint, for :func:`_fits`."""
+    import enum
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "none"
+    if hint in (bool, int, float, str, dict):
+        return hint.__name__
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"literal": [member.value for member in hint]}
+    if origin is typing.Literal:
+        return {"literal": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        return {"union": [_describe(arg) for arg in args]}
+    if origin in (list, tuple, set):
+        return {"list": _describe(args[0]) if args else "any"}
+    if origin is dict:
+        return "dict"
+    return "any"  # a config object of its own (LoftQConfig...): PEFT checks it
+
+
+def _fits(value, described) -> bool:
+    if described == "any":
+        return True
+    if described == "none":
+        return value is None
+    if described == "bool":
+        return isinstance(value, bool)
+    if described == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if described == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if described in ("str", "dict"):
+        return isinstance(value, str if described == "str" else dict)
+    if "literal" in described:
+        # A literal such as "pissa_niter_[number of iters]" stands for a family of values.
+        return any(
+            value == option
+            or (
+                isinstance(option, str)
+                and "[" in option
+                and str(value).startswith(option[: option.index("[")])
+            )
+            for option in described["literal"]
+        )
+    if "union" in described:
+        return any(_fits(value, option) for option in described["union"])
+    return isinstance(value, list | tuple) and all(_fits(item, described["list"]) for item in value)
+
+
+def config_fields(peft_type_name: str) -> dict | None:
+    """The fields of PEFT's config class for a PEFT type, described; None where PEFT has no such type."""
+    cached = CACHE / f"peft-fields-{version('peft')}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text()).get(peft_type_name)
+    import dataclasses
+    import typing
+
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    described = {}
+    for peft_type_key, config_class in PEFT_TYPE_TO_CONFIG_MAPPING.items():
+        hints = typing.get_type_hints(config_class)
+        described[str(peft_type_key.value)] = {
+            "class": config_class.__name__,
+            "fields": {f.name: _describe(hints.get(f.name)) for f in dataclasses.fields(config_class)},
+        }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(described))
+    return described.get(peft_type_name)
+
+
+def check_options(method: str, settings: dict) -> None:
+    """Stop where a method's PEFT type or options would be refused (see the module)."""
+    name = peft_type(settings)
+    if name is None:
+        if settings.get("peft"):
+            raise OptionError(
+                f"config error at methods.{method}.peft: kind '{settings['kind']}' is not a PEFT method"
+            )
+        return
+    if name in UNSUPPORTED_PEFT_TYPES:
+        raise OptionError(
+            f"config error at methods.{method}.peft_type: {name} is not supported: "
+            + UNSUPPORTED_PEFT_TYPES[name]
+        )
+    described = config_fields(name)
+    if described is None:
+        raise OptionError(
+            f"config error at methods.{method}.peft_type: PEFT {version('peft')} has no type {name}"
+        )
+    fields, cls = described["fields"], described["class"]
+    for option, value in settings.get("peft", {}).items():
+        if option in MANAGED:
+            raise OptionError(
+                f"config error at methods.{method}.peft.{option}: the study sets {option} itself"
+            )
+        if option not in fields:
+            near = difflib.get_close_matches(option, list(fields), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise OptionError(
+                f"config error at methods.{method}.peft.{option}: {cls} has no option '{option}'{hint}"
+            )
+        if not _fits(value, fields[option]):
+            raise OptionError(
+                f"config error at methods.{method}.peft.{option}: {value!r} is not a valid {cls}.{option} "
+                f"(expected {json.dumps(fields[option])})"
+            )
