@@ -8,6 +8,8 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +25,20 @@ sys.stdin.read()  # holds its devices until the test closes stdin
 """
 
 
-def start_claimant(count: int, lock_dir, visible="0,1", **env) -> subprocess.Popen:
+def start_claimant(count: int, lock_dir, visible="0,1", user: int | None = None, **env) -> subprocess.Popen:
+    # Another user runs the system's Python (ours may sit in a home folder closed to others): claiming
+    # needs only the standard library and peftcode.devices.
+    python = sys.executable if user is None else "/usr/bin/python3"
+    if user is not None:
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
     return subprocess.Popen(
-        [sys.executable, "-c", CLAIMANT, str(count), str(lock_dir)],
+        [python, "-c", CLAIMANT, str(count), str(lock_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": visible, **env},
+        user=user,
     )
 
 
@@ -99,3 +108,37 @@ def test_asking_for_more_gpus_than_the_machine_has_names_the_setting(tmp_path, m
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(RuntimeError, match=r"resources\.gpu"):
         claim_gpus(2, lock_dir=tmp_path)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(), reason="a second user's job needs root"
+)
+def test_two_users_claim_gpus_on_one_machine_and_a_folder_nobody_else_can_write_is_one_line():
+    # A folder the second user reaches (pytest's own are closed to others).
+    folder = Path(tempfile.mkdtemp(prefix="peftcode-claims-"))
+    folder.chmod(0o755)
+    shared = folder / "locks"
+    ours = start_claimant(1, shared)
+    assert ours.stdout.readline().strip() == "0"
+    # Another user's job, in the folder and beside the lock file the first user's job made.
+    theirs = start_claimant(1, shared, user=NOBODY)
+    assert theirs.stdout.readline().strip() == "1", theirs.stderr.read()[-2000:]
+    third = start_claimant(1, shared, user=NOBODY)
+    assert not has_claimed(third, within_s=1.0), "a second user's job claimed a held GPU"
+    finish(ours)
+    assert third.stdout.readline().strip() == "0"
+    finish(theirs)
+    finish(third)
+    # A folder one user made for itself alone: the other's claim says what to set, in one line.
+    private = folder / "private"
+    private.mkdir(mode=0o755)
+    refused = start_claimant(1, private, user=NOBODY)
+    refused.stdin.close()
+    assert refused.wait(timeout=30) != 0
+    last = refused.stderr.read().strip().splitlines()[-1]
+    assert (
+        last.startswith("peftcode.devices.ClaimError: cannot claim GPU 0: ") and "PEFTCODE_GPU_LOCKS" in last
+    )

@@ -88,3 +88,30 @@ def test_state_saved_under_other_settings_is_not_resumed(workspace, tmp_path):
     torch.save({"settings": other, "step": 3}, resume / RESUME_FILE)
     record = run(folder, tmp_path / "second", settings, resume)
     assert record["resumed_from_step"] is None
+
+
+def test_sigterm_saves_the_step_it_reached_and_the_retry_resumes_there(workspace, tmp_path):
+    folder, settings = workspace
+    settings = {**settings, "evals_per_epoch": 2}  # validations, and so saves, at steps 6 and 12 only
+    reference = run(folder, tmp_path / "reference", settings)
+    reference_log = pd.read_csv(tmp_path / "reference" / "log.csv")
+
+    resume, stopped = tmp_path / "resume", tmp_path / "stopped"
+    stopped.mkdir()
+    arguments = [folder / "model", folder / "conala-style", stopped, resume, json.dumps(settings)]
+    job = subprocess.Popen([sys.executable, "-c", SLOW_JOB, *map(str, arguments)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None and not (resume / RESUME_FILE).is_file():
+        time.sleep(0.05)
+    time.sleep(0.8)  # two or three steps past the validation at step 6, as a time limit would fall
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 1 and b"Preempted: SIGTERM at step" in stderr, stderr[-2000:]
+    saved_step = torch.load(resume / RESUME_FILE, weights_only=False)["step"]
+    assert 6 < saved_step < 12, "the state of the step it reached, not of the last validation"
+
+    resumed = run(folder, tmp_path / "resumed", settings, resume)
+    log = pd.read_csv(tmp_path / "resumed" / "log.csv")
+    assert resumed["resumed_from_step"] == saved_step
+    assert list(log["step"]) == list(range(reference["steps"] + 1))  # no step repeated or missing
+    pd.testing.assert_series_equal(log["train_loss"], reference_log["train_loss"], rtol=1e-5)

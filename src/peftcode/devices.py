@@ -18,7 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "peftcode-gpu-locks"
+# One folder for every user of a machine (several users may share a GPU box), writable by all like the
+# system's temp folder; PEFTCODE_GPU_LOCKS names another.
+DEFAULT_LOCK_DIR = Path(
+    os.environ.get("PEFTCODE_GPU_LOCKS", Path(tempfile.gettempdir()) / "peftcode-gpu-locks")
+)
+
+
+class ClaimError(RuntimeError):
+    """GPUs that cannot be claimed; the message is one line saying what to set."""
+
 
 # Open lock files of the devices this process holds; closing one would release its device.
 _held: list = []
@@ -40,12 +49,31 @@ def visible_gpus() -> list[str]:
     return listing.split()
 
 
-def _try_lock(device: str, lock_dir: Path):
-    handle = open(lock_dir / f"gpu-{device}.lock", "w")  # noqa: SIM115 (held open while the job runs)
+def _lock_dir(lock_dir: Path) -> Path:
+    """The lock folder, made writable by every user (and sticky, so that none removes another's files)."""
+    try:
+        lock_dir.mkdir(parents=True)
+        os.chmod(lock_dir, 0o1777)
+    except FileExistsError:
+        pass
+    return lock_dir
+
+
+def _try_lock(device: str, lock_dir: Path) -> int | None:
+    """A descriptor holding ``device``'s lock, or None while another job (of any user) holds it. A lock
+    file is opened for reading only, which ``flock`` needs, so that another user's file serves as well."""
+    path = lock_dir / f"gpu-{device}.lock"
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except PermissionError:
+        raise ClaimError(
+            f"cannot claim GPU {device}: {lock_dir} is not writable by this user; set PEFTCODE_GPU_LOCKS to "
+            "a folder that every user of this machine can write"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
+        os.close(handle)
         return None
     return handle
 
@@ -63,12 +91,11 @@ def claim_gpus(count: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, poll_s: floa
         return visible_gpus()
     devices = visible_gpus()
     if len(devices) < count:
-        raise RuntimeError(
+        raise ClaimError(
             f"the job asks for {count} GPU(s) (config key resources.gpu) but this machine shows "
             f"{len(devices)}: set resources.gpu to 0 to compute on the CPU"
         )
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir = _lock_dir(Path(lock_dir))
     announced = False
     while True:
         handles = {}
@@ -81,7 +108,7 @@ def claim_gpus(count: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, poll_s: floa
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(handles)
                     return list(handles)
         for handle in handles.values():
-            handle.close()
+            os.close(handle)
         if not announced:
             announced = True
             print(f"all of GPUs {','.join(devices)} are held by other jobs; waiting", file=sys.stderr)

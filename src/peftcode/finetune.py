@@ -31,6 +31,7 @@ from peftcode.models import load_checkpoint, model_commit, read_manifest, write_
 from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
+from peftcode.preemption import Preempted, PreemptionWatch
 from peftcode.probe import PROBE_FILE, write_probe
 from peftcode.prompts import IGNORE_INDEX, collate, encode_example, prompt_style
 from peftcode.splits import read_split
@@ -260,63 +261,67 @@ def finetune(
         longest, most_targets = resumed["longest"], resumed["most_targets"]
     loop_started = time.perf_counter()
     progress = tqdm(range(first_step, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
-    for step in progress:
-        position = (step - 1) % steps_per_epoch
-        if position == 0:
-            order = torch.randperm(len(train), generator=shuffler).tolist()
-        chosen = order[position * examples_per_step : (position + 1) * examples_per_step]
-        batches = [
-            collate([train[i] for i in chosen[start : start + batch_size]], pad_id, model.device)
-            for start in range(0, len(chosen), batch_size)
-        ]
-        longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
-        most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
-        step_loss, grad_norm = train_step(
-            model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"], step
-        )
-        tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
-        scheduler.step()
-        row = {
-            "step": step,
-            "epoch": round(step / steps_per_epoch, 4),
-            "lr": scheduler.get_last_lr()[0],
-            "train_loss": step_loss,
-            "grad_norm": grad_norm,
-            "val_loss": None,
-            "tokens": tokens,
-        }
-        if step % eval_every == 0 or step == total_steps:
-            row["val_loss"] = evaluate()
-            if row["val_loss"] < best_loss:
-                best_loss, best_step = row["val_loss"], step
-                best_state = trainable_copy(model)
-            progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
-        log.append(row)
-        if on_log_row:
-            on_log_row(row)
-        if resume_dir and row["val_loss"] is not None and step < total_steps:
-            save_resume_state(
-                resume_dir,
-                {
-                    "settings": settings,
-                    "step": step,
-                    "order": order,
-                    "trainable": trainable_copy(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "shuffler": shuffler.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best": (best_loss, best_step, best_state),
-                    "log": log,
-                    "tokens": tokens,
-                    "longest": longest,
-                    "most_targets": most_targets,
-                    "train_time": earlier_time + time.perf_counter() - loop_started,
-                    "wall_time": earlier_wall + meter.elapsed(),
-                    "attempt": attempt,
-                },
+    with PreemptionWatch() as preemption:
+        for step in progress:
+            position = (step - 1) % steps_per_epoch
+            if position == 0:
+                order = torch.randperm(len(train), generator=shuffler).tolist()
+            chosen = order[position * examples_per_step : (position + 1) * examples_per_step]
+            batches = [
+                collate([train[i] for i in chosen[start : start + batch_size]], pad_id, model.device)
+                for start in range(0, len(chosen), batch_size)
+            ]
+            longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
+            most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
+            step_loss, grad_norm = train_step(
+                model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"], step
             )
+            tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
+            scheduler.step()
+            row = {
+                "step": step,
+                "epoch": round(step / steps_per_epoch, 4),
+                "lr": scheduler.get_last_lr()[0],
+                "train_loss": step_loss,
+                "grad_norm": grad_norm,
+                "val_loss": None,
+                "tokens": tokens,
+            }
+            if step % eval_every == 0 or step == total_steps:
+                row["val_loss"] = evaluate()
+                if row["val_loss"] < best_loss:
+                    best_loss, best_step = row["val_loss"], step
+                    best_state = trainable_copy(model)
+                progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
+            log.append(row)
+            if on_log_row:
+                on_log_row(row)
+            if resume_dir and (row["val_loss"] is not None or preemption.requested) and step < total_steps:
+                save_resume_state(
+                    resume_dir,
+                    {
+                        "settings": settings,
+                        "step": step,
+                        "order": order,
+                        "trainable": trainable_copy(model),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None,
+                        "shuffler": shuffler.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "best": (best_loss, best_step, best_state),
+                        "log": log,
+                        "tokens": tokens,
+                        "longest": longest,
+                        "most_targets": most_targets,
+                        "train_time": earlier_time + time.perf_counter() - loop_started,
+                        "wall_time": earlier_wall + meter.elapsed(),
+                        "attempt": attempt,
+                    },
+                )
+            if preemption.requested and step < total_steps:
+                saved = f"the state is saved in {resume_dir}" if resume_dir else "no resume folder was given"
+                raise Preempted(f"SIGTERM at step {step} of {total_steps}: {saved}")
 
     if best_state is not None:
         parameters = dict(model.named_parameters())

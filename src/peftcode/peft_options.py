@@ -48,6 +48,10 @@ def config_options(settings: dict) -> dict:
         }
     elif kind.soft_prompt:
         options = {"num_virtual_tokens": settings["num_virtual_tokens"]}
+    elif targets.get("attention") and "target_modules" in (config_fields(peft_type(settings)) or {}).get(
+        "fields", {}
+    ):
+        options = {"target_modules": targets["attention"]}  # a PEFT type by name adapts the model's targets
     return {**options, **settings.get("peft", {})}
 
 
