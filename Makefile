@@ -4,7 +4,7 @@ CORES ?= 2
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: study test lint clean sandbox-tools
+.PHONY: study test test-fast lint clean sandbox-tools
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ study: $(INSTALLED) sandbox-tools
 # runs once.
 test: lint sandbox-tools
 	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile
+
+# The fast tier: every module's unit tests, without the whole studies and real-model runs (marked slow).
+test-fast: $(INSTALLED) sandbox-tools
+	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile -m "not slow"
 
 # Python style, the workflow's own lints (snakemake --lint) and its formatting (snakefmt).
 lint: $(INSTALLED)

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from peftcode.adapters import AdapterError, base_mismatch, check_base_weights
 from tests.conftest import REPO, read_yaml
@@ -52,6 +53,7 @@ def test_an_adapter_over_other_weights_stops_its_inference(tmp_path):
     adapter, model = tmp_path / "adapter", tmp_path / "model"
     adapter.mkdir(), model.mkdir()
     (model / "model.safetensors").write_bytes(b"other weights")
+    (model / "peftcode_model.json").write_text(json.dumps({"weights": "local", "hub": None}))
     (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": {"sha256": "0" * 64}}))
     with pytest.raises(AdapterError, match="trained on base weights of sha256 000000000000"):
         check_base_weights(adapter, model)
@@ -125,3 +127,27 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
     memory = results / "generations" / "tiny-llama" / "lab-lora" / "conala-style.memory.json"
     memory = json.loads(memory.read_text())
     assert memory["checkpoint_probe_agreement"] == 1.0
+
+
+def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_weights(tmp_path):
+    from peftcode.export import base_reference
+    from peftcode.models import load_checkpoint, prepare_model
+
+    built = tmp_path / "built"
+    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], built)
+    local = {"source": {"path": str(built)}, "family": "causal", "pretrained": False}
+    manifest = prepare_model(local, tmp_path / "prepared")
+    # No copy: the prepared folder holds the manifest alone, which names the directory and its weights.
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["peftcode_model.json"]
+    assert manifest["weights"] == "path" and manifest["path"] == str(built.resolve())
+    model, _ = load_checkpoint(tmp_path / "prepared", "causal", torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16  # in the precision the job asks for
+    assert base_reference(tmp_path / "prepared") == {
+        "name": str(built.resolve()),
+        "revision": None,
+        "sha256": manifest["sha256"],
+    }
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": {"sha256": manifest["sha256"]}}))
+    check_base_weights(adapter, tmp_path / "prepared")

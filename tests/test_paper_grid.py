@@ -28,3 +28,15 @@ def test_paper_grid_dry_run_lists_every_cell_that_fits_in_24_gb(tmp_path):
     # Left out at 24 GB: everything of CodeLlama-13B-Python (its fp16 weights alone are 26 GB), and APPS
     # (its one method, LoRA on 1024-token examples, needs over 40 GB even on CodeLlama-7B).
     assert counts["prepare_data"] == 2 and counts["prepare_model"] == 11
+
+
+def test_the_modern_grid_plans_offline_with_todays_methods_as_methods_of_their_own(tmp_path):
+    result = snakemake(
+        REPO / "studies" / "modern.yaml", "--dry-run", "--quiet", "rules", env=offline_hub(tmp_path)
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summary = next(line for line in result.stderr.splitlines() if line.startswith("Memory plan"))
+    assert summary.startswith("Memory plan at 24 GB per GPU: 322 of 429 cells fit"), summary
+    counts = job_counts(result)
+    # 11 models x 9 methods x 2 training sets, less the fine-tunes that do not fit in 24 GB.
+    assert counts["prepare_model"] == 11 and counts["finetune"] == 150 and counts["quantize_model"] == 11

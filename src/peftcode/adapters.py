@@ -115,14 +115,14 @@ def adapter_location(adapter_dir: str | Path) -> Path:
 def check_base_weights(adapter: Path, model_dir: str | Path) -> None:
     """Stop where an adapter that records its base's weights by checksum (a study's export) is loaded over
     other weights."""
-    # Here, not at the top: export loads torch's model stack, which the Snakefile's parse never needs.
-    from peftcode.export import PROMPT_FILE, weights_checksum
+    # Here, not at the top: these load torch's model stack, which the Snakefile's parse never needs.
+    from peftcode.export import PROMPT_FILE, base_reference
 
     record = adapter / PROMPT_FILE
     recorded = json.loads(record.read_text()).get("base", {}).get("sha256") if record.is_file() else None
     if not recorded:
         return
-    found = weights_checksum(Path(model_dir))
+    found = base_reference(model_dir)["sha256"]
     if recorded != found:
         raise AdapterError(
             f"{adapter}: the adapter was trained on base weights of sha256 {recorded[:12]}..., and "

@@ -12,28 +12,16 @@ with plain ``transformers``/``peft`` (``AutoPeftModelForCausalLM.from_pretrained
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from peftcode.kinds import SOFT_PROMPT_KINDS
-from peftcode.models import read_manifest
+from peftcode.models import read_manifest, weights_checksum
 from peftcode.prompts import INSTRUCTION, RESPONSE
 
 PROMPT_FILE = "peftcode_prompt.json"
-
-
-def weights_checksum(model_dir: Path) -> str:
-    """SHA-256 of a folder's weights index, or of its one weights file where it has no index."""
-    index = sorted(model_dir.glob("*.safetensors.index.json")) or sorted(model_dir.glob("*.safetensors"))
-    digest = hashlib.sha256()
-    for path in index:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def base_reference(base_dir: str | Path) -> dict:
@@ -44,6 +32,8 @@ def base_reference(base_dir: str | Path) -> dict:
     hub = manifest.get("hub")
     if hub and manifest.get("weights") == "hub":
         return {"name": hub["repo"], "revision": hub["commit"], "sha256": None}
+    if manifest.get("weights") == "path":  # a local model directory, used where it is
+        return {"name": manifest["path"], "revision": None, "sha256": manifest["sha256"]}
     return {"name": str(base_dir), "revision": None, "sha256": weights_checksum(base_dir)}
 
 
@@ -126,6 +116,7 @@ def make_portable(
             f"- trainable parameters: {record.get('trainable_params')}",
             f"- peak memory (MB): {record.get('peak_rss_mb')}",
             f"- settings: `{json.dumps(trained)}`",
+            f"- PEFT options: `{json.dumps(settings.get('peft', {}), sort_keys=True)}`",
         ]
     )
     card = ModelCard.from_template(

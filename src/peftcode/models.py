@@ -3,12 +3,15 @@
 
 A hub model is not copied: ``prepare_model`` downloads it once into the Hugging Face cache at the config's
 revision and writes only a manifest with the commit it resolved to; later jobs load that commit from the
-cache, without the network. Other sources are converted into a local safetensors checkpoint (weights,
-config, tokenizer) with the same manifest beside it.
+cache, without the network. A local model directory (a cluster's shared copy, say) is not copied either:
+the manifest names its path and a checksum of its weights' index, and later jobs load it where it is, in
+the precision they ask for. Built and GGUF sources are converted into a local safetensors checkpoint
+(weights, config, tokenizer) with the same manifest beside it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -47,7 +50,7 @@ def load_tokenizer_from(source: dict) -> PreTrainedTokenizerBase:
 
 
 def _convert_source(settings: dict) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model of a non-hub source (built, GGUF or a local directory) in float32, to save as a checkpoint."""
+    """A built or GGUF model in float32, to save as a checkpoint."""
     source, model_class = settings["source"], MODEL_CLASSES[settings["family"]]
     tokenizer = load_tokenizer_from(settings.get("tokenizer", source))
     if "build" in source:
@@ -59,20 +62,15 @@ def _convert_source(settings: dict) -> tuple[PreTrainedModel, PreTrainedTokenize
         config = AutoConfig.for_model(build.pop("model_type"), vocab_size=len(tokenizer), **special, **build)
         torch.manual_seed(0)
         return model_class.from_config(config), tokenizer
-    if "gguf" in source:
-        directory, file = gguf_location(source["gguf"])
-        loaded = model_class.from_pretrained(directory, gguf_file=file, dtype=torch.float32)
-        # The de-quantized model still carries the GGUF quantization config, which a plain reload rejects:
-        # copy its weights into a fresh model built from the cleaned config.
-        config = loaded.config
-        del config.quantization_config
-        model = model_class.from_config(config)
-        model.load_state_dict(loaded.state_dict())
-        return model, tokenizer
-    trust = settings.get("trust_remote_code", False)
-    return model_class.from_pretrained(
-        source["path"], dtype=torch.float32, trust_remote_code=trust
-    ), tokenizer
+    directory, file = gguf_location(source["gguf"])
+    loaded = model_class.from_pretrained(directory, gguf_file=file, dtype=torch.float32)
+    # The de-quantized model still carries the GGUF quantization config, which a plain reload rejects:
+    # copy its weights into a fresh model built from the cleaned config.
+    config = loaded.config
+    del config.quantization_config
+    model = model_class.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    return model, tokenizer
 
 
 def _download_from_hub(settings: dict) -> tuple[str, str]:
@@ -102,6 +100,10 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
         commit, folder = _download_from_hub(settings)
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         manifest.update(weights="hub", hub={"repo": settings["source"]["hub"], "commit": commit})
+    elif "path" in settings["source"]:
+        folder = Path(settings["source"]["path"]).resolve()
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        manifest.update(weights="path", hub=None, path=str(folder), sha256=weights_checksum(folder))
     else:
         model, tokenizer = _convert_source(settings)
         if tokenizer.pad_token is None:
@@ -116,6 +118,17 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
     )
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def weights_checksum(model_dir: Path) -> str:
+    """SHA-256 of a folder's weights index, or of its one weights file where it has no index."""
+    index = sorted(model_dir.glob("*.safetensors.index.json")) or sorted(model_dir.glob("*.safetensors"))
+    digest = hashlib.sha256()
+    for path in index:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_manifest(model_dir: str | Path, manifest: dict) -> None:
@@ -140,6 +153,8 @@ def weights_location(model_dir: str | Path) -> tuple[str, dict]:
     if manifest["weights"] == "hub":
         hub = manifest["hub"]
         return hub["repo"], {**options, "revision": hub["commit"], "local_files_only": True}
+    if manifest["weights"] == "path":
+        return manifest["path"], options
     return str(model_dir), options
 
 

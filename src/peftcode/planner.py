@@ -177,8 +177,9 @@ class Plan:
         a model converts float32 weights (a hub model's are only downloaded)."""
         params = self.shapes[model].params
         if job == "prepare":
-            hub = "hub" in self.study.config["models"][model]["source"]
-            return int(4096 + (0 if hub else 8 * params / MIB))
+            # Hub models and local directories are used where they are; other sources are converted.
+            kept = {"hub", "path"} & set(self.study.config["models"][model]["source"])
+            return int(4096 + (0 if kept else 8 * params / MIB))
         if self.gpus or job == "quantize":
             return int(4096 + min(4 * params / MIB, 16 * 1024))
         row = self._row(model, method, dataset)
