@@ -266,34 +266,49 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
 DOWNSTREAM = {"aggregate": 1, "report": 1, "all": 1}
 
 
-def checkout_with(tmp_path, module: str, text: str):
-    """A copy of this checkout (its Snakefile, workflow and src) that runs the finished tiny study, with
-    ``text`` added to a module of src/peftcode; the study's record of what made each file comes along."""
+def checkout_with(tmp_path, module: str, edit):
+    """A copy of this checkout (its Snakefile, workflow and src) that runs the finished tiny study, with a
+    module of src/peftcode edited (``edit`` of its text); the study's record of what made each file comes
+    along."""
     copy = tmp_path / "checkout"
+    copy.mkdir()
     for part in ("Snakefile", "config.yaml", "workflow", "src", "envs", "data"):
         source = REPO / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / part)
     shutil.copytree(REPO / ".snakemake" / "metadata", copy / ".snakemake" / "metadata")
     path = copy / "src" / "peftcode" / f"{module}.py"
-    path.write_text(path.read_text() + text)
+    path.write_text(edit(path.read_text()))
     return copy
 
 
+def appended(text: str):
+    return lambda source: source + text
+
+
+def docstring_edited(source: str) -> str:
+    return source.replace('"""', '"""Edited: ', 1)
+
+
 @pytest.mark.parametrize(
-    ("module", "text", "expected"),
+    ("module", "edit", "expected"),
     [
-        # Comments and docstrings in every kind of job's code: nothing to rerun.
-        ("finetune", "\n# a comment\n", {}),
-        ("sandbox", '\n\ndef documented():\n    """A docstring."""\n', {}),
+        # A comment, a docstring: nothing to rerun.
+        ("finetune", appended("\n# a comment\n"), {}),
+        ("sandbox", docstring_edited, {}),
         # The sandbox harness: every evaluation, and what follows them.
-        ("sandbox", "\nEDITED = True\n", {"evaluate": 16, **DOWNSTREAM}),
+        ("sandbox", appended("\nEDITED = True\n"), {"evaluate": 16, **DOWNSTREAM}),
         # The training loop: the 9 fine-tunes and their 11 cells' inference, no ICL, RAG or zero-shot.
-        ("finetune", "\nEDITED = True\n", {"finetune": 9, "infer": 11, "evaluate": 11, **DOWNSTREAM}),
+        (
+            "finetune",
+            appended("\nEDITED = True\n"),
+            {"finetune": 9, "infer": 11, "evaluate": 11, **DOWNSTREAM},
+        ),
     ],
+    ids=["comment", "docstring", "sandbox", "training loop"],
 )
-def test_an_edit_reruns_what_it_changes_and_nothing_else(tiny_run, tmp_path, module, text, expected):
+def test_an_edit_reruns_what_it_changes_and_nothing_else(tiny_run, tmp_path, module, edit, expected):
     _, _, configfile = tiny_run
-    checkout = checkout_with(tmp_path, module, text)
+    checkout = checkout_with(tmp_path, module, edit)
     assert planned_jobs(configfile, cwd=checkout) == expected
 
 

@@ -25,7 +25,10 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
         return
     rows = rows[rows["train_dataset"].isna()]  # a joint or transferred adapter trained on other data
     # Peaks grow with sequence length: compare each model's methods on the datasets all of them ran on.
-    rows = rows.assign(bar=rows["method"] + " (" + rows["kind"] + ")")
+    # Each method by its name, its kind beside where the name does not say it (dora (lora)).
+    rows = rows.assign(
+        bar=[m if m == k else f"{m} ({k})" for m, k in zip(rows["method"], rows["kind"], strict=True)]
+    )
     methods_run = rows.groupby(["model", "dataset"])["bar"].agg(frozenset)
     every_method = rows.groupby("model")["bar"].agg(frozenset)
     shared = [every_method[model] == methods for (model, _), methods in methods_run.items()]
