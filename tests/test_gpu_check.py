@@ -8,6 +8,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 CHECK = REPO / "benchmarks" / "gpu_check.py"
@@ -46,6 +48,7 @@ def number(cell: str) -> float:
     return float(cell.split()[0].rstrip("%"))
 
 
+@pytest.mark.slow  # every section of the GPU check, end to end
 def test_the_cpu_mode_runs_every_section_and_its_numbers_hold(tmp_path):
     out, listing = tmp_path / "gpu_check.md", tmp_path / "modules.json"
     result = subprocess.run(

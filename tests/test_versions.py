@@ -45,16 +45,27 @@ RERUNS = {
 }
 
 
-def edited_versions(tmp_path, module: str, text: str) -> set[str]:
-    package = tmp_path / "peftcode"
-    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
-    before = {job: code_version(module, package) for job, module in JOBS.items()}
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A copy of the package to edit, and each job's version before any edit."""
+    package = tmp_path_factory.mktemp("versions") / "peftcode"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__", "*.json"))
+    code_version.cache_clear()
+    return package, {job: code_version(module, package) for job, module in JOBS.items()}
+
+
+def edited_versions(package, module: str, text: str) -> set[str]:
+    """The jobs whose versions ``text`` added to ``module`` changes (the module is restored after)."""
+    package, before = package
     path = package.joinpath(*module.split(".")).with_suffix(".py")
-    path.write_text(path.read_text() + text)
+    original = path.read_text()
+    path.write_text(original + text)
     code_version.cache_clear()
-    changed = {job for job, name in JOBS.items() if code_version(name, package) != before[job]}
-    code_version.cache_clear()
-    return changed
+    try:
+        return {job for job, name in JOBS.items() if code_version(name, package) != before[job]}
+    finally:
+        path.write_text(original)
+        code_version.cache_clear()
 
 
 def test_dependencies_are_found_transitively():
@@ -63,18 +74,18 @@ def test_dependencies_are_found_transitively():
 
 
 @pytest.mark.parametrize(("module", "jobs"), RERUNS.items())
-def test_an_edit_to_a_module_reruns_the_jobs_that_run_it_and_no_others(tmp_path, module, jobs):
-    assert edited_versions(tmp_path, module, "\nEDITED = True\n") == jobs
+def test_an_edit_to_a_module_reruns_the_jobs_that_run_it_and_no_others(package, module, jobs):
+    assert edited_versions(package, module, "\nEDITED = True\n") == jobs
 
 
 @pytest.mark.parametrize("module", sorted(RERUNS))
-def test_a_comment_a_docstring_or_a_reformatting_reruns_nothing(tmp_path, module):
+def test_a_comment_a_docstring_or_a_reformatting_reruns_nothing(package, module):
     text = '\n# a comment\n\n\ndef documented():\n    """A docstring."""\n    return (1 +\n            2)\n'
     plain = "\n\ndef documented():\n    return 1 + 2\n"
-    assert edited_versions(tmp_path, module, text) == edited_versions(tmp_path / "plain", module, plain)
-    assert edited_versions(tmp_path / "comment", module, "\n# only a comment\n") == set()
+    assert edited_versions(package, module, text) == edited_versions(package, module, plain)
+    assert edited_versions(package, module, "\n# only a comment\n") == set()
 
 
-def test_a_script_the_sandbox_runs_counts_as_its_code(tmp_path):
+def test_a_script_the_sandbox_runs_counts_as_its_code(package):
     # The sandbox's guard is a file it runs, not an import: an edit to it still counts.
-    assert edited_versions(tmp_path, "sandbox_guard", "\nEDITED = True\n") == {"evaluate"}
+    assert edited_versions(package, "sandbox_guard", "\nEDITED = True\n") == {"evaluate"}
