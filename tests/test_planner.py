@@ -193,3 +193,17 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
     shape_of = shape_of_config(model_fields(study.model_settings(model)), "causal")
     estimate = finetune_peak(shape_of, settings, "cpu", precision, record)["total"]
     assert abs(estimate - own) / own < 0.25, (estimate, own)
+
+
+def test_a_retry_asks_for_more_memory_and_time_up_to_the_setting():
+    config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
+    config["resources"]["retry_growth"] = 2.5
+    plan = planner.Plan(Study(config))
+    first = plan.mem_mb("finetune", "tiny-llama", "lora", "conala-style")
+    runtime = plan.runtime_min("finetune", "tiny-llama", "lora", "conala-style")
+    assert [plan.grown(first, attempt) for attempt in (1, 2, 3, 4)] == [
+        first,
+        2 * first,
+        int(2.5 * first),
+    ] + [int(2.5 * first)]
+    assert plan.grown(runtime, 2) == 2 * runtime

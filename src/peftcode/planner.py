@@ -186,6 +186,11 @@ class Plan:
         peak = row["finetune_peak_mb"] if job == "finetune" else row["infer_peak_mb"]
         return int(2048 + 1.25 * peak)
 
+    def grown(self, value: int, attempt: int) -> int:
+        """A job's memory or runtime at its ``attempt``: n times the first's, up to ``resources.retry_growth``
+        times, so that a job killed for its limit is retried with a larger one."""
+        return int(value * min(attempt, self.study.config["resources"]["retry_growth"]))
+
     def runtime_min(self, job: str, model: str, method: str | None = None, dataset: str | None = None) -> int:
         """Twice the estimated time and a quarter of an hour; four hours where the data's size is unknown."""
         if job == "quantize":

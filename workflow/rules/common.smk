@@ -18,11 +18,15 @@ def one_of(names):
 
 def compute_resources(job):
     """What a job that runs a model asks of the scheduler: the config's GPUs, and the memory and runtime
-    the plan estimates for it."""
+    the plan estimates for it, grown with each retry."""
     return {
         **study.gpu_request(),
-        "mem_mb": lambda w: plan.mem_mb(job, w.model, w.get("method"), w.get("dataset")),
-        "runtime": lambda w: plan.runtime_min(job, w.model, w.get("method"), w.get("dataset")),
+        "mem_mb": lambda w, attempt: plan.grown(
+            plan.mem_mb(job, w.model, w.get("method"), w.get("dataset")), attempt
+        ),
+        "runtime": lambda w, attempt: plan.grown(
+            plan.runtime_min(job, w.model, w.get("method"), w.get("dataset")), attempt
+        ),
     }
 
 
