@@ -35,7 +35,7 @@ FIRST_ID = len(SPECIAL) + len(WORDS)
 
 def shape_fields(name: str) -> dict:
     """A shape from tests/fixtures/configs (SmolLM2's), or one the package ships for a hub model."""
-    from peftcode.shapes import shipped_fields
+    from peftcode.hub_config import shipped_fields
 
     path = SHAPES / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else shipped_fields(name)

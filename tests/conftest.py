@@ -41,7 +41,7 @@ def read_yaml(path: Path) -> dict:
 def paper_fields(name: str) -> dict:
     """The config.json fields of a model of the paper's grid (studies/paper.yaml), as the package ships
     them for planning without the network (src/peftcode/model_configs)."""
-    from peftcode.shapes import shipped_fields
+    from peftcode.hub_config import shipped_fields
 
     return shipped_fields(read_yaml(REPO / "studies" / "paper.yaml")["models"][name]["source"]["hub"])
 

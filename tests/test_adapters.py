@@ -37,7 +37,7 @@ COMMIT = "a" * 40
         (
             {"base_model_name_or_path": "codellama/CodeLlama-7b-hf"},
             {"source": {"path": "/m"}, "family": "causal"},
-            "the model is path",
+            "the model is /m",
         ),
         ({"task_type": "SEQ_2_SEQ_LM"}, CODELLAMA, "task type is SEQ_2_SEQ_LM"),
         # A base named by path (another study's prepared model) is checked by its weights' checksum later.
@@ -49,16 +49,30 @@ def test_an_adapters_base_is_the_cells_model(adapter, model, why):
     assert found is None if why is None else why in found
 
 
+def fetched(tmp_path, base: dict):
+    """A fetched local adapter (its manifest, and its folder with the base its export recorded)."""
+    adapter, fetched = tmp_path / "adapter", tmp_path / "fetched"
+    adapter.mkdir(exist_ok=True), fetched.mkdir(exist_ok=True)
+    (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": base}))
+    (fetched / "peftcode_adapter.json").write_text(json.dumps({"hub": None, "path": str(adapter)}))
+    return fetched
+
+
 def test_an_adapter_over_other_weights_stops_its_inference(tmp_path):
-    adapter, model = tmp_path / "adapter", tmp_path / "model"
-    adapter.mkdir(), model.mkdir()
+    model = tmp_path / "model"
+    model.mkdir()
     (model / "model.safetensors").write_bytes(b"other weights")
     (model / "peftcode_model.json").write_text(json.dumps({"weights": "local", "hub": None}))
-    (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": {"sha256": "0" * 64}}))
     with pytest.raises(AdapterError, match="trained on base weights of sha256 000000000000"):
-        check_base_weights(adapter, model)
-    (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": {"sha256": None}}))
-    check_base_weights(adapter, model)  # a hub base: named and checked by id instead
+        check_base_weights(fetched(tmp_path, {"sha256": "0" * 64}), model)
+    hub = tmp_path / "hub-model"
+    hub.mkdir()
+    (hub / "peftcode_model.json").write_text(
+        json.dumps({"weights": "hub", "hub": {"repo": "a/b", "commit": "c"}})
+    )
+    with pytest.raises(AdapterError, match="holds a hub model's"):
+        check_base_weights(fetched(tmp_path, {"sha256": "0" * 64}), hub)
+    check_base_weights(fetched(tmp_path, {"sha256": None}), model)  # a hub base: named and checked by id
 
 
 def lora_study(results) -> dict:
@@ -81,7 +95,7 @@ def test_a_mismatched_base_stops_the_dry_run_with_one_line(tmp_path):
     assert result.returncode != 0
     line = (
         "config error at methods.theirs: the adapter does not fit model 'tiny-llama': its base is "
-        "bigcode/starcoder2-3b, and the model is build"
+        "bigcode/starcoder2-3b, and the model is a build model"
     )
     output = result.stdout + result.stderr  # Snakemake reports a parse error on standard output
     assert line in output.splitlines(), output[-3000:]
@@ -148,7 +162,4 @@ def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_w
         "revision": None,
         "sha256": manifest["sha256"],
     }
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "peftcode_prompt.json").write_text(json.dumps({"base": {"sha256": manifest["sha256"]}}))
-    check_base_weights(adapter, tmp_path / "prepared")
+    check_base_weights(fetched(tmp_path, {"sha256": manifest["sha256"]}), tmp_path / "prepared")

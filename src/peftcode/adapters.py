@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 MANIFEST = "peftcode_adapter.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -34,7 +35,7 @@ def read_adapter_config(source: dict, local_only: bool = False) -> dict | None:
         path = hf_hub_download(
             source["hub"], ADAPTER_CONFIG, revision=source.get("revision"), local_files_only=local_only
         )
-    except OSError:  # huggingface_hub's errors for an unreachable hub or an uncached file are OSErrors
+    except LocalEntryNotFoundError:  # offline, or the hub out of reach, and not cached
         return None
     return json.loads(Path(path).read_text())
 
@@ -53,8 +54,9 @@ def base_mismatch(adapter_config: dict, model: dict) -> str | None:
         return None
     source = model["source"]
     if base.lower() != str(source.get("hub", "")).lower():
-        named = source.get("hub") or next(iter(source))
-        return f"its base is {base}, and the model is {named}"
+        kind, named = next(iter(source.items()))
+        model = named if kind in ("hub", "path") else f"a {kind} model"
+        return f"its base is {base}, and the model is {model}"
     pinned, ours = adapter_config.get("revision"), source.get("revision")
     if pinned and ours and len(pinned) == len(ours) == 40 and pinned != ours:
         return f"its base is {base} at {pinned}, and the model is pinned at {ours}"
@@ -63,11 +65,15 @@ def base_mismatch(adapter_config: dict, model: dict) -> str | None:
 
 def check_bases(study, local_only: bool = False) -> None:
     """Stop before any job where a cell's adapter was not trained on the cell's model (one line naming the
-    method and the model). An adapter the hub cannot give now is checked by its fetch job instead."""
+    method and the model). An adapter the hub cannot give now (offline, not cached) is not checked here;
+    one whose base records its weights' checksum is checked again when it is loaded."""
+    configs: dict[str, dict | None] = {}
     for cell in study.cells:
         if study.kind(cell.method) != "adapter":
             continue
-        adapter_config = read_adapter_config(study.adapter_source(cell.method), local_only)
+        if cell.method not in configs:
+            configs[cell.method] = read_adapter_config(study.adapter_source(cell.method), local_only)
+        adapter_config = configs[cell.method]
         if adapter_config is None:
             continue
         why = base_mismatch(adapter_config, study.model_settings(cell.model))
@@ -112,19 +118,22 @@ def adapter_location(adapter_dir: str | Path) -> Path:
     return Path(manifest["path"])
 
 
-def check_base_weights(adapter: Path, model_dir: str | Path) -> None:
-    """Stop where an adapter that records its base's weights by checksum (a study's export) is loaded over
-    other weights."""
+def check_base_weights(adapter_dir: str | Path, model_dir: str | Path) -> None:
+    """Stop where a fetched adapter that records its base's weights by checksum (one a study exported) is
+    loaded over other weights. A fine-tune's own checkpoint is not checked: the DAG gives it its base."""
+    if not (Path(adapter_dir) / MANIFEST).is_file():
+        return
     # Here, not at the top: these load torch's model stack, which the Snakefile's parse never needs.
     from peftcode.export import PROMPT_FILE, base_reference
 
-    record = adapter / PROMPT_FILE
+    record = adapter_location(adapter_dir) / PROMPT_FILE
     recorded = json.loads(record.read_text()).get("base", {}).get("sha256") if record.is_file() else None
     if not recorded:
         return
     found = base_reference(model_dir)["sha256"]
     if recorded != found:
+        held = f"others ({found[:12]}...)" if found else "a hub model's, which carry no such checksum"
         raise AdapterError(
-            f"{adapter}: the adapter was trained on base weights of sha256 {recorded[:12]}..., and "
-            f"{model_dir} holds others ({found[:12]}...)"
+            f"{adapter_dir}: the adapter was trained on base weights of sha256 {recorded[:12]}..., and "
+            f"{model_dir} holds {held}"
         )

@@ -52,6 +52,11 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     for name, model in config["models"].items():
         if "build" in model["source"] and "tokenizer" not in model:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
+        if "path" in model["source"] and "tokenizer" in model:
+            raise ConfigError(
+                f"config error at models.{name}.tokenizer: a local model directory is used as it is, with "
+                "the tokenizer it holds"
+            )
         if "revision" in model["source"] and "hub" not in model["source"]:
             raise ConfigError(f"config error at models.{name}.source: a revision pins a hub model only")
     for name, method in config["methods"].items():
@@ -347,6 +352,14 @@ class Study:
             **self.config["generation"],
             **data.get("generation", {}),
         }
+
+    def local_model_files(self, model: str) -> list[str]:
+        """A local model directory's config and weights, so that replacing them reruns the model's chain."""
+        folder = self.config["models"][model]["source"].get("path")
+        if not folder:
+            return []
+        names = ("config.json", "*.safetensors", "*.bin", "*.index.json")
+        return sorted(str(p) for name in names for p in Path(folder).glob(name))
 
     def local_data_files(self, dataset: str) -> list[str]:
         """The files a local dataset reads, so that editing one re-runs its chain; none for a hub dataset."""

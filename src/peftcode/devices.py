@@ -59,16 +59,33 @@ def _lock_dir(lock_dir: Path) -> Path:
     return lock_dir
 
 
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of a device's lock file, read-only (which ``flock`` needs): opened as it is where
+    another user made it (the kernel's protected_regular refuses creating over another's file in a sticky
+    folder), else made by this process, readable by every user whatever the umask."""
+    while True:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            pass
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # another job made it first
+        os.fchmod(handle, 0o644)
+        return handle
+
+
 def _try_lock(device: str, lock_dir: Path) -> int | None:
-    """A descriptor holding ``device``'s lock, or None while another job (of any user) holds it. A lock
-    file is opened for reading only, which ``flock`` needs, so that another user's file serves as well."""
+    """A descriptor holding ``device``'s lock, or None while another job (of any user) holds it."""
     path = lock_dir / f"gpu-{device}.lock"
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        handle = _open_lock_file(path)
     except PermissionError:
+        problem = "is not readable" if path.exists() else "cannot be created"
         raise ClaimError(
-            f"cannot claim GPU {device}: {lock_dir} is not writable by this user; set PEFTCODE_GPU_LOCKS to "
-            "a folder that every user of this machine can write"
+            f"cannot claim GPU {device}: its lock file {path} {problem} by this user; set PEFTCODE_GPU_LOCKS "
+            "to a folder that every user of this machine can write"
         ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

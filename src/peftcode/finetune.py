@@ -26,7 +26,14 @@ from transformers.optimization import Adafactor
 
 from peftcode.export import make_portable
 from peftcode.memory import JobMeter, parameter_counts, weight_footprint_mb
-from peftcode.methods import after_optimizer_step, loss_term, prepare_for_training, rewrites_base
+from peftcode.methods import (
+    after_optimizer_step,
+    loss_term,
+    prepare_for_training,
+    rank_allocation,
+    restore_rank_allocation,
+    rewrites_base,
+)
 from peftcode.models import load_checkpoint, model_commit, read_manifest, write_manifest
 from peftcode.placement import job_device
 from peftcode.precision import Precision
@@ -123,7 +130,9 @@ def train_step(
     for batch in batches:
         with precision.autocast():
             share = target_tokens(batch) / step_tokens
-            loss = (target_loss(model, batch, family) + loss_term(model)) * share
+            # A seq2seq model computes its own loss, to which PEFT adds AdaLoRA's term already.
+            term = loss_term(model) if family == "causal" else 0.0
+            loss = (target_loss(model, batch, family) + term) * share
         (scaler.scale(loss) if scaler else loss).backward()
         step_loss += loss.item()
     if scaler is not None:
@@ -238,7 +247,7 @@ def finetune(
     if resumed is None:
         first_step, order, earlier_time, earlier_wall, attempt = 1, None, 0.0, 0.0, 1
         best_loss = evaluate()
-        best_step, best_state = 0, None
+        best_step, best_state, best_allocation = 0, None, None
         log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
         if on_log_row:
             on_log_row(log[0])
@@ -257,6 +266,7 @@ def finetune(
         first_step, order, earlier_time = resumed["step"] + 1, resumed["order"], resumed["train_time"]
         earlier_wall, attempt = resumed["wall_time"], resumed["attempt"] + 1
         best_loss, best_step, best_state = resumed["best"]
+        best_allocation = rank_allocation(model)  # AdaLoRA's allocator state is not resumed
         log, tokens = resumed["log"], resumed["tokens"]
         longest, most_targets = resumed["longest"], resumed["most_targets"]
     loop_started = time.perf_counter()
@@ -291,7 +301,7 @@ def finetune(
                 row["val_loss"] = evaluate()
                 if row["val_loss"] < best_loss:
                     best_loss, best_step = row["val_loss"], step
-                    best_state = trainable_copy(model)
+                    best_state, best_allocation = trainable_copy(model), rank_allocation(model)
                 progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
             log.append(row)
             if on_log_row:
@@ -324,6 +334,7 @@ def finetune(
                 raise Preempted(f"SIGTERM at step {step} of {total_steps}: {saved}")
 
     if best_state is not None:
+        restore_rank_allocation(model, best_allocation)
         parameters = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in best_state.items():

@@ -310,7 +310,7 @@ def infer(
     precision = resolve_precision(settings["precision"], job_device())
     adapter = adapter_location(adapter_dir) if adapter_dir else None
     if adapter:
-        check_base_weights(adapter, model_dir)
+        check_base_weights(adapter_dir, model_dir)
     model, tokenizer = load_for_inference(
         model_dir, adapter, settings["family"], precision.dtype, gpus, gpu_memory_gb
     )

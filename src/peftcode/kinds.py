@@ -55,4 +55,12 @@ UNSUPPORTED_PEFT_TYPES = {
     "MULTITASK_PROMPT_TUNING": "it needs a task id for each example",
     "XLORA": "it mixes adapters trained before it",
     "CPT": "it trains on its own template of in-context examples, with a loss of its own",
+    "P_TUNING": "its prompt encoder re-enters at every decoding step of the study's search, as prompt "
+    "tuning's does not; use prompt-tuning or prefix-tuning",
+}
+# LoRA initialisations that need a preprocessing pass over data that the fine-tune does not run.
+UNSUPPORTED_LORA_INITS = {
+    "corda": "it needs preprocess_corda over the training data first",
+    "lora_ga": "it needs its gradient estimate over the training data first",
+    "eva": "it needs initialize_lora_eva_weights over the training data first (without it, plain LoRA)",
 }

@@ -4,6 +4,8 @@ optimizer step. Target modules come from the config, or else from PEFT's own per
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from peft import (
     PeftConfig,
@@ -43,9 +45,9 @@ def peft_config(settings: dict, model_dir: str, total_steps: int | None = None) 
     return PEFT_TYPE_TO_CONFIG_MAPPING[name](task_type=TASK_TYPES[settings["family"]], **options)
 
 
-# LoRA initialisations that move part of the base weights into the adapter (PiSSA, OLoRA, CorDA): the
-# adapter is saved converted to one over the original weights, as PEFT converts it.
-BASE_REWRITING_INITS = ("pissa", "olora", "corda")
+# LoRA initialisations that move part of the base weights into the adapter (PiSSA, OLoRA): the adapter
+# is saved converted to one over the original weights, as PEFT converts it.
+BASE_REWRITING_INITS = ("pissa", "olora")
 
 
 def rewrites_base(settings: dict) -> bool:
@@ -71,6 +73,19 @@ def loss_term(model) -> torch.Tensor | float:
     if isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value == "ADALORA":
         return adalora_regulariser(model)
     return 0.0
+
+
+def rank_allocation(model):
+    """AdaLoRA's rank pattern as it stands (a copy), which the saved adapter is cut to; None for others."""
+    if isinstance(model, PeftModel) and model.peft_config["default"].peft_type.value == "ADALORA":
+        return copy.deepcopy(model.peft_config["default"].rank_pattern)
+    return None
+
+
+def restore_rank_allocation(model, allocation) -> None:
+    """Set back the rank pattern of the kept state, so that the adapter saved is the one kept."""
+    if allocation is not None:
+        model.peft_config["default"].rank_pattern = allocation
 
 
 def after_optimizer_step(model, step: int) -> None:

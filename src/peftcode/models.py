@@ -26,12 +26,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peftcode.hub_config import hub_config
 from peftcode.memory import JobMeter, weight_footprint_mb
 from peftcode.packaged import gguf_location
 from peftcode.placement import MODEL_CLASSES, device_map_for, job_device, meta_model, single_device_map
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
-from peftcode.shapes import hub_config
 
 MANIFEST = "peftcode_model.json"
 # Weight formats the hub may hold a model in besides safetensors, which is downloaded alone where present.
@@ -121,13 +121,18 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
 
 
 def weights_checksum(model_dir: Path) -> str:
-    """SHA-256 of a folder's weights index, or of its one weights file where it has no index."""
-    index = sorted(model_dir.glob("*.safetensors.index.json")) or sorted(model_dir.glob("*.safetensors"))
+    """SHA-256 of a folder's weights: their index where they are sharded (with each shard's name and size),
+    else the one weights file (safetensors, or a PyTorch .bin)."""
+    model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    for path in index:
+    index = sorted(model_dir.glob("*.index.json"))
+    shards = sorted(p for pattern in ("*.safetensors", "*.bin") for p in model_dir.glob(pattern))
+    for path in index or shards:
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 24):
                 digest.update(chunk)
+    if index:
+        digest.update(json.dumps([[p.name, p.stat().st_size] for p in shards]).encode())
     return digest.hexdigest()
 
 

@@ -15,8 +15,9 @@ import difflib
 import json
 from importlib.metadata import version
 
-from peftcode.kinds import KINDS, UNSUPPORTED_PEFT_TYPES
-from peftcode.shapes import CACHE
+from peftcode.cache import CACHE, write_atomically
+from peftcode.kinds import KINDS, UNSUPPORTED_LORA_INITS, UNSUPPORTED_PEFT_TYPES
+from peftcode.versions import code_version
 
 # Set by the study for every method, whatever a method's ``peft`` options say.
 MANAGED = ("task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode")
@@ -40,7 +41,7 @@ def config_options(settings: dict) -> dict:
         options = {"r": settings["r"], "lora_alpha": settings["alpha"], "lora_dropout": settings["dropout"]}
         if targets.get("attention"):
             options["target_modules"] = targets["attention"]
-    elif kind.name == "ia3" and (targets.get("attention") or targets.get("feedforward")):
+    elif peft_type(settings) == "IA3" and (targets.get("attention") or targets.get("feedforward")):
         feedforward = targets.get("feedforward") or []
         options = {
             "target_modules": (targets.get("attention") or []) + feedforward,
@@ -110,7 +111,7 @@ def _fits(value, described) -> bool:
 
 def config_fields(peft_type_name: str) -> dict | None:
     """The fields of PEFT's config class for a PEFT type, described; None where PEFT has no such type."""
-    cached = CACHE / f"peft-fields-{version('peft')}.json"
+    cached = CACHE / f"peft-fields-{version('peft')}-{code_version('peft_options')}.json"
     if cached.is_file():
         return json.loads(cached.read_text()).get(peft_type_name)
     import dataclasses
@@ -120,13 +121,15 @@ def config_fields(peft_type_name: str) -> dict | None:
 
     described = {}
     for peft_type_key, config_class in PEFT_TYPE_TO_CONFIG_MAPPING.items():
-        hints = typing.get_type_hints(config_class)
+        try:
+            hints = typing.get_type_hints(config_class)
+        except Exception:  # a class whose hints do not resolve: its options are PEFT's to check
+            hints = {}
         described[str(peft_type_key.value)] = {
             "class": config_class.__name__,
             "fields": {f.name: _describe(hints.get(f.name)) for f in dataclasses.fields(config_class)},
         }
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(described))
+    write_atomically(cached, json.dumps(described))
     return described.get(peft_type_name)
 
 
@@ -150,6 +153,12 @@ def check_options(method: str, settings: dict) -> None:
             f"config error at methods.{method}.peft_type: PEFT {version('peft')} has no type {name}"
         )
     fields, cls = described["fields"], described["class"]
+    init = settings.get("peft", {}).get("init_lora_weights")
+    if isinstance(init, str) and init in UNSUPPORTED_LORA_INITS:
+        raise OptionError(
+            f"config error at methods.{method}.peft.init_lora_weights: {init} is not supported: "
+            + UNSUPPORTED_LORA_INITS[init]
+        )
     for option, value in settings.get("peft", {}).items():
         if option in MANAGED:
             raise OptionError(

@@ -85,7 +85,7 @@ class Plan:
 
                 raise ConfigError(
                     f"config error at methods.{cell.method}: PEFT cannot build it on model '{cell.model}': "
-                    f"{error} (set the model's target_modules)"
+                    f"{error}"
                 ) from None
             examples = self._examples(train_dataset, "train")
             tokens = (

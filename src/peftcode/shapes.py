@@ -1,9 +1,8 @@
 """Model shapes: what the memory plan needs of a model (widths, layers, its linear layers, PEFT's default
 targets), read off a meta-device model of its config.json, without weights, and cached on disk.
 
-A hub model's config.json comes from the Hugging Face cache, else from the configs this package ships for
-the studies in ``studies/`` (``model_configs/``, so that their dry runs plan with no network), else from
-the hub; a model whose config cannot be had stops with one line naming it and the command that fetches it.
+A hub model's config.json comes from :mod:`peftcode.hub_config` (the Hugging Face cache, the configs this
+package ships for the studies in ``studies/``, or the hub).
 Every snakemake call parses the Snakefile, which plans: torch, transformers and PEFT load only where a shape
 is not in the cache yet or a config must be read off a GGUF file.
 """
@@ -13,20 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from peftcode.cache import CACHE, write_atomically
+from peftcode.hub_config import hub_config
 from peftcode.packaged import gguf_location
 from peftcode.versions import code_version
-
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peftcode" / "shapes"
-SHIPPED = Path(__file__).resolve().parent / "model_configs"
-
-
-class ShapeError(ValueError):
-    """A model whose shape cannot be read; the message is one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +110,7 @@ def shape_of_config(fields: dict, family: str) -> Shape:
         shares_prompts=shared_prompt.serves(model),
         config=original,
     )
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(shape.__dict__))
+    write_atomically(cached, json.dumps(shape.__dict__))
     return shape
 
 
@@ -181,38 +173,8 @@ def peft_built(shape: Shape, peft_type: str, options: dict) -> PeftBuilt:
         if isinstance(module, BaseTunerLayer) and hasattr(module, "in_features")
     ]
     built = PeftBuilt(trainable, every - before - sum(math.prod(t) for t in trainable), adapted)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(built.__dict__))
+    write_atomically(cached, json.dumps(built.__dict__))
     return built
-
-
-def shipped_fields(repo: str) -> dict | None:
-    """The config.json this package ships for a hub model (see ``model_configs/README.md``), if any."""
-    path = SHIPPED / f"{repo.replace('/', '--')}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def hub_config(repo: str, revision: str | None = None, local_only: bool = False) -> dict:
-    """A hub model's config.json: from the Hugging Face cache, else the package's, else (unless
-    ``local_only``) the hub."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    where = {"repo_id": repo, "filename": "config.json", "revision": revision}
-    try:
-        return json.loads(Path(hf_hub_download(**where, local_files_only=True)).read_text())
-    except LocalEntryNotFoundError:
-        shipped = shipped_fields(repo)
-        if shipped is not None or local_only:
-            return shipped
-    try:
-        return json.loads(Path(hf_hub_download(**where)).read_text())
-    except (LocalEntryNotFoundError, OSError):
-        raise ShapeError(
-            f"model {repo}: its config.json is in neither the Hugging Face cache nor this package, and the "
-            f"hub cannot be reached; fetch it where the network is: hf download {repo} config.json"
-            + (f" --revision {revision}" if revision else "")
-        ) from None
 
 
 def model_fields(settings: dict) -> dict:
@@ -253,6 +215,5 @@ def _converted_fields(settings_json: str) -> dict:
         vocab = len(load_tokenizer_from(settings["tokenizer"]))
         fields = AutoConfig.for_model(build.pop("model_type"), vocab_size=vocab, **build).to_dict()
     fields.pop("quantization_config", None)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(fields))
+    write_atomically(cached, json.dumps(fields))
     return fields

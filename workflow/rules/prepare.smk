@@ -73,6 +73,8 @@ rule embed_data:
 
 
 rule prepare_model:
+    input:
+        lambda w: study.local_model_files(w.model),
     output:
         directory(f"{R}/models/{{model}}"),
     log:
