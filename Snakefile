@@ -13,7 +13,8 @@ sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH")))))
 
 from peftcode.adapters import check_bases  # noqa: E402
-from peftcode.config import Study, validate_config  # noqa: E402
+from peftcode.config import Study  # noqa: E402
+from peftcode.validation import validate_config  # noqa: E402
 from peftcode.planner import Plan  # noqa: E402
 
 min_version("9.0")

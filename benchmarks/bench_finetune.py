@@ -19,11 +19,12 @@ import torch
 import yaml
 
 import peftcode.finetune
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.models import prepare_model
 from peftcode.prompts import collate
+from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, METHOD, DATASET = "smollm2-135m", "lora", "conala-style"

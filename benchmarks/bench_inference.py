@@ -20,12 +20,13 @@ import torch
 import yaml
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.infer import cut_at_stop, generate_candidates, load_for_inference
 from peftcode.models import prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
 from peftcode.splits import read_split
+from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, DATASET = "smollm2-135m", "conala-style"

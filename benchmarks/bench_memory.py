@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.models import prepare_model
+from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, DATASET = "smollm2-135m", "conala-style"

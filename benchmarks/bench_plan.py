@@ -28,11 +28,12 @@ from pathlib import Path
 import yaml
 
 from peftcode import planner
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.estimates import finetune_peak
 from peftcode.models import prepare_model, quantize_model
 from peftcode.shapes import model_fields, shape_of_config
+from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")

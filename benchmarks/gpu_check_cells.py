@@ -26,7 +26,8 @@ def paper_cells() -> dict:
     """The cells' settings and plan rows, from studies/paper.yaml and the model's shape (no network: the
     plan reads the config the package ships, src/peftcode/model_configs)."""
     from peftcode import planner
-    from peftcode.config import Study, validate_config
+    from peftcode.config import Study
+    from peftcode.validation import validate_config
 
     paper = yaml.safe_load((REPO / "studies" / "paper.yaml").read_text())
     # The other models' shapes are not needed: each cell's row depends on its own model and settings.

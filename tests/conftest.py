@@ -60,9 +60,10 @@ def tiny_config() -> dict:
 def tiny_workspace(folder: Path, limit: dict):
     """The tiny study, its model prepared in ``folder/model`` and ``limit`` rows of its CoNaLa-style data in
     ``folder/conala-style``, for a fine-tune run by hand."""
-    from peftcode.config import Study, validate_config
+    from peftcode.config import Study
     from peftcode.data import prepare_data
     from peftcode.models import prepare_model
+    from peftcode.validation import validate_config
 
     study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
     prepare_model(study.model_settings("tiny-llama"), folder / "model")

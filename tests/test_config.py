@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from peftcode.config import Cell, ConfigError, Study, validate_config
+from peftcode.config import Cell, Study
+from peftcode.validation import ConfigError, validate_config
 from tests.conftest import SCHEMA, read_yaml
 
 

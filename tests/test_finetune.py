@@ -4,11 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.finetune import encode_split, target_loss
 from peftcode.methods import prepare_for_training
 from peftcode.models import load_checkpoint, prepare_model, quantize_model
 from peftcode.prompts import collate
+from peftcode.validation import validate_config
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 EXAMPLES = pd.DataFrame(

@@ -61,6 +61,6 @@ def test_a_study_is_pinned_to_the_commits_the_hub_resolves_and_keeps_its_layout(
     assert "coder: {source: {hub: lab/coder, revision:" in text  # flow style kept
     assert len(done.stdout.splitlines()) == 4
     # The pinned file is still a valid study.
-    from peftcode.config import validate_config
+    from peftcode.validation import validate_config
 
     validate_config(config, SCHEMA)

@@ -10,11 +10,12 @@ import sys
 import pytest
 
 import peftcode.planner as planner
-from peftcode.config import ConfigError, Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.estimates import finetune_peak, inference_peak
 from peftcode.models import prepare_model
 from peftcode.shapes import Shape, model_fields, shape_of_config
+from peftcode.validation import ConfigError, validate_config
 from tests.conftest import REPO, SCHEMA, SMOLLM2, paper_fields, read_yaml
 
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")

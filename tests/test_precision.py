@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.finetune import finetune, make_optimizer
 from peftcode.models import load_checkpoint, prepare_model, quantize_model
 from peftcode.precision import resolve
+from peftcode.validation import validate_config
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 

@@ -12,9 +12,10 @@ import torch
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
 
-from peftcode.config import ConfigError, Study, validate_config
+from peftcode.config import Study
 from peftcode.finetune import finetune
 from peftcode.prompts import causal_prompt
+from peftcode.validation import ConfigError, validate_config
 from tests.conftest import REPO, SCHEMA, read_yaml, tiny_workspace
 from tests.hub_server import LocalHub
 from tests.workflow import planned_jobs, write_study

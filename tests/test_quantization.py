@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.models import (
     QuantizationError,
     load_checkpoint,
@@ -13,6 +13,7 @@ from peftcode.models import (
     quantize_model,
     write_manifest,
 )
+from peftcode.validation import validate_config
 from tests.conftest import SCHEMA
 
 QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}

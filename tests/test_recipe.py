@@ -10,7 +10,7 @@ import torch
 from tokenizers import processors
 
 from peftcode import finetune
-from peftcode.config import Study, validate_config
+from peftcode.config import Study
 from peftcode.finetune import encode_split, train_step
 from peftcode.methods import prepare_for_training
 from peftcode.models import load_checkpoint, prepare_model
@@ -24,6 +24,7 @@ from peftcode.prompts import (
     inference_prompts,
     prompt_ids,
 )
+from peftcode.validation import validate_config
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 

@@ -95,8 +95,9 @@ def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
 
 def test_model_jobs_ask_for_the_memory_and_time_the_plan_estimates(cluster, slurm_run):
     config, _, _, _ = slurm_run
-    from peftcode.config import Study, validate_config
+    from peftcode.config import Study
     from peftcode.planner import Plan
+    from peftcode.validation import validate_config
 
     plan = Plan(Study(validate_config(config)))
     checked = 0

@@ -81,7 +81,7 @@ class Plan:
                     shape, train, self.device, resolved_name(train["precision"], self.device)
                 )
             except ValueError as error:  # PEFT cannot build the method on this model
-                from peftcode.config import ConfigError
+                from peftcode.validation import ConfigError
 
                 raise ConfigError(
                     f"config error at methods.{cell.method}: PEFT cannot build it on model '{cell.model}': "
@@ -120,7 +120,8 @@ class Plan:
     def left_out(self, over_budget: str) -> frozenset:
         """The cells to leave out of the grid (``over_budget: skip``); stops at the first cell over the
         budget otherwise, with one line naming it and its estimate."""
-        from peftcode.config import Cell, ConfigError
+        from peftcode.config import Cell
+        from peftcode.validation import ConfigError
 
         rows = self.over_budget
         if rows and over_budget == "stop":
