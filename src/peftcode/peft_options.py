@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from functools import cache
 from importlib.metadata import version
 
 from peftcode.cache import CACHE, write_atomically
@@ -111,9 +112,16 @@ def _fits(value, described) -> bool:
 
 def config_fields(peft_type_name: str) -> dict | None:
     """The fields of PEFT's config class for a PEFT type, described; None where PEFT has no such type."""
+    return _described_classes().get(peft_type_name)
+
+
+@cache
+def _described_classes() -> dict:
+    """Every PEFT config class's fields, described: read once a process from the cache on disk, which is
+    written once per PEFT version and version of this code."""
     cached = CACHE / f"peft-fields-{version('peft')}-{code_version('peft_options')}.json"
     if cached.is_file():
-        return json.loads(cached.read_text()).get(peft_type_name)
+        return json.loads(cached.read_text())
     import dataclasses
     import typing
 
@@ -130,7 +138,7 @@ def config_fields(peft_type_name: str) -> dict | None:
             "fields": {f.name: _describe(hints.get(f.name)) for f in dataclasses.fields(config_class)},
         }
     write_atomically(cached, json.dumps(described))
-    return described.get(peft_type_name)
+    return described
 
 
 def check_options(method: str, settings: dict) -> None:
