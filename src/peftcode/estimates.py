@@ -42,10 +42,9 @@ def built(shape: Shape, settings: dict) -> PeftBuilt | None:
     return None if name is None else peft_built(shape, name, config_options(settings))
 
 
-def trainable_tensors(shape: Shape, settings: dict) -> list[tuple[int, ...]]:
-    """The shapes of the method's trainable tensors (for their gradients and optimizer state): every weight
-    of a full fine-tune, else what PEFT builds."""
-    adapter = built(shape, settings)
+def trainable_tensors(shape: Shape, adapter: PeftBuilt | None) -> list[tuple[int, ...]]:
+    """The shapes of the trainable tensors (for their gradients and optimizer state): what PEFT builds
+    (``adapter``, see :func:`built`), or every weight of a full fine-tune."""
     if adapter is not None:
         return [tuple(t) for t in adapter.trainable]
     matrices = [(out, inp) for inp, out in shape.linears.values()]
@@ -94,7 +93,7 @@ def finetune_peak(
     else:
         weights = BYTES[precision] * shape.params
     adapter = built(shape, settings)
-    tensors = trainable_tensors(shape, settings)
+    tensors = trainable_tensors(shape, adapter)
     trainable = sum(math.prod(t) for t in tensors)
     options = config_options(settings) if adapter else {}
     # Parameters and buffers the method adds that do not train (VeRA's shared projections), in float32.

@@ -13,7 +13,7 @@ SHIPPED = Path(__file__).resolve().parent / "model_configs"
 
 
 class ModelConfigError(ValueError):
-    """A model whose shape cannot be read; the message is one line naming it."""
+    """A hub model whose config.json cannot be had; the message is one line naming it and how to fetch it."""
 
 
 def shipped_fields(repo: str) -> dict | None:

@@ -1,5 +1,6 @@
-"""Model shapes: what the memory plan needs of a model (widths, layers, its linear layers, PEFT's default
-targets), read off a meta-device model of its config.json, without weights, and cached on disk.
+"""Model shapes: what the memory plan needs of a model (widths, layers, its linear layers), read off a
+meta-device model of its config.json, without weights, and what PEFT builds on that model; both cached on
+disk.
 
 A hub model's config.json comes from :mod:`peftcode.hub_config` (the Hugging Face cache, the configs this
 package ships for the studies in ``studies/``, or the hub).
