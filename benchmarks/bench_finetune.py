@@ -24,6 +24,7 @@ from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.models import prepare_model
 from peftcode.prompts import collate
+from peftcode.settings import TrainSettings
 from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def whole_sequence_loss(model, batch, family):
     return model(**batch).loss
 
 
-def run(model_dir: Path, data_dir: Path, out: Path, settings: dict, threads: int) -> dict:
+def run(model_dir: Path, data_dir: Path, out: Path, settings: TrainSettings, threads: int) -> dict:
     out.mkdir(parents=True)
     return finetune(
         model_dir, data_dir, out / "ckpt", out / "log.csv", out / "memory.json", settings, threads
@@ -68,7 +69,7 @@ def main() -> None:
         scratch = Path(scratch)
         prepare_model(study.model_settings(MODEL), scratch / "model")
         prepare_data(study.data_settings(DATASET), scratch / "data")
-        length = settings["max_input_length"] + settings["max_target_length"]
+        length = settings.max_input_length + settings.max_target_length
         for repeat in range(args.repeats):
             with (
                 mock.patch.object(peftcode.finetune, "collate", padded_to_max(length)),

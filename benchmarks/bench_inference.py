@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from peftcode.data import prepare_data
 from peftcode.infer import cut_at_stop, generate_candidates, load_for_inference
 from peftcode.models import prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
+from peftcode.settings import InferSettings
 from peftcode.splits import read_split
 from peftcode.validation import validate_config
 
@@ -44,25 +46,25 @@ class DecodesWholeBatch(StoppingCriteria):
 
 
 @torch.no_grad()
-def per_example(model, tokenizer, prompts: list[str], settings: dict) -> list[list[str]]:
+def per_example(model, tokenizer, prompts: list[str], settings: InferSettings) -> list[list[str]]:
     candidates = []
     for prompt in prompts:
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
         output = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
-            num_beams=settings["num_beams"],
-            num_return_sequences=settings["num_return_sequences"],
-            max_new_tokens=settings["max_new_tokens"],
+            num_beams=settings.num_beams,
+            num_return_sequences=settings.num_return_sequences,
+            max_new_tokens=settings.max_new_tokens,
             do_sample=False,
-            early_stopping=settings["early_stopping"],
+            early_stopping=settings.early_stopping,
             stopping_criteria=StoppingCriteriaList(
-                [DecodesWholeBatch(tokenizer, settings["stop"], ids.shape[1])]
+                [DecodesWholeBatch(tokenizer, settings.stop, ids.shape[1])]
             ),
             pad_token_id=tokenizer.pad_token_id,
         )
         texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
-        candidates.append([cut_at_stop(text, settings["stop"]) for text in texts])
+        candidates.append([cut_at_stop(text, settings.stop) for text in texts])
     return candidates
 
 
@@ -74,10 +76,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     study = Study(validate_config(yaml.safe_load((REPO / "config.yaml").read_text())))
-    settings = {**study.infer_settings(MODEL, "icl-0shot", DATASET), "max_new_tokens": 64}
+    settings = replace(study.infer_settings(MODEL, "icl-0shot", DATASET), max_new_tokens=64)
     with tempfile.TemporaryDirectory() as scratch:
         prepare_model(study.model_settings(MODEL), Path(scratch) / "model")
-        data = {**study.data_settings(DATASET), "limit": {}}
+        data = replace(study.data_settings(DATASET), limit={})
         prepare_data(data, Path(scratch) / "data")
         intents = list(read_split(Path(scratch) / "data", "train")["intent"][: args.prompts])
         model, tokenizer = load_for_inference(Path(scratch) / "model", None, "causal")

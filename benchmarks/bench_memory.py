@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -22,6 +24,7 @@ import yaml
 from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.models import prepare_model
+from peftcode.settings import TrainSettings
 from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +44,11 @@ model, out, quantization = sys.argv[1:]
 quantize_model(model, out, "causal", json.loads(quantization))
 """
 FINETUNE = """
-import json, sys
+import pickle, sys
 from peftcode.finetune import finetune
 model, data, out, settings, threads = sys.argv[1:]
-finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json", json.loads(settings),
+settings = pickle.loads(bytes.fromhex(settings))
+finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json", settings,
          threads=int(threads))
 """
 
@@ -55,14 +59,16 @@ def run(script: str, *args) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(model_dir: Path, data_dir: Path, out: Path, settings: dict, threads: int) -> tuple[dict, dict]:
+def measure(
+    model_dir: Path, data_dir: Path, out: Path, settings: TrainSettings, threads: int
+) -> tuple[dict, dict]:
     """The fine-tune's memory record, and the quantize job's (empty without quantization)."""
     quantized = {}
-    if settings["quantization"]:
-        run(QUANTIZE, model_dir, out / "base", json.dumps(settings["quantization"]))
+    if settings.quantization:
+        run(QUANTIZE, model_dir, out / "base", json.dumps(settings.quantization))
         quantized = json.loads((out / "base" / "memory.json").read_text())
         model_dir = out / "base"
-    run(FINETUNE, model_dir, data_dir, out, json.dumps(settings), threads)
+    run(FINETUNE, model_dir, data_dir, out, pickle.dumps(settings).hex(), threads)
     return json.loads((out / "memory.json").read_text()), quantized
 
 
@@ -78,8 +84,9 @@ def main() -> None:
         prepare_data(study.data_settings(DATASET), data_dir)
         rows = []
         for label, method, checkpointing in VARIANTS:
-            settings = study.train_settings(MODEL, method, DATASET)
-            settings["gradient_checkpointing"] = checkpointing
+            settings = replace(
+                study.train_settings(MODEL, method, DATASET), gradient_checkpointing=checkpointing
+            )
             out = scratch / label.replace(" ", "")
             out.mkdir()
             rows.append((label, *measure(model_dir, data_dir, out, settings, args.threads)))

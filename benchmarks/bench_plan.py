@@ -20,9 +20,11 @@ import argparse
 import copy
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -47,10 +49,11 @@ TODAYS = {
     "adalora": {"kind": "peft", "peft_type": "ADALORA", "peft": {"init_r": 12, "target_r": 8}},
 }
 FINETUNE = """
-import json, sys
+import pickle, sys
 from peftcode.finetune import finetune
 model, data, out, settings = sys.argv[1:]
-finetune(model, data, out + "/c", out + "/log.csv", out + "/memory.json", json.loads(settings), threads=2)
+settings = pickle.loads(bytes.fromhex(settings))
+finetune(model, data, out + "/c", out + "/log.csv", out + "/memory.json", settings, threads=2)
 """
 ENVIRONMENT = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 
@@ -72,23 +75,28 @@ def measure(models: list[str], precisions: list[str], methods: list[str]) -> lis
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        data = {**grid.data_settings("conala-style"), "limit": {"train": 16, "validation": 8, "test": 4}}
+        data = replace(grid.data_settings("conala-style"), limit={"train": 16, "validation": 8, "test": 4})
         prepare_data(data, scratch / "data")
         for model in models:
             prepare_model(grid.model_settings(model), scratch / model)
             shape = shape_of_config(model_fields(grid.model_settings(model)), "causal")
             for precision in precisions:
                 for method in methods:
-                    settings = {**grid.train_settings(model, method, "conala-style"), "precision": precision}
-                    settings.update(batch_size=8, max_input_length=64, max_target_length=32)
+                    settings = replace(
+                        grid.train_settings(model, method, "conala-style"),
+                        precision=precision, batch_size=8, max_input_length=64, max_target_length=32,
+                    )  # fmt: skip
                     out = scratch / f"{model}-{method}-{precision}"
                     base = scratch / model
-                    if settings["quantization"]:
-                        quantize_model(base, out / "base", "causal", settings["quantization"], precision)
+                    if settings.quantization:
+                        quantize_model(base, out / "base", "causal", settings.quantization, precision)
                         base = out / "base"
                     command = [sys.executable, "-c", FINETUNE, str(base), str(scratch / "data"), str(out)]
                     subprocess.run(
-                        [*command, json.dumps(settings)], check=True, capture_output=True, env=ENVIRONMENT
+                        [*command, pickle.dumps(settings).hex()],
+                        check=True,
+                        capture_output=True,
+                        env=ENVIRONMENT,
                     )
                     record = json.loads((out / "memory.json").read_text())
                     own = record["peak_rss_mb"] - record["baseline_rss_mb"]

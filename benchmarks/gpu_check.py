@@ -27,6 +27,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,6 +52,7 @@ from peftcode.models import load_checkpoint
 from peftcode.placement import MODEL_CLASSES, meta_model, spread_device_map
 from peftcode.precision import resolve as resolve_precision
 from peftcode.prompts import collate
+from peftcode.settings import TrainSettings
 
 PLACEMENT_COLUMNS = [
     "placement", "status", "device map", "loss", "finite", "trainable tensors changed", "parameters on",
@@ -92,14 +94,16 @@ def summarized(device_map: dict) -> str:
     return ", ".join(f"{count} modules on {device}" for device, count in counts.items())
 
 
-def lora_step(table: Table, label: str, model, model_dir: Path, settings: dict, device_map, started) -> None:
+def lora_step(
+    table: Table, label: str, model, model_dir: Path, settings: TrainSettings, device_map, started
+) -> None:
     """One LoRA optimizer step through the fine-tune's own code, wherever the model's layers are."""
-    precision = resolve_precision(settings["precision"], model.device)
+    precision = resolve_precision(settings.precision, model.device)
     model = prepare_for_training(model, settings, str(model_dir))
     model.train()
     before = trainable_copy(model)
     optimizer = make_optimizer(settings, [p for p in model.parameters() if p.requires_grad])
-    examples = random_examples(settings["batch_size"], 32, 32, model.get_input_embeddings().num_embeddings, 4)
+    examples = random_examples(settings.batch_size, 32, 32, model.get_input_embeddings().num_embeddings, 4)
     batch = collate(examples, 0, model.device)
     loss, _ = train_step(model, [batch], "causal", precision, optimizer, precision.grad_scaler())
     moved = sum(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
@@ -111,11 +115,13 @@ def lora_step(table: Table, label: str, model, model_dir: Path, settings: dict, 
     table.add(label, "ran", summarized(device_map), loss, finite, moved_text, devices, elapsed, verdict)
 
 
-def offloaded_step(table: Table, label: str, model_dir: Path, settings: dict, spread: dict, started) -> None:
+def offloaded_step(
+    table: Table, label: str, model_dir: Path, settings: TrainSettings, spread: dict, started
+) -> None:
     """With one GPU: the two-GPU spread with GPU 1's half held in host memory by accelerate, which runs
     it on GPU 0 (a second device it moves each of those layers' weights from): a forward and backward of
     the frozen model, its gradient reaching the input embeddings through both halves."""
-    precision = resolve_precision(settings["precision"], torch.device("cuda"))
+    precision = resolve_precision(settings.precision, torch.device("cuda"))
     mapped = {name: 0 if device == 0 else "cpu" for name, device in spread.items()}
     model = MODEL_CLASSES["causal"].from_pretrained(model_dir, dtype=precision.dtype, device_map=mapped)
     ids = torch.tensor([e["input_ids"] for e in random_examples(2, 32, 32, model.config.vocab_size, 5)])
@@ -134,8 +140,8 @@ def offloaded_step(table: Table, label: str, model_dir: Path, settings: dict, sp
 def placement(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> Table:
     """Section 4: peftcode.placement's device maps, and a training step on the placed model."""
     table = Table(f"4. Placement ({mode.small_name})", PLACEMENT_COLUMNS)
-    settings = {**cells["finetunes"]["lora"]["settings"], "max_input_length": 32, "max_target_length": 32}
-    precision = resolve_precision(settings["precision"], mode.device)
+    settings = replace(cells["finetunes"]["lora"]["settings"], max_input_length=32, max_target_length=32)
+    precision = resolve_precision(settings.precision, mode.device)
     model_dir = save_model_dir(mode.small, scratch / "placed", precision.dtype, mode.device)
 
     def one_device() -> None:

@@ -11,6 +11,7 @@ Usage: python benchmarks/gpu_check_cells.py  (rewrites gpu_check_cells.json)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -52,16 +53,30 @@ def paper_cells() -> dict:
         "inference": {
             "method": INFERENCE_METHOD,
             # The batch of prompts the plan gives the job (halved where the configured one would not fit).
-            "settings": {**inference, "batch_size": rows[INFERENCE_METHOD]["generation_batch"]},
+            "settings": replace(inference, batch_size=rows[INFERENCE_METHOD]["generation_batch"]),
             "plan": plan_row(INFERENCE_METHOD),
         },
     }
 
 
 def read_cells() -> dict:
-    return json.loads(CELLS.read_text())
+    """The cells as :func:`paper_cells` gives them, from the file the GPU check carries."""
+    from peftcode.settings import InferSettings, TrainSettings
+
+    cells = json.loads(CELLS.read_text())
+    for cell in cells["finetunes"].values():
+        cell["settings"] = TrainSettings.from_dict(cell["settings"])
+    cells["inference"]["settings"] = InferSettings(**cells["inference"]["settings"])
+    return cells
+
+
+def as_data(cells: dict) -> dict:
+    """The cells with their settings as plain data, to write."""
+    finetunes = {m: {**c, "settings": c["settings"].as_dict()} for m, c in cells["finetunes"].items()}
+    inference = {**cells["inference"], "settings": cells["inference"]["settings"].as_dict()}
+    return {**cells, "finetunes": finetunes, "inference": inference}
 
 
 if __name__ == "__main__":
-    CELLS.write_text(json.dumps(paper_cells(), indent=1) + "\n")
+    CELLS.write_text(json.dumps(as_data(paper_cells()), indent=1) + "\n")
     print(f"wrote {CELLS}")

@@ -7,6 +7,7 @@ import copy
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from peftcode.methods import prepare_for_training
 from peftcode.models import bitsandbytes_problem, load_checkpoint, quantize_model
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
+from peftcode.settings import TrainSettings
 
 # The issue's target: every estimate within 15% of the measured peak.
 TOLERANCE = 0.15
@@ -76,19 +78,19 @@ def memory_row(table, mode, label, peak, context_mb, estimate, fits, budget_mb, 
     )
 
 
-def finetune_steps(mode: Mode, model_dir: Path, settings: dict, steps: int) -> list[float]:
+def finetune_steps(mode: Mode, model_dir: Path, settings: TrainSettings, steps: int) -> list[float]:
     """A cell's first optimizer steps, as peftcode.finetune takes them, on random data at the configured
     maximum lengths."""
-    precision = resolve_precision(settings["precision"], mode.device)
-    model, tokenizer = load_checkpoint(model_dir, settings["family"], precision.dtype)
+    precision = resolve_precision(settings.precision, mode.device)
+    model, tokenizer = load_checkpoint(model_dir, settings.family, precision.dtype)
     model = prepare_for_training(model, settings, str(model_dir))
     model.train()
     optimizer = make_optimizer(settings, [p for p in model.parameters() if p.requires_grad])
     scaler = precision.grad_scaler()
-    batch, accumulated = settings["batch_size"], settings["grad_accum_steps"]
+    batch, accumulated = settings.batch_size, settings.grad_accum_steps
     vocab = model.get_input_embeddings().num_embeddings
     examples = random_examples(
-        batch * accumulated * steps, settings["max_input_length"], settings["max_target_length"], vocab, 0
+        batch * accumulated * steps, settings.max_input_length, settings.max_target_length, vocab, 0
     )
     losses = []
     for step in range(steps):
@@ -98,7 +100,7 @@ def finetune_steps(mode: Mode, model_dir: Path, settings: dict, steps: int) -> l
             for i in range(0, len(chosen), batch)
         ]
         step = train_step(
-            model, batches, settings["family"], precision, optimizer, scaler, settings["max_grad_norm"]
+            model, batches, settings.family, precision, optimizer, scaler, settings.max_grad_norm
         )
         losses.append(step[0])
     synchronize()
@@ -133,16 +135,16 @@ def memory_plan(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> T
         def work(method=method, settings=settings, fits=cell["plan"]["fits"]) -> None:
             started = time.perf_counter()
             directory = base
-            if settings["quantization"]:
+            if settings.quantization:
                 problem = bitsandbytes_problem(mode.device)
                 if problem is not None:
                     table.add(method, f"skipped: {problem}", *[""] * (len(MEMORY_COLUMNS) - 2))
                     return
                 directory = scratch / method
-                quantize_model(base, directory, "causal", settings["quantization"], settings["precision"])
+                quantize_model(base, directory, "causal", settings.quantization, settings.precision)
             with Peak(mode.cuda) as peak:
                 losses = finetune_steps(mode, directory, settings, mode.memory_steps)
-            precision = resolve_precision(settings["precision"], mode.device).name
+            precision = resolve_precision(settings.precision, mode.device).name
             estimate = planner.finetune_peak(shape, settings, mode.device.type, precision)["total"]
             memory_row(table, mode, method, peak, context_mb, estimate, fits, budget_mb, started, losses)
             if directory != base:
@@ -151,32 +153,32 @@ def memory_plan(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> T
         run_row(table, method, deadline, work)
 
     inference = cells["inference"]
-    settings = dict(inference["settings"])
-    settings["max_new_tokens"] = mode.max_new_tokens or settings["max_new_tokens"]
-    label = f"{inference['method']} inference: {settings['num_beams']}-beam search"
-    label += f", batch {settings['batch_size']}"
+    settings = inference["settings"]
+    settings = replace(settings, max_new_tokens=mode.max_new_tokens or settings.max_new_tokens)
+    label = f"{inference['method']} inference: {settings.num_beams}-beam search"
+    label += f", batch {settings.batch_size}"
 
     def infer() -> None:
         started = time.perf_counter()
         if search_problem() is not None:
             table.add(label, f"skipped: {search_problem()}", *[""] * (len(MEMORY_COLUMNS) - 2))
             return
-        precision = resolve_precision(settings["precision"], mode.device)
+        precision = resolve_precision(settings.precision, mode.device)
         with Peak(mode.cuda) as peak:
             model, tokenizer = load_checkpoint(base, "causal", precision.dtype)
             model.eval()
             vocab = model.get_input_embeddings().num_embeddings
             # Prompts at the configured maximum length, as the plan assumes.
-            longest = settings["max_input_length"]
-            prompts = random_prompts(settings["batch_size"], longest, vocab, 1, shortest=longest)
+            longest = settings.max_input_length
+            prompts = random_prompts(settings.batch_size, longest, vocab, 1, shortest=longest)
             ids = torch.tensor(prompts, device=model.device)
             eos = model.generation_config.eos_token_id
             with precision.autocast():
                 found = beam_search(
-                    model, ids, torch.ones_like(ids), settings["num_beams"],
-                    min(settings["num_return_sequences"], settings["num_beams"]), settings["max_new_tokens"],
+                    model, ids, torch.ones_like(ids), settings.num_beams,
+                    min(settings.num_return_sequences, settings.num_beams), settings.max_new_tokens,
                     [eos] if isinstance(eos, int) else list(eos), torch.tensor([], dtype=torch.long),
-                    early_stopping=settings["early_stopping"],
+                    early_stopping=settings.early_stopping,
                 )  # fmt: skip
             synchronize()
         estimate = planner.inference_peak(shape, settings, mode.device.type, precision.name)["total"]
@@ -205,18 +207,18 @@ def numerics(mode: Mode, cells: dict, deadline: Deadline) -> Table:
     """Section 2: LoRA's loss curve in bf16 and in fp16 (loss scaled by torch's GradScaler, as
     peftcode.finetune does) against fp32, the same start, steps and data."""
     table = Table(f"2. Numerics: LoRA loss curves against fp32 ({mode.small_name})", NUMERICS_COLUMNS)
-    settings = dict(cells["finetunes"]["lora"]["settings"])
+    settings = cells["finetunes"]["lora"]["settings"]
     # Lengths of CoNaLa's cells (64 + 64), the same examples every step and a learning rate above the
     # paper's (3e-4): the adapter learns them within the steps, so the curve falls (SmolLM2's shape on the
     # CPU: 10.92 to 10.33 in 6 steps) and a precision that stops learning leaves fp32's.
-    settings.update(max_input_length=64, max_target_length=64, lr=1e-3)
-    batch, accumulated = settings["batch_size"], settings["grad_accum_steps"]
+    settings = replace(settings, max_input_length=64, max_target_length=64, lr=1e-3)
+    batch, accumulated = settings.batch_size, settings.grad_accum_steps
     base = build_model(mode.small, torch.float32, mode.device)
     examples = random_examples(batch * accumulated, 64, 64, base.config.vocab_size, 2)
     batches = [collate(examples[i : i + batch], 0, mode.device) for i in range(0, len(examples), batch)]
     curves, start = {}, None
     table.notes.append(
-        f"LoRA as the paper's (Adafactor, r {settings['r']}) at lr {settings['lr']}, the same "
+        f"LoRA as the paper's (Adafactor, r {settings.method.r}) at lr {settings.lr}, the same "
         f"{len(examples)} random examples every step, each precision's adapters starting from fp32's."
     )
     for name in ("fp32", "bf16", "fp16"):

@@ -1,5 +1,6 @@
 import copy
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,50 @@ def read_yaml(path: Path) -> dict:
         return yaml.safe_load(handle)
 
 
+# An inference's settings that tests of decoding leave as they are.
+DECODING = {
+    "method_name": "icl",
+    "kind": "icl",
+    "quantization": None,
+    "precision": "auto",
+    "shots": 0,
+    "seed": 42,
+    "retriever": None,
+    "encoder": None,
+    "prompt": "alpaca",
+    "sampling": None,
+    "family": "causal",
+    "max_input_length": 64,
+    "max_new_tokens": 12,
+    "stop": None,
+    "num_beams": 1,
+    "num_return_sequences": 1,
+    "batch_size": 1,
+    "early_stopping": True,
+}
+
+
+def decoding(**settings):
+    """An inference's settings: ``settings`` over :data:`DECODING`."""
+    from peftcode.settings import InferSettings
+
+    return InferSettings(**{**DECODING, **settings})
+
+
+def training(settings: dict):
+    """A fine-tune's settings written flat, as a config's method entry and training section are: the
+    method's own options go to its entry, ``method`` is its name."""
+    from dataclasses import fields
+
+    from peftcode.settings import MethodSettings, TrainSettings
+
+    own = {f.name for f in fields(MethodSettings)} - {f.name for f in fields(TrainSettings)}
+    entry = {key: value for key, value in settings.items() if key in own}
+    loop = {key: value for key, value in settings.items() if key not in own and key != "method"}
+    loop.setdefault("train_dataset", None), loop.setdefault("trained_as", None)
+    return TrainSettings(method_name=settings["method"], method=MethodSettings(**entry), **loop)
+
+
 def paper_fields(name: str) -> dict:
     """The config.json fields of a model of the paper's grid (studies/paper.yaml), as the package ships
     them for planning without the network (src/peftcode/model_configs)."""
@@ -67,8 +112,11 @@ def tiny_workspace(folder: Path, limit: dict):
 
     study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
     prepare_model(study.model_settings("tiny-llama"), folder / "model")
-    data = {**study.data_settings("conala-style"), "source": {"path": str(REPO / "data" / "conala-style")}}
-    prepare_data({**data, "limit": limit}, folder / "conala-style")
+    data = study.data_settings("conala-style")
+    prepare_data(
+        replace(data, source={"path": str(REPO / "data" / "conala-style")}, limit=limit),
+        folder / "conala-style",
+    )
     return study
 
 
@@ -89,6 +137,7 @@ def smollm2(tmp_path_factory):
     """SmolLM2-135M-Instruct converted from its GGUF file to a checkpoint, once for every test that uses
     it (the conversion takes half a minute): the test workers of one run share it."""
     from peftcode.models import MANIFEST, prepare_model, read_manifest
+    from peftcode.settings import ModelSettings
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -97,4 +146,4 @@ def smollm2(tmp_path_factory):
     with FileLock(f"{folder}.lock"):
         if (folder / "model" / MANIFEST).exists():
             return folder / "model", read_manifest(folder / "model")
-        return folder / "model", prepare_model(SMOLLM2, folder / "model")
+        return folder / "model", prepare_model(ModelSettings(**SMOLLM2), folder / "model")

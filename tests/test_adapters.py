@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from peftcode.adapters import AdapterError, base_mismatch, check_base_weights
+from peftcode.settings import ModelSettings
 from tests.conftest import REPO, read_yaml
 from tests.hub_server import LocalHub
 from tests.workflow import snakemake, write_study
@@ -45,7 +46,7 @@ COMMIT = "a" * 40
     ],
 )  # fmt: skip
 def test_an_adapters_base_is_the_cells_model(adapter, model, why):
-    found = base_mismatch(adapter, model)
+    found = base_mismatch(adapter, ModelSettings(**model))
     assert found is None if why is None else why in found
 
 
@@ -149,9 +150,9 @@ def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_w
     from peftcode.models import load_checkpoint, prepare_model
 
     built = tmp_path / "built"
-    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], built)
+    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)
     local = {"source": {"path": str(built)}, "family": "causal", "pretrained": False}
-    manifest = prepare_model(local, tmp_path / "prepared")
+    manifest = prepare_model(ModelSettings(**local), tmp_path / "prepared")
     # No copy: the prepared folder holds the manifest alone, which names the directory and its weights.
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["peftcode_model.json"]
     assert manifest["weights"] == "path" and manifest["path"] == str(built.resolve())

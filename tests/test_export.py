@@ -2,6 +2,7 @@
 generates what our inference generates, and its model card's metadata parses."""
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_a_checkpoint_copied_elsewhere_loads_with_plain_peft_and_generates_as_ou
     workspace, method, tmp_path
 ):
     study, folder = workspace
-    settings = {**study.train_settings("tiny-llama", method, "conala-style"), "batch_size": 4}
+    settings = replace(study.train_settings("tiny-llama", method, "conala-style"), batch_size=4)
     out = tmp_path / "run" / "checkpoint"
     finetune(
         folder / "model", folder / "conala-style", out, tmp_path / "log.csv", tmp_path / "m.json", settings
@@ -57,7 +58,9 @@ def test_a_checkpoint_copied_elsewhere_loads_with_plain_peft_and_generates_as_ou
         assert ("use_cache=False" in card.text) == bool(cache)
         theirs = greedy(AutoPeftModelForCausalLM.from_pretrained(travelled), tokenizer, **cache)
         ours_model, ours_tokenizer = load_for_inference(folder / "model", travelled, "causal")
-    decoding = {**study.infer_settings("tiny-llama", method, "conala-style"), "stop": None}
-    decoding |= {"num_beams": 1, "num_return_sequences": 1, "batch_size": 1, "max_new_tokens": 8}
+    decoding = replace(
+        study.infer_settings("tiny-llama", method, "conala-style"),
+        stop=None, num_beams=1, num_return_sequences=1, batch_size=1, max_new_tokens=8,
+    )  # fmt: skip
     ours = generate_candidates(ours_model, ours_tokenizer, [PROMPT], decoding)[0][0]
     assert tokenizer.decode(theirs, skip_special_tokens=True).strip() == ours

@@ -35,8 +35,8 @@ def test_target_only_logits_give_the_models_own_loss_and_gradients(tiny, method,
     study, folder = tiny
     settings = study.train_settings("tiny-llama", method, "conala-style")
     torch.manual_seed(0)
-    if settings["quantization"]:
-        quantize_model(folder, tmp_path / "quantized", "causal", settings["quantization"])
+    if settings.quantization:
+        quantize_model(folder, tmp_path / "quantized", "causal", settings.quantization)
         folder = tmp_path / "quantized"
     model, tokenizer = load_checkpoint(folder, "causal")
     model = prepare_for_training(model, settings, str(folder))

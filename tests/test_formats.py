@@ -7,6 +7,7 @@ import pytest
 from peftcode.data import DataError, prepare_data
 from peftcode.metrics import execution_metrics
 from peftcode.presets import is_python_example
+from peftcode.settings import DataSettings, EvalSettings
 from peftcode.verdicts import Submission, run_submissions
 from tests.conftest import REPO
 
@@ -22,7 +23,7 @@ def prepare(tmp_path, stem: str, file_format: str, fields: dict, **extra) -> tup
         "fields": fields,
         **extra,
     }
-    stats = prepare_data(settings, tmp_path)
+    stats = prepare_data(DataSettings(**settings), tmp_path)
     return pd.read_parquet(tmp_path / "test.parquet"), stats["splits"]["test"]
 
 
@@ -126,11 +127,13 @@ def test_apps_solutions_and_input_output_tests_run_per_difficulty(tmp_path):
         }
     )
     settings = {
+        "k": [1],
+        "codebleu_bootstrap_samples": 100,
         "pass_k": [1, 2],
         "bootstrap_samples": 100,
         "execution": {"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
     }
-    metrics = execution_metrics(generations, settings, workers=2)
+    metrics = execution_metrics(generations, EvalSettings(**settings), workers=2)
     assert metrics["passes"] == [1, 1, 1] and metrics["pass@1"] == 0.5 and metrics["pass@2"] == 1.0
     assert metrics["pass@1 (interview)"] == 0.5 and metrics["pass@2 (competition)"] == 1.0
 
@@ -146,4 +149,4 @@ def test_apps_without_its_json_columns_names_the_missing_one(tmp_path):
         "preset": "apps",
     }
     with pytest.raises(DataError, match=r"apps\.jsonl: missing column 'input_output' of the 'apps' preset"):
-        prepare_data(settings, tmp_path / "out")
+        prepare_data(DataSettings(**settings), tmp_path / "out")

@@ -47,9 +47,10 @@ def jsonl(rows: list[dict]) -> str:
 def build_repositories(folder: Path) -> Path:
     """The hub's repositories, in the real repositories' layouts and formats."""
     from peftcode.models import MANIFEST, prepare_model
+    from peftcode.settings import ModelSettings
 
     built = folder / "built"
-    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], built)
+    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)
     model = folder / "repos" / "models" / MODEL
     shutil.copytree(built, model, ignore=shutil.ignore_patterns(MANIFEST))
     remote = folder / "repos" / "models" / REMOTE_CODE_MODEL
@@ -263,15 +264,16 @@ def test_remote_code_runs_only_where_the_config_allows_it(hub_env, tmp_path):
     result = in_a_fresh_process(
         f"""
         from peftcode.models import load_checkpoint, prepare_model
+        from peftcode.settings import ModelSettings
 
         settings = {{"source": {{"hub": "{REMOTE_CODE_MODEL}"}}, "family": "causal", "pretrained": False}}
         try:
-            prepare_model({{**settings, "trust_remote_code": False}}, "{tmp_path}/refused")
+            prepare_model(ModelSettings(**settings, trust_remote_code=False), "{tmp_path}/refused")
         except ValueError as error:
             assert "trust_remote_code" in str(error), error
         else:
             raise AssertionError("remote code ran without trust_remote_code")
-        manifest = prepare_model({{**settings, "trust_remote_code": True}}, "{tmp_path}/allowed")
+        manifest = prepare_model(ModelSettings(**settings, trust_remote_code=True), "{tmp_path}/allowed")
         assert manifest["trust_remote_code"] is True and manifest["model_type"] == "tiny-remote-code"
         model, _ = load_checkpoint("{tmp_path}/allowed", "causal")
         print(type(model).__name__)
@@ -287,9 +289,10 @@ def test_a_revision_the_hub_does_not_have_stops_with_its_name(hub_env, tmp_path)
     result = in_a_fresh_process(
         f"""
         from peftcode.models import prepare_model
+        from peftcode.settings import ModelSettings
 
         source = {{"hub": "{MODEL}", "revision": "v9.9"}}
-        prepare_model({{"source": source, "family": "causal", "pretrained": False}}, "{tmp_path}/model")
+        prepare_model(ModelSettings(source=source, family="causal", pretrained=False), "{tmp_path}/model")
         """,
         env,
     )

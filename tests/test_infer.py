@@ -1,11 +1,14 @@
 """Generation: soft prompts condition every step as the training forward pass does, and the study's batched
 beam search returns the candidates of transformers' own beam search run on one example at a time."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from peft import get_peft_model
 from transformers import StoppingCriteriaList
 
+from peftcode.config import Study
 from peftcode.infer import (
     StopTokens,
     conditioned_inputs,
@@ -16,33 +19,35 @@ from peftcode.infer import (
 from peftcode.methods import peft_config
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.prompts import prompt_ids
-from tests.conftest import REPO, read_yaml
+from peftcode.settings import MethodSettings, ModelSettings
+from peftcode.validation import validate_config
+from tests.conftest import REPO, SCHEMA, decoding, read_yaml
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny") / "model"
-    prepare_model(read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"], folder)
+    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), folder)
     return folder
 
 
 @torch.no_grad()
-def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings: dict) -> list[list[str]]:
+def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings) -> list[list[str]]:
     """The reference: one ``generate`` call per prompt, with the cell's decoding settings."""
-    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings["stop"])])
+    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings.stop)])
     candidates = []
     for prompt in prompts:
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
         output = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             **search_settings(settings),
-            max_new_tokens=settings["max_new_tokens"],
+            max_new_tokens=settings.max_new_tokens,
             stopping_criteria=stopping,
             pad_token_id=tokenizer.pad_token_id,
         )
         texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
-        candidates.append([cut_at_stop(text, settings["stop"]) for text in texts])
+        candidates.append([cut_at_stop(text, settings.stop) for text in texts])
     return candidates
 
 
@@ -62,10 +67,9 @@ def test_batched_beam_search_returns_the_candidates_of_generate(tiny_llama, cont
     model.eval()
     # Prompts of different lengths, left-padded in one batch; a stop string that some beams hit early.
     prompts = [f"### Instruction:\n{'sort a list ' * n}\n### Response:\n" for n in (1, 3, 6, 2, 5)]
-    settings = {
-        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 12, "stop": "e",
-        "num_beams": 4, "num_return_sequences": 3, "batch_size": 5, "early_stopping": True,
-    }  # fmt: skip
+    settings = decoding(
+        max_new_tokens=12, stop="e", num_beams=4, num_return_sequences=3, batch_size=5, 
+    )  # fmt: skip
     expected = generate_one_at_a_time(model, tokenizer, prompts, settings)
     assert generate_candidates(model, tokenizer, prompts, settings) == expected
     # A length penalty from the model's generation config is followed; a suppressed token, which reshapes
@@ -82,13 +86,12 @@ def test_sampled_draws_of_a_prompt_do_not_depend_on_the_batch(tiny_llama):
     model, tokenizer = load_checkpoint(tiny_llama, "causal")
     model.eval()
     prompts = [f"### Instruction:\n{'add two numbers ' * n}\n### Response:\n" for n in (2, 5, 1, 3)]
-    settings = {
-        "family": "causal", "shots": 0, "seed": 7, "max_input_length": 64, "max_new_tokens": 8, "stop": None,
-        "num_beams": 1, "num_return_sequences": 1, "batch_size": 4, "early_stopping": True,
-    }  # fmt: skip
+    settings = decoding(
+        seed=7, max_new_tokens=8, stop=None, num_beams=1, num_return_sequences=1, batch_size=4, 
+    )  # fmt: skip
     sampling = {"samples": 3, "temperature": 0.8, "top_p": 0.95}
     draws = generate_candidates(model, tokenizer, prompts, settings, sampling)
-    assert draws == generate_candidates(model, tokenizer, prompts, {**settings, "batch_size": 1}, sampling)
+    assert draws == generate_candidates(model, tokenizer, prompts, replace(settings, batch_size=1), sampling)
     assert draws[:2] == generate_candidates(model, tokenizer, prompts[:2], settings, sampling)
     assert len({tuple(d) for d in draws}) == len(prompts)
 
@@ -109,10 +112,12 @@ def greedy_by_forward(model, ids: torch.Tensor, steps: int) -> list[int]:
         {"kind": "prefix-tuning", "num_virtual_tokens": 4},
     ],
 )
-def test_soft_prompt_generation_matches_the_training_forward_pass(tiny_llama, settings):
+def test_soft_prompt_generation_matches_the_training_forward_pass(tiny_llama, tiny_config, settings):
+    lora = Study(validate_config(tiny_config, SCHEMA)).train_settings("tiny-llama", "lora", "conala-style")
+    trained = replace(lora, method=MethodSettings(**settings), target_modules={})
     torch.manual_seed(0)
     base, tokenizer = load_checkpoint(tiny_llama, "causal")
-    model = get_peft_model(base, peft_config({**settings, "family": "causal"}, str(tiny_llama))).eval()
+    model = get_peft_model(base, peft_config(trained, str(tiny_llama))).eval()
     tokenizer.padding_side = "left"
     prompts = [
         "### Instruction:\nreverse `s`\n### Response:\n",
@@ -156,10 +161,9 @@ def test_each_prompt_ends_with_its_prefix_and_each_candidate_begins_with_it(tiny
     model.eval()
     prompts = [f"### Instruction:\nWrite the body of {name}.\n### Response:\n" for name in ("f", "g")]
     prefixes = ["def f(x):\n", 'def g(a, b):\n    """Sum."""\n']
-    settings = {
-        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 6, "stop": None,
-        "num_beams": 2, "num_return_sequences": 2, "batch_size": 2, "early_stopping": True, "seed": 7,
-    }  # fmt: skip
+    settings = decoding(
+        max_new_tokens=6, stop=None, num_beams=2, num_return_sequences=2, batch_size=2, seed=7,
+    )  # fmt: skip
     searched = generate_candidates(model, tokenizer, prompts, settings, prefixes=prefixes)
     drawn = generate_candidates(
         model,
@@ -181,24 +185,22 @@ def test_each_prompt_ends_with_its_prefix_and_each_candidate_begins_with_it(tiny
 
 
 @torch.no_grad()
-def sample_one_at_a_time(
-    model, tokenizer, prompts: list[str], settings: dict, sampling: dict
-) -> list[list[str]]:
+def sample_one_at_a_time(model, tokenizer, prompts: list[str], settings, sampling: dict) -> list[list[str]]:
     """The reference for sampled programs: each prompt alone, each of its draws alone."""
     from peftcode.infer import eos_ids
     from peftcode.sampling import sample
 
-    ends = torch.cat((torch.tensor(eos_ids(model)), StopTokens(tokenizer, settings["stop"]).stop_ids))
+    ends = torch.cat((torch.tensor(eos_ids(model)), StopTokens(tokenizer, settings.stop).stop_ids))
     drawn = []
     for index, prompt in enumerate(prompts):
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings["max_input_length"])])
+        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
         texts = []
         for draw in range(sampling["samples"]):
             tokens = sample(
-                model, ids, torch.ones_like(ids), [index], 1, settings["max_new_tokens"],
-                sampling["temperature"], sampling["top_p"], settings["seed"], ends, first_draw=draw,
+                model, ids, torch.ones_like(ids), [index], 1, settings.max_new_tokens,
+                sampling["temperature"], sampling["top_p"], settings.seed, ends, first_draw=draw,
             )[0][0]  # fmt: skip
-            texts.append(cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), settings["stop"]))
+            texts.append(cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), settings.stop))
         drawn.append(texts)
     return drawn
 
@@ -207,16 +209,15 @@ def test_batched_draws_are_those_of_one_prompt_and_one_draw_at_a_time(tiny_llama
     model, tokenizer = load_checkpoint(tiny_llama, "causal")
     model.eval()
     prompts = [f"### Instruction:\n{'reverse a string ' * n}\n### Response:\n" for n in (2, 5, 1, 4)]
-    settings = {
-        "family": "causal", "shots": 0, "max_input_length": 64, "max_new_tokens": 10, "stop": "e",
-        "num_beams": 1, "num_return_sequences": 1, "batch_size": 4, "early_stopping": True, "seed": 7,
-    }  # fmt: skip
+    settings = decoding(
+        max_new_tokens=10, stop="e", num_beams=1, num_return_sequences=1, batch_size=4, seed=7,
+    )  # fmt: skip
     sampling = {"samples": 3, "temperature": 1.5, "top_p": 0.95}
     batched = generate_candidates(model, tokenizer, prompts, settings, sampling)
     assert batched == sample_one_at_a_time(model, tokenizer, prompts, settings, sampling)
     assert len({text for draws in batched for text in draws}) > 6, "draws differ from each other"
     # The draws follow the cell's seed, and no other prompt's.
-    assert generate_candidates(model, tokenizer, prompts, {**settings, "seed": 8}, sampling) != batched
+    assert generate_candidates(model, tokenizer, prompts, replace(settings, seed=8), sampling) != batched
     assert generate_candidates(model, tokenizer, prompts[:1], settings, sampling)[0] == batched[0]
 
 

@@ -11,6 +11,7 @@ import pytest
 from peftcode.codebleu_sums import CodebleuSums
 from peftcode.metrics import execution_metrics
 from peftcode.scores import exact_match_at_k, match_ranks, normalise, pass_at_k
+from peftcode.settings import EvalSettings
 
 
 def test_normalise_collapses_whitespace_only():
@@ -124,11 +125,13 @@ def test_execution_metrics_run_each_sample_against_its_problems_tests():
         }
     )
     settings = {
+        "k": [1],
+        "codebleu_bootstrap_samples": 100,
         "pass_k": [1, 2, 5],
         "bootstrap_samples": 100,
         "execution": {"timeout_s": 2, "memory_mb": 512, "unsafe_without_isolation": False},
     }
-    metrics = execution_metrics(generations, settings, workers=2)
+    metrics = execution_metrics(generations, EvalSettings(**settings), workers=2)
     assert metrics["sandbox"] == "kernel isolation"
     assert metrics["passes"] == [2, 0] and metrics["pass_samples"] == 3
     assert metrics["pass@1"] == pytest.approx((2 / 3 + 0) / 2)
@@ -137,14 +140,16 @@ def test_execution_metrics_run_each_sample_against_its_problems_tests():
     assert metrics["pass@1_ci_low"] <= metrics["pass@1"] <= metrics["pass@1_ci_high"]
 
 
-def _tiny_execution(unsafe: bool) -> tuple[pd.DataFrame, dict]:
+def _tiny_execution(unsafe: bool) -> tuple[pd.DataFrame, EvalSettings]:
     generations = pd.DataFrame({"samples": [["def f():\n    return 1"]], "tests": ["assert f() == 1"]})
     settings = {
+        "k": [1],
+        "codebleu_bootstrap_samples": 100,
         "pass_k": [1],
         "bootstrap_samples": 100,
         "execution": {"timeout_s": 2, "memory_mb": 512, "unsafe_without_isolation": unsafe},
     }
-    return generations, settings
+    return generations, EvalSettings(**settings)
 
 
 def test_execution_stops_where_programs_cannot_be_isolated(monkeypatch):

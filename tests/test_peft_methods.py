@@ -4,6 +4,7 @@ options LoraConfig would refuse stop the dry run with one line; AdaLoRA allocate
 the fine-tune and its regulariser is in the loss."""
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -82,6 +83,7 @@ def test_adalora_allocates_its_rank_budget_and_its_regulariser_is_in_the_loss(tm
     from peftcode.finetune import finetune
     from peftcode.methods import loss_term, prepare_for_training
     from peftcode.models import load_checkpoint
+    from peftcode.settings import MethodSettings
 
     study = tiny_workspace(tmp_path, {"train": 32, "validation": 4, "test": 2})
     adalora = {"kind": "peft", "peft_type": "ADALORA", "lr": 1.0e-2}
@@ -93,8 +95,15 @@ def test_adalora_allocates_its_rank_budget_and_its_regulariser_is_in_the_loss(tm
         "deltaT": 1,
         "orth_reg_weight": 0.5,
     }
-    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), **adalora, "method": "adalora"}
-    settings.update(batch_size=2, evals_per_epoch=1)
+    lora = study.train_settings("tiny-llama", "lora", "conala-style")
+    settings = replace(
+        lora,
+        method_name="adalora",
+        method=MethodSettings(**adalora),
+        lr=1.0e-2,
+        batch_size=2,
+        evals_per_epoch=1,
+    )
     finetune(tmp_path / "model", tmp_path / "conala-style", tmp_path / "out", tmp_path / "log.csv",
              tmp_path / "memory.json", settings)  # fmt: skip
     saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())

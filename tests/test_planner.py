@@ -4,8 +4,10 @@ paper's grid, what a cell over budget does, and the estimator against measured p
 import copy
 import json
 import os
+import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -14,9 +16,10 @@ from peftcode.config import Study
 from peftcode.data import prepare_data
 from peftcode.estimates import finetune_peak, inference_peak
 from peftcode.models import prepare_model
+from peftcode.settings import TrainSettings
 from peftcode.shapes import Shape, model_fields, shape_of_config
 from peftcode.validation import ConfigError, validate_config
-from tests.conftest import REPO, SCHEMA, SMOLLM2, paper_fields, read_yaml
+from tests.conftest import REPO, SCHEMA, SMOLLM2, decoding, paper_fields, read_yaml
 
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")
 
@@ -32,9 +35,9 @@ def paper_plan(budget_gb: float) -> planner.Plan:
     return planner.Plan(Study(validate_config(config, SCHEMA)))
 
 
-def settings_of(method: str, **overrides) -> dict:
+def settings_of(method: str, **overrides) -> TrainSettings:
     config = validate_config(copy.deepcopy(PAPER), SCHEMA)
-    return {**Study(config).train_settings("codellama-7b", method, "conala"), **overrides}
+    return replace(Study(config).train_settings("codellama-7b", method, "conala"), **overrides)
 
 
 def test_the_paper_models_shapes_are_their_published_sizes():
@@ -86,18 +89,15 @@ def test_draws_and_beams_hold_their_prompts_cache_once_unless_the_models_own_cod
     """CodeLlama-7B in bf16 drawing 20 programs for each of 4 HumanEval-length prompts at once."""
     codellama = shape("codellama-7b")
     assert codellama.shares_prompts
-    settings = {
-        "shots": 0, "max_input_length": 512, "max_new_tokens": 128, "batch_size": 4, "num_beams": 1,
-        "sampling": {"samples": 20},
-    }  # fmt: skip
+    settings = decoding(max_input_length=512, max_new_tokens=128, batch_size=4, sampling={"samples": 20})
     shared = inference_peak(codellama, settings, "cuda", "bf16")
-    copied = inference_peak(codellama, {**settings, "trust_remote_code": True}, "cuda", "bf16")
+    copied = inference_peak(codellama, settings, "cuda", "bf16", trust_remote_code=True)
     per_token_mib = 32 * 2 * 4096 * 2 / 2**20  # layers x (keys, values) x width x 2 bytes
     assert shared["cache"] == pytest.approx((4 * 512 + 80 * 128) * per_token_mib)
     assert copied["cache"] == pytest.approx(80 * (512 + 128) * per_token_mib)
     assert shared["total"] < 24 * 1024 < copied["total"]
     # Beam search's cache where it holds more than the draws; its beams share their prompt too.
-    beams = inference_peak(codellama, {**settings, "num_beams": 40}, "cuda", "bf16")
+    beams = inference_peak(codellama, replace(settings, num_beams=40), "cuda", "bf16")
     assert beams["cache"] == pytest.approx((4 * 512 + 160 * 128) * per_token_mib)
 
 
@@ -138,14 +138,15 @@ def test_the_dry_run_prints_the_plan_and_the_reports_list_what_was_left_out(tiny
 def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
     """A fine-tune in a fresh process, as Snakemake runs it: its peak is its own."""
     script = (
-        "import json, sys\nfrom peftcode.finetune import finetune\n"
+        "import pickle, sys\nfrom peftcode.finetune import finetune\n"
         "model, data, out, settings = sys.argv[1:]\n"
-        "finetune(model, data, out + '/c', out + '/log.csv', out + '/memory.json', json.loads(settings),\n"
+        "finetune(model, data, out + '/c', out + '/log.csv', out + '/memory.json',\n"
+        "         pickle.loads(bytes.fromhex(settings)),\n"
         "         threads=2)"
     )
     # A fixed mmap threshold, so that the resident peak is live memory (see benchmarks/bench_plan.py).
     subprocess.run(
-        [sys.executable, "-c", script, str(model_dir), str(data_dir), str(out), json.dumps(settings)],
+        [sys.executable, "-c", script, str(model_dir), str(data_dir), str(out), pickle.dumps(settings).hex()],
         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         check=True,
         capture_output=True,
@@ -179,15 +180,11 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
     else:
         base = tmp_path / "model"
         prepare_model(study.model_settings(model), base)
-    data = {**study.data_settings("conala-style"), "limit": {"train": 16, "validation": 4, "test": 2}}
+    data = replace(study.data_settings("conala-style"), limit={"train": 16, "validation": 4, "test": 2})
     prepare_data(data, tmp_path / "data")
-    settings = {
-        **study.train_settings(model, method, "conala-style"),
-        "precision": precision,
-        "batch_size": 8,
-    }
-    if settings["quantization"]:
-        quantize_model(base, tmp_path / "quantized", "causal", settings["quantization"], precision)
+    settings = replace(study.train_settings(model, method, "conala-style"), precision=precision, batch_size=8)
+    if settings.quantization:
+        quantize_model(base, tmp_path / "quantized", "causal", settings.quantization, precision)
         base = tmp_path / "quantized"
     record = measured_own_peak(base, tmp_path / "data", tmp_path, settings)
     own = record["peak_rss_mb"] - record["baseline_rss_mb"]

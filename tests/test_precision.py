@@ -1,6 +1,8 @@
 """Precision, the study's optimizer and gradient accumulation, on the tiny model on the CPU (bf16 and fp16
 run there too)."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -20,14 +22,16 @@ def workspace(tmp_path_factory):
     config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
     study = Study(config)
     prepare_model(study.model_settings("tiny-llama"), folder / "model")
-    data = dict(study.data_settings("conala-style"), limit={"train": 32, "validation": 8, "test": 4})
+    data = replace(study.data_settings("conala-style"), limit={"train": 32, "validation": 8, "test": 4})
     prepare_data(data, folder / "data")
     return study, folder
 
 
 def run(workspace, name: str, method: str = "lora", **overrides) -> tuple[dict, pd.DataFrame]:
     study, folder = workspace
-    settings = {**study.train_settings("tiny-llama", method, "conala-style"), **overrides}
+    settings = study.train_settings("tiny-llama", method, "conala-style")
+    own = {key: overrides.pop(key) for key in ("dropout",) if key in overrides}  # the method's option
+    settings = replace(settings, method=replace(settings.method, **own), **overrides)
     out = folder / name
     record = finetune(
         folder / "model", folder / "data", out / "checkpoint", out / "log.csv", out / "memory.json", settings
@@ -40,12 +44,12 @@ def test_the_setting_resolves_method_over_model_over_study(tiny_config):
     tiny_config["models"]["tiny-llama"]["precision"] = "bf16"
     tiny_config["methods"]["lora"]["precision"] = "fp32"
     study = Study(validate_config(tiny_config, SCHEMA))
-    assert study.train_settings("tiny-llama", "lora", "conala-style")["precision"] == "fp32"
-    assert study.train_settings("tiny-llama", "ia3", "conala-style")["precision"] == "bf16"
-    assert study.infer_settings("tiny-llama", "icl-0shot", "conala-style")["precision"] == "bf16"
+    assert study.train_settings("tiny-llama", "lora", "conala-style").precision == "fp32"
+    assert study.train_settings("tiny-llama", "ia3", "conala-style").precision == "bf16"
+    assert study.infer_settings("tiny-llama", "icl-0shot", "conala-style").precision == "bf16"
     del tiny_config["models"]["tiny-llama"]["precision"]
     study = Study(validate_config(tiny_config, SCHEMA))
-    assert study.train_settings("tiny-llama", "ia3", "conala-style")["precision"] == "fp16"
+    assert study.train_settings("tiny-llama", "ia3", "conala-style").precision == "fp16"
 
 
 def test_auto_is_fp32_on_the_cpu_and_the_schema_defaults_are_the_studys(tiny_config):
@@ -55,12 +59,12 @@ def test_auto_is_fp32_on_the_cpu_and_the_schema_defaults_are_the_studys(tiny_con
     settings = Study(validate_config(tiny_config, SCHEMA)).train_settings(
         "tiny-llama", "lora", "conala-style"
     )
-    assert (settings["optimizer"], settings["warmup_ratio"], settings["evals_per_epoch"]) == (
+    assert (settings.optimizer, settings.warmup_ratio, settings.evals_per_epoch) == (
         "adafactor",
         0.05,
         5,
     )
-    assert settings["precision"] == "auto" and settings["grad_accum_steps"] == 1
+    assert settings.precision == "auto" and settings.grad_accum_steps == 1
 
 
 def test_a_bf16_lora_fine_tune_trains_in_half_the_weights_and_matches_fp32(workspace):
@@ -80,7 +84,7 @@ def test_adapters_stay_in_float32_over_bf16_weights(workspace):
     study, folder = workspace
     from peftcode.methods import prepare_for_training
 
-    settings = {**study.train_settings("tiny-llama", "ia3", "conala-style"), "precision": "bf16"}
+    settings = replace(study.train_settings("tiny-llama", "ia3", "conala-style"), precision="bf16")
     model, _ = load_checkpoint(folder / "model", "causal", torch.bfloat16)
     model = prepare_for_training(model, settings, str(folder / "model"))
     dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
@@ -134,7 +138,7 @@ def test_adafactor_trains_and_keeps_less_state_than_adamw(workspace):
     sizes = {}
     for name in ("adamw", "adafactor"):
         model, _ = load_checkpoint(folder / "model", "causal")
-        optimizer = make_optimizer({**settings, "optimizer": name}, list(model.parameters()))
+        optimizer = make_optimizer(replace(settings, optimizer=name), list(model.parameters()))
         for parameter in model.parameters():
             parameter.grad = torch.ones_like(parameter)
         optimizer.step()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -50,7 +51,7 @@ print(json.dumps({
 
 def test_a_published_adapter_comes_back_as_it_went_and_a_rerun_uploads_nothing(tmp_path):
     study = tiny_workspace(tmp_path, {"train": 8, "validation": 2, "test": 2})
-    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 4}
+    settings = replace(study.train_settings("tiny-llama", "lora", "conala-style"), batch_size=4)
     checkpoint = tmp_path / "checkpoint"
     finetune(
         tmp_path / "model", tmp_path / "conala-style", checkpoint, tmp_path / "log", tmp_path / "m", settings

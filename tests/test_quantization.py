@@ -34,23 +34,20 @@ def test_qlora_methods_get_the_paper_lora_settings_and_their_quantization(tiny_c
     ]
     study = Study(validate_config(tiny_config, SCHEMA))
     four = study.train_settings("tiny-llama", "qlora-4bit", "conala-style")
-    assert (four["lr"], four["r"], four["alpha"], four["dropout"]) == (3e-4, 8, 16, 0.05)
-    assert four["quantization"] == {
+    assert (four.lr, four.method.r, four.method.alpha, four.method.dropout) == (3e-4, 8, 16, 0.05)
+    assert four.quantization == {
         "bits": 4,
         "quant_type": "nf4",
         "double_quant": True,
         "compute_dtype": "bfloat16",
     }
-    assert four["gradient_checkpointing"] is True
+    assert four.gradient_checkpointing is True
     eight = study.train_settings("tiny-llama", "qlora-8bit", "conala-style")
-    assert eight["quantization"] == {"bits": 8}
+    assert eight.quantization == {"bits": 8}
     lora = study.train_settings("tiny-llama", "lora", "conala-style")
-    assert lora["quantization"] is None and lora["gradient_checkpointing"] is False
+    assert lora.quantization is None and lora.gradient_checkpointing is False
     # Inference quantizes the base model exactly as training did.
-    assert (
-        study.infer_settings("tiny-llama", "qlora-4bit", "conala-style")["quantization"]
-        == four["quantization"]
-    )
+    assert study.infer_settings("tiny-llama", "qlora-4bit", "conala-style").quantization == four.quantization
 
 
 def test_quantization_options_are_checked(tiny_config):

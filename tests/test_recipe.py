@@ -3,6 +3,7 @@ tokenizer's special tokens (a Llama's BOS first) and targets without, gradients 
 max_grad_norm, and validation at its own batch size."""
 
 import copy
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -89,7 +90,7 @@ EXAMPLES = pd.DataFrame({"intent": ["sort list `l`", "open file `f`"], "code": [
 def test_clipping_bounds_the_gradients_norm(tiny):
     study, folder = tiny
     settings = study.train_settings("tiny-llama", "full-ft", "conala-style")
-    assert settings["max_grad_norm"] == 1.0  # the Trainer's default, the study's
+    assert settings.max_grad_norm == 1.0  # the Trainer's default, the study's
     model, tokenizer = load_checkpoint(folder, "causal")
     model = prepare_for_training(model, settings, str(folder))
     batch = collate(encode_split(EXAMPLES, tokenizer, settings), tokenizer.pad_token_id)
@@ -105,7 +106,7 @@ def test_clipping_bounds_the_gradients_norm(tiny):
 
 def test_validation_runs_at_the_eval_batch_size(tiny, tmp_path, monkeypatch):
     study, folder = tiny
-    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "eval_batch_size": 3}
+    settings = replace(study.train_settings("tiny-llama", "lora", "conala-style"), eval_batch_size=3)
     data = tmp_path / "data"
     data.mkdir()
     rows = pd.DataFrame(

@@ -1,11 +1,12 @@
 """A fine-tune killed mid-run continues from its last saved step on the next run, not from the start."""
 
-import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from tests.conftest import tiny_workspace
 
 # The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
 SLOW_JOB = """
-import json, sys, time
+import pickle, sys, time
 import peftcode.finetune as job
 real_loss = job.target_loss
 def slow_loss(*args):
@@ -24,7 +25,8 @@ def slow_loss(*args):
     return real_loss(*args)
 job.target_loss = slow_loss
 model, data, out, resume, settings = sys.argv[1:]
-job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json", json.loads(settings),
+settings = pickle.loads(bytes.fromhex(settings))
+job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json", settings,
              threads=1, resume_dir=resume)
 """
 
@@ -33,8 +35,10 @@ job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json",
 def workspace(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resume")
     study = tiny_workspace(folder, {"train": 24, "validation": 4, "test": 2})
-    settings = {**study.train_settings("tiny-llama", "lora", "conala-style"), "batch_size": 2}
-    settings["evals_per_epoch"] = 12  # a validation, and so a saved state, after every step
+    # A validation, and so a saved state, after every step.
+    settings = replace(
+        study.train_settings("tiny-llama", "lora", "conala-style"), batch_size=2, evals_per_epoch=12
+    )
     return folder, settings
 
 
@@ -50,7 +54,7 @@ def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
 
     resume, killed = tmp_path / "resume", tmp_path / "killed"
     killed.mkdir()
-    arguments = [folder / "model", folder / "conala-style", killed, resume, json.dumps(settings)]
+    arguments = [folder / "model", folder / "conala-style", killed, resume, pickle.dumps(settings).hex()]
     job = subprocess.Popen([sys.executable, "-c", SLOW_JOB, *map(str, arguments)])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and job.poll() is None:
@@ -84,21 +88,21 @@ def test_state_saved_under_other_settings_is_not_resumed(workspace, tmp_path):
     # A state left by a killed run whose learning rate has since been edited.
     resume = tmp_path / "resume"
     resume.mkdir()
-    other = {**settings, "lr": settings["lr"] * 2}
-    torch.save({"settings": other, "step": 3}, resume / RESUME_FILE)
+    other = replace(settings, lr=settings.lr * 2)
+    torch.save({"settings": other.as_dict(), "step": 3}, resume / RESUME_FILE)
     record = run(folder, tmp_path / "second", settings, resume)
     assert record["resumed_from_step"] is None
 
 
 def test_sigterm_saves_the_step_it_reached_and_the_retry_resumes_there(workspace, tmp_path):
     folder, settings = workspace
-    settings = {**settings, "evals_per_epoch": 2}  # validations, and so saves, at steps 6 and 12 only
+    settings = replace(settings, evals_per_epoch=2)  # validations, and so saves, at steps 6 and 12 only
     reference = run(folder, tmp_path / "reference", settings)
     reference_log = pd.read_csv(tmp_path / "reference" / "log.csv")
 
     resume, stopped = tmp_path / "resume", tmp_path / "stopped"
     stopped.mkdir()
-    arguments = [folder / "model", folder / "conala-style", stopped, resume, json.dumps(settings)]
+    arguments = [folder / "model", folder / "conala-style", stopped, resume, pickle.dumps(settings).hex()]
     job = subprocess.Popen([sys.executable, "-c", SLOW_JOB, *map(str, arguments)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and job.poll() is None and not (resume / RESUME_FILE).is_file():

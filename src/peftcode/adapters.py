@@ -15,6 +15,8 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from peftcode.settings import ModelSettings
+
 MANIFEST = "peftcode_adapter.json"
 ADAPTER_CONFIG = "adapter_config.json"
 TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
@@ -40,23 +42,23 @@ def read_adapter_config(source: dict, local_only: bool = False) -> dict | None:
     return json.loads(Path(path).read_text())
 
 
-def base_mismatch(adapter_config: dict, model: dict) -> str | None:
-    """Why the model of ``model`` (its config entry) is not the adapter's base, or None where it may be.
+def base_mismatch(adapter_config: dict, model: ModelSettings) -> str | None:
+    """Why ``model`` is not the adapter's base, or None where it may be.
 
     A base named by hub id must be the model's hub id (and its commit, where both pin one); a base named by
     an absolute path (an adapter of a local, packaged or built model, see :mod:`peftcode.export`) is checked
     by its weights' checksum once the model is prepared (:func:`check_base_weights`)."""
     task = adapter_config.get("task_type")
-    if task and task != TASK_TYPES[model["family"]]:
-        return f"its task type is {task}, and the model's family is {model['family']}"
+    if task and task != TASK_TYPES[model.family]:
+        return f"its task type is {task}, and the model's family is {model.family}"
     base = adapter_config.get("base_model_name_or_path")
     if not base or Path(base).is_absolute():
         return None
-    source = model["source"]
+    source = model.source
     if base.lower() != str(source.get("hub", "")).lower():
         kind, named = next(iter(source.items()))
-        model = named if kind in ("hub", "path") else f"a {kind} model"
-        return f"its base is {base}, and the model is {model}"
+        described = named if kind in ("hub", "path") else f"a {kind} model"
+        return f"its base is {base}, and the model is {described}"
     pinned, ours = adapter_config.get("revision"), source.get("revision")
     if pinned and ours and len(pinned) == len(ours) == 40 and pinned != ours:
         return f"its base is {base} at {pinned}, and the model is pinned at {ours}"

@@ -12,8 +12,18 @@ from pathlib import Path
 
 from peftcode.kinds import ADAPTER_KIND, PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
 from peftcode.peft_options import config_options, peft_type
+from peftcode.settings import (
+    DataSettings,
+    EvalSettings,
+    InferSettings,
+    MethodSettings,
+    ModelSettings,
+    TrainSettings,
+)
 from peftcode.validation import ConfigError
 
+# The training loop's settings a method may set over the config's ``training``.
+TRAINING_LOOP_KEYS = ("lr", "epochs", "batch_size", "gradient_checkpointing")
 # What a model's prepared checkpoint depends on.
 WEIGHT_KEYS = ("source", "tokenizer", "family", "trust_remote_code", "pretrained")
 
@@ -189,11 +199,15 @@ class Study:
         return sorted({cell.dataset for cell in self.cells})
 
     # --- per-job settings (the rules' params) -------------------------------------------------------
-    def data_settings(self, dataset: str) -> dict:
-        return dict(self.config["datasets"][dataset])
+    def data_settings(self, dataset: str) -> DataSettings:
+        return DataSettings.of(self.config["datasets"][dataset], f"datasets.{dataset}")
 
-    def model_settings(self, model: str) -> dict:
-        return dict(self.config["models"][model])
+    def model_settings(self, model: str) -> ModelSettings:
+        return ModelSettings.of(self.config["models"][model], f"models.{model}")
+
+    def method_settings(self, method: str) -> MethodSettings:
+        """A ``methods`` entry (``method`` names the entry, not a variant)."""
+        return MethodSettings.of(self.config["methods"][method], f"methods.{method}")
 
     def encoder_named(self, key: str) -> str:
         """The dense encoder whose file name is ``key`` (see :func:`encoder_key`)."""
@@ -210,45 +224,56 @@ class Study:
             if {key: value for key, value in settings.items() if key in WEIGHT_KEYS} == weights
         )
 
-    def train_settings(self, model: str, method: str, dataset: str) -> dict:
+    def train_settings(self, model: str, method: str, dataset: str) -> TrainSettings:
         """All a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
         if not self.is_trained(method):
             raise KeyError(f"method '{method}' is not trained")
-        data = self.config["datasets"][dataset]
-        model_config = self.config["models"][model]
-        return {
-            **self.config["training"],
-            **self._variants[method],
-            "precision": self.precision(model, method),
-            "quantization": self.quantization(method),
-            "family": model_config["family"],
-            "prompt": model_config["prompt"],
-            "target_modules": model_config.get("target_modules", {}),
-            "max_input_length": data["max_input_length"],
-            "max_target_length": data["max_target_length"],
-        }
+        variant, data, model_entry = (
+            self._variants[method],
+            self.data_settings(dataset),
+            self.model_settings(model),
+        )
+        entry = self.method_settings(variant["method"])
+        loop = {key: value for key, value in variant.items() if key in TRAINING_LOOP_KEYS}
+        return TrainSettings(
+            method_name=variant["method"],
+            method=entry,
+            train_dataset=variant.get("train_dataset"),
+            trained_as=variant.get("trained_as"),
+            **{**self.config["training"], **loop},
+            precision=self.precision(model, method),
+            quantization=self.quantization(method),
+            family=model_entry.family,
+            prompt=model_entry.prompt,
+            target_modules=model_entry.target_modules,
+            max_input_length=data.max_input_length,
+            max_target_length=data.max_target_length,
+        )
 
-    def infer_settings(self, model: str, method: str, dataset: str) -> dict:
-        data = self.config["datasets"][dataset]
-        variant = self._variants[method]
-        return {
-            "method": variant["method"],
-            "kind": variant["kind"],
-            "quantization": self.quantization(method),
-            "precision": self.precision(model, method),
-            "shots": variant.get("shots", 0),
-            "seed": variant.get("seed", self.config["training"]["seed"]),
-            "retriever": variant.get("retriever"),
-            "encoder": variant.get("encoder"),
-            "prompt": self.config["models"][model]["prompt"],
-            "sampling": data.get("sampling"),
-            "family": self.config["models"][model]["family"],
-            "max_input_length": data["max_input_length"],
-            "max_new_tokens": data["max_target_length"],
-            "stop": data["stop"],
-            **self.config["generation"],
-            **data.get("generation", {}),
-        }
+    def infer_settings(self, model: str, method: str, dataset: str) -> InferSettings:
+        """An inference's settings, with the configured batch of prompts (the plan may make it smaller)."""
+        data, variant, model_entry = (
+            self.data_settings(dataset),
+            self._variants[method],
+            self.model_settings(model),
+        )
+        return InferSettings(
+            method_name=variant["method"],
+            kind=variant["kind"],
+            quantization=self.quantization(method),
+            precision=self.precision(model, method),
+            shots=variant.get("shots", 0),
+            seed=variant.get("seed", self.config["training"]["seed"]),
+            retriever=variant.get("retriever"),
+            encoder=variant.get("encoder"),
+            prompt=model_entry.prompt,
+            sampling=data.sampling,
+            family=model_entry.family,
+            max_input_length=data.max_input_length,
+            max_new_tokens=data.max_target_length,
+            stop=data.stop,
+            **{**self.config["generation"], **data.generation},
+        )
 
     def local_model_files(self, model: str) -> list[str]:
         """A local model directory's config and weights, so that replacing them reruns the model's chain."""
@@ -273,12 +298,13 @@ class Study:
             request["gpu_model"] = self.config["resources"]["gpu_model"]
         return request
 
-    def eval_settings(self) -> dict:
-        return dict(self.config["evaluation"])
+    def eval_settings(self) -> EvalSettings:
+        return EvalSettings.of(self.config["evaluation"], "evaluation")
 
     def cell_info(self, cell: Cell) -> dict:
         """The descriptive columns of a cell's row in the results table."""
         variant = self._variants[cell.method]
+        method = self.method_settings(variant["method"])
         return {
             "model": cell.model,
             "method": cell.method,
@@ -296,8 +322,8 @@ class Study:
             "size_b": self.config["models"][cell.model]["size_b"],
             "primary_metric": self.primary_metric(cell.dataset),
             # What an adapter is, beside its kind: LoRA's and QLoRA's shared options pair them in RQ4.
-            "adapter_options": json.dumps(config_options(variant), sort_keys=True)
-            if peft_type(variant)
+            "adapter_options": json.dumps(config_options(method), sort_keys=True)
+            if peft_type(method)
             else None,
         }
 

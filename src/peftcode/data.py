@@ -29,6 +29,7 @@ from huggingface_hub import HfApi
 
 from peftcode.packaged import packaged_file
 from peftcode.presets import PRESETS, is_python_example
+from peftcode.settings import DataSettings
 from peftcode.splits import COLUMNS, SPLITS, read_split
 
 if TYPE_CHECKING:
@@ -119,16 +120,16 @@ def read_file(path: Path) -> Rows:
     return Rows(rows, columns, str(path), unparsed)
 
 
-def count_rows(settings: dict, split: str) -> int | None:
+def count_rows(settings: DataSettings, split: str) -> int | None:
     """Rows of a local or package dataset's split file as :func:`read_file` reads them, before any are
     dropped; None for a hub dataset, or for a file that cannot be read (its prepare_data job says why)."""
-    if split not in settings["splits"]:
+    if split not in settings.splits:
         return 0
-    source = settings["source"]
+    source = settings.source
     if "hub" in source:
         return None
     path = package_file(source) if "package" in source else None
-    path = path or Path(source["path"]) / f"{settings['splits'][split]}.{settings['format']}"
+    path = path or Path(source["path"]) / f"{settings.splits[split]}.{settings.format}"
     try:
         return len(read_file(path).rows)
     except (DataError, OSError):
@@ -239,7 +240,7 @@ def _unusable(row: dict, wanted: dict[str, list[str]]) -> str:
     return "no text for a field"
 
 
-def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame, list[str], int]:
+def normalise_rows(rows: Rows, settings: DataSettings, split: str) -> tuple[pd.DataFrame, list[str], int]:
     """Map the source's columns onto our schema. Rows missing intent, code or (where the dataset has
     them) tests, or whose field is not text (a number, a list where text is expected, null), are dropped;
     with ``python_only``, examples that are not Python are filtered out and counted apart. Returns the
@@ -247,14 +248,14 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
     origin = rows.origin
     if not rows.columns:
         raise DataError(f"{origin}: no rows for split '{split}'")
-    present, preset = list(rows.columns), PRESETS.get(settings.get("preset"))
+    present, preset = list(rows.columns), PRESETS.get(settings.preset)
     if preset is not None:
         raw, derived, _ = preset
         missing = [column for column in raw if column not in present]
         if missing:
-            raise DataError(f"{origin}: missing column {missing[0]!r} of the '{settings['preset']}' preset")
+            raise DataError(f"{origin}: missing column {missing[0]!r} of the '{settings.preset}' preset")
         present += derived
-    fields = dict(settings["fields"])
+    fields = dict(settings.fields)
     source_id = fields.pop("source_id", None)
     wanted = {ours: _as_columns(spec) for ours, spec in fields.items()}
     for ours, columns in wanted.items():
@@ -267,7 +268,7 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
     for index, (where, row) in enumerate(rows.rows):
         row = preset[2](row) if preset is not None else row
         if row is None:
-            dropped.append(f"{where} (unreadable by the '{settings['preset']}' preset)")
+            dropped.append(f"{where} (unreadable by the '{settings.preset}' preset)")
             continue
         intent = _first_present(row, wanted["intent"])
         code = _first_present(row, wanted["code"])
@@ -279,7 +280,7 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
         extra = _first_present(row, wanted["input"]) if "input" in wanted else None
         if extra:
             intent = f"{intent.strip()}\n{extra.strip()}"
-        if settings.get("python_only") and not is_python_example(intent, code):
+        if settings.python_only and not is_python_example(intent, code):
             filtered += 1
             continue
         records.append(
@@ -297,23 +298,23 @@ def normalise_rows(rows: Rows, settings: dict, split: str) -> tuple[pd.DataFrame
     return pd.DataFrame.from_records(records, columns=COLUMNS), dropped, filtered
 
 
-def prepare_data(settings: dict, out_dir: str | Path) -> dict:
+def prepare_data(settings: DataSettings, out_dir: str | Path) -> dict:
     """Write ``{train,validation,test}.parquet`` and ``stats.json`` under ``out_dir``; returns the stats. A
     split the dataset does not have (a test-only benchmark's training split) is written empty."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = dict(settings["source"])
-    stats = {"source": settings["source"], "splits": {}}
+    source = dict(settings.source)
+    stats = {"source": settings.source, "splits": {}}
     if "hub" in source:
         # Every split from one commit, recorded.
         source["revision"] = HfApi().dataset_info(source["hub"], revision=source.get("revision")).sha
         stats["commit"] = source["revision"]
     for split in SPLITS:
-        if split not in settings["splits"]:
+        if split not in settings.splits:
             pd.DataFrame(columns=COLUMNS).to_parquet(out_dir / f"{split}.parquet", index=False)
             stats["splits"][split] = {"rows": 0, "absent": True}
             continue
-        rows = _load_split(source, settings["format"], settings["splits"][split])
+        rows = _load_split(source, settings.format, settings.splits[split])
         frame, dropped, filtered = normalise_rows(rows, settings, split)
         for reason, places in (
             ("did not parse", [f"line {n}" for n in rows.unparsed]),
@@ -327,7 +328,7 @@ def prepare_data(settings: dict, out_dir: str | Path) -> dict:
                     reason,
                     ", ".join(places[:SHOWN_LINES]),
                 )
-        limit = settings.get("limit", {}).get(split)
+        limit = settings.limit.get(split)
         if limit is not None:
             frame = frame.head(limit)
         if frame.empty:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 from peftcode.peft_options import config_options, peft_type
+from peftcode.settings import InferSettings, TrainSettings
 from peftcode.shapes import PeftBuilt, Shape, peft_built
 
 MIB = 2**20
@@ -36,10 +37,14 @@ QUANTIZED_BYTES = {8: 1.0, 4: 0.52}  # per weight, quantization constants includ
 RUNTIME_MIB = {"cuda": 1024, "cpu": 70}
 
 
-def built(shape: Shape, settings: dict) -> PeftBuilt | None:
-    """What PEFT builds for a method on the model (None for full fine-tuning)."""
-    name = peft_type(settings)
-    return None if name is None else peft_built(shape, name, config_options(settings))
+def built(shape: Shape, settings: TrainSettings) -> PeftBuilt | None:
+    """What PEFT builds for a fine-tune's method on the model (None for full fine-tuning)."""
+    name = peft_type(settings.method)
+    return (
+        None
+        if name is None
+        else peft_built(shape, name, config_options(settings.method, settings.target_modules))
+    )
 
 
 def trainable_tensors(shape: Shape, adapter: PeftBuilt | None) -> list[tuple[int, ...]]:
@@ -63,26 +68,26 @@ def _layer_activation_bytes(shape: Shape, act: int, lora_inputs: int) -> float:
     return act * (attention + feedforward) + norms + lora_inputs * (act * h + h)
 
 
-def _batch_shape(settings: dict, observed: dict | None) -> tuple[int, int]:
+def _batch_shape(settings: TrainSettings, observed: dict | None) -> tuple[int, int]:
     """The padded length of the largest batch and its target tokens: as ``observed`` in a run
     (``longest_sequence``, ``most_target_tokens``), or at the configured maxima."""
     if observed:
         length, targets = observed["longest_sequence"], observed["most_target_tokens"]
     else:
-        length = settings["max_input_length"] + settings["max_target_length"]
-        targets = settings["batch_size"] * settings["max_target_length"]
-    if settings["kind"] == "prompt-tuning":
-        length += settings["num_virtual_tokens"]
+        length = settings.max_input_length + settings.max_target_length
+        targets = settings.batch_size * settings.max_target_length
+    if settings.kind == "prompt-tuning":
+        length += settings.method.num_virtual_tokens
     return length, targets
 
 
 def finetune_peak(
-    shape: Shape, settings: dict, device: str, precision: str, observed: dict | None = None
+    shape: Shape, settings: TrainSettings, device: str, precision: str, observed: dict | None = None
 ) -> dict:
     """A fine-tune's peak memory in MiB, by part. ``precision`` is resolved (fp32, bf16, fp16);
     ``observed`` is a run's largest batch (see :func:`_batch_shape`; the configured maxima without it)."""
-    kind = settings["kind"]
-    bits = (settings.get("quantization") or {}).get("bits")
+    kind = settings.kind
+    bits = (settings.quantization or {}).get("bits")
     act = BYTES[precision]
     linear = sum(a * b for a, b in shape.linears.values())
     other = shape.params - linear
@@ -95,17 +100,17 @@ def finetune_peak(
     adapter = built(shape, settings)
     tensors = trainable_tensors(shape, adapter)
     trainable = sum(math.prod(t) for t in tensors)
-    options = config_options(settings) if adapter else {}
+    options = config_options(settings.method, settings.target_modules) if adapter else {}
     # Parameters and buffers the method adds that do not train (VeRA's shared projections), in float32.
     weights += 4 * adapter.frozen_added if adapter else 0
-    if settings["optimizer"] == "adamw":
+    if settings.optimizer == "adamw":
         state = 8 * trainable
     else:  # Adafactor: factored second moment of matrices, full of vectors
         state = 4 * sum(sum(t) if len(t) == 2 else t[0] for t in tensors)
     gradients = 4 * trainable
 
     length, targets = _batch_shape(settings, observed)
-    batch = settings["batch_size"]
+    batch = settings.batch_size
     layers = max(shape.layers, 1)
     # LoRA's dropout copies the input of each layer it adapts.
     lora_inputs = len(adapter.adapted) / layers if options.get("lora_dropout") else 0
@@ -116,7 +121,7 @@ def finetune_peak(
         per_layer += 2 * act * sum(out for _, out in adapter.adapted) / layers
         weights += 4 * max(inp * out for inp, out in adapter.adapted)
     tokens = batch * length
-    if settings["gradient_checkpointing"]:
+    if settings.gradient_checkpointing:
         activations = tokens * (shape.layers * act * shape.hidden + per_layer)
         if bits == 8 and device == "cpu":
             # bitsandbytes' 8-bit matmul on the CPU (MatMul8bitFp) keeps its input on the autograd context,
@@ -151,32 +156,34 @@ def finetune_peak(
     return {**parts, "loading": loading / MIB, "total": total, "trainable_params": trainable}
 
 
-def inference_peak(shape: Shape, settings: dict, device: str, precision: str) -> dict:
+def inference_peak(
+    shape: Shape, settings: InferSettings, device: str, precision: str, trust_remote_code: bool = False
+) -> dict:
     """Inference's peak memory in MiB, by part: weights, the key/value cache and scores of the beam search
     or of the sampler (whichever holds more), and the prompts' forward pass. Beams and draws read their
     prompt's keys and values from one copy where the model lets them (:func:`peftcode.shared_prompt.serves`;
-    not for 8-bit models, nor where ``settings`` say ``trust_remote_code``: such a model's own code may not
+    not for 8-bit models, nor for a model run with ``trust_remote_code``: such a model's own code may not
     let them), each holding its new tokens' only; elsewhere each holds a copy."""
     act = BYTES[precision]
-    bits = (settings.get("quantization") or {}).get("bits")
+    bits = (settings.quantization or {}).get("bits")
     linear = sum(a * b for a, b in shape.linears.values())
     weights = QUANTIZED_BYTES[bits] * linear + 4 * (shape.params - linear) if bits else act * shape.params
-    shots = settings.get("shots", 0)
-    prompt = (shots + 1) * settings["max_input_length"] + shots * settings["max_new_tokens"]
-    new, batch = settings["max_new_tokens"], settings["batch_size"]
-    shares = shape.shares_prompts and not settings.get("trust_remote_code") and bits != 8
+    shots = settings.shots
+    prompt = (shots + 1) * settings.max_input_length + shots * settings.max_new_tokens
+    new, batch = settings.max_new_tokens, settings.batch_size
+    shares = shape.shares_prompts and not trust_remote_code and bits != 8
 
     def cached_tokens(per_prompt: int) -> int:
         return batch * (prompt + per_prompt * new) if shares else batch * per_prompt * (prompt + new)
 
-    continuations = [settings["num_beams"]]
-    if settings.get("sampling"):
-        continuations.append(settings["sampling"]["samples"])
+    continuations = [settings.num_beams]
+    if settings.sampling:
+        continuations.append(settings.sampling["samples"])
     sequences = batch * max(continuations)
     tokens = max(cached_tokens(n) for n in continuations)
     cache = tokens * shape.decoder_layers * 2 * shape.kv * act
     scores = sequences * shape.vocab * 4 * 3  # logits, their log-softmax and the running sums
-    prompt_pass = settings["batch_size"] * prompt * (shape.hidden + 2 * shape.intermediate) * act
+    prompt_pass = settings.batch_size * prompt * (shape.hidden + 2 * shape.intermediate) * act
     parts = {
         "weights": weights,
         "cache": cache,
@@ -188,9 +195,9 @@ def inference_peak(shape: Shape, settings: dict, device: str, precision: str) ->
     return {**parts, "total": sum(parts.values())}
 
 
-def training_flops(shape: Shape, settings: dict, tokens: float) -> float:
+def training_flops(shape: Shape, settings: TrainSettings, tokens: float) -> float:
     """2 FLOPs a parameter a token forward; backward 4 for trained weights, 2 for frozen ones (their input
     gradients only); gradient checkpointing recomputes the forward."""
-    backward = 4 if settings["kind"] == "full-ft" else 2
-    forward = 4 if settings["gradient_checkpointing"] else 2
+    backward = 4 if settings.kind == "full-ft" else 2
+    forward = 4 if settings.gradient_checkpointing else 2
     return (forward + backward) * shape.params * tokens

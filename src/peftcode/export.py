@@ -20,6 +20,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from peftcode.kinds import SOFT_PROMPT_KINDS
 from peftcode.models import read_manifest, weights_checksum
 from peftcode.prompts import INSTRUCTION, RESPONSE
+from peftcode.settings import TrainSettings
 
 PROMPT_FILE = "peftcode_prompt.json"
 
@@ -85,7 +86,12 @@ def usage(kind: str, family: str) -> str:
 
 
 def make_portable(
-    checkpoint: str | Path, base_dir: str | Path, tokenizer, settings: dict, record: dict, dataset: str
+    checkpoint: str | Path,
+    base_dir: str | Path,
+    tokenizer,
+    settings: TrainSettings,
+    record: dict,
+    dataset: str,
 ) -> None:
     """Make a fine-tune's ``checkpoint`` folder (trained on ``dataset``) load from anywhere, and describe
     it (see the module)."""
@@ -97,9 +103,9 @@ def make_portable(
         config.update(base_model_name_or_path=base["name"], revision=base["revision"])
         adapter_config.write_text(json.dumps(config, indent=2))
     tokenizer.save_pretrained(checkpoint)
-    prompt = prompt_description(settings["prompt"])
+    prompt = prompt_description(settings.prompt)
     (checkpoint / PROMPT_FILE).write_text(json.dumps({**prompt, "base": base}, indent=2))
-    kind, family = settings["kind"], settings["family"]
+    kind, family = settings.kind, settings.family
     data = ModelCardData(
         base_model=base["name"] if base["revision"] else None,
         library_name="transformers" if kind == "full-ft" else "peft",
@@ -107,7 +113,9 @@ def make_portable(
         tags=["peftcode", "code-generation", kind],
         datasets=[dataset],
     )
-    trained = {key: settings[key] for key in sorted(settings) if not isinstance(settings[key], dict | list)}
+    # The method's own options where it sets them, under what the fine-tune resolved.
+    resolved = {**settings.method.as_dict(), **settings.as_dict()}
+    trained = {k: v for k, v in sorted(resolved.items()) if v is not None and not isinstance(v, dict | list)}
     pinned = f" at {base['revision']}" if base["revision"] else f" (sha256 {base['sha256']})"
     training = "\n".join(
         [
@@ -116,13 +124,13 @@ def make_portable(
             f"- trainable parameters: {record.get('trainable_params')}",
             f"- peak memory (MB): {record.get('peak_rss_mb')}",
             f"- settings: `{json.dumps(trained)}`",
-            f"- PEFT options: `{json.dumps(settings.get('peft', {}), sort_keys=True)}`",
+            f"- PEFT options: `{json.dumps(dict(settings.method.peft), sort_keys=True)}`",
         ]
     )
     card = ModelCard.from_template(
         data,
         template_str=CARD,
-        title=f"{settings['method']} on {base['name'].rsplit('/', 1)[-1]}",
+        title=f"{settings.method_name} on {base['name'].rsplit('/', 1)[-1]}",
         description=f"A {kind} fine-tune from the peftcode study (Weyssow et al.'s PEFT study of code LLMs).",
         usage=usage(kind, family),
         prompt=json.dumps(prompt),

@@ -41,21 +41,22 @@ from peftcode.precision import resolve as resolve_precision
 from peftcode.preemption import Preempted, PreemptionWatch
 from peftcode.probe import PROBE_FILE, write_probe
 from peftcode.prompts import IGNORE_INDEX, collate, encode_example, prompt_style
+from peftcode.settings import TrainSettings
 from peftcode.splits import read_split
 
 RESUME_FILE = "resume.pt"
 
 
-def encode_split(frame: pd.DataFrame, tokenizer, settings: dict) -> list[dict[str, list[int]]]:
-    style = prompt_style(settings.get("prompt", "alpaca"), tokenizer)
+def encode_split(frame: pd.DataFrame, tokenizer, settings: TrainSettings) -> list[dict[str, list[int]]]:
+    style = prompt_style(settings.prompt, tokenizer)
     return [
         encode_example(
             tokenizer,
-            settings["family"],
+            settings.family,
             intent,
             code,
-            settings["max_input_length"],
-            settings["max_target_length"],
+            settings.max_input_length,
+            settings.max_target_length,
             style,
         )
         for intent, code in zip(frame["intent"], frame["code"], strict=True)
@@ -92,19 +93,19 @@ def target_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"] != IGNORE_INDEX).sum())
 
 
-def make_optimizer(settings: dict, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(settings: TrainSettings, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The study's optimizer: transformers' Adafactor as its Trainer sets it up for ``optim="adafactor"``
     (the given learning rate, no parameter scaling, no relative step), or AdamW."""
-    if settings["optimizer"] == "adafactor":
+    if settings.optimizer == "adafactor":
         return Adafactor(
             parameters,
-            lr=settings["lr"],
-            weight_decay=settings["weight_decay"],
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
             scale_parameter=False,
             relative_step=False,
             warmup_init=False,
         )
-    return torch.optim.AdamW(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 def train_step(
@@ -170,13 +171,13 @@ def trainable_copy(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def load_resume_state(resume_dir: Path | None, settings: dict) -> dict | None:
+def load_resume_state(resume_dir: Path | None, settings: TrainSettings) -> dict | None:
     """The state a killed run of the same settings saved, if any."""
     path = resume_dir / RESUME_FILE if resume_dir else None
     if path is None or not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    return state if state["settings"] == settings else None
+    return state if state["settings"] == settings.as_dict() else None
 
 
 def save_resume_state(resume_dir: Path, state: dict) -> None:
@@ -193,7 +194,7 @@ def finetune(
     out_dir: str | Path,
     log_path: str | Path,
     memory_path: str | Path,
-    settings: dict,
+    settings: TrainSettings,
     threads: int | None = None,
     resume_dir: str | Path | None = None,
     gpus: int = 1,
@@ -210,21 +211,21 @@ def finetune(
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(settings["seed"])
-    precision = resolve_precision(settings["precision"], job_device())
+    torch.manual_seed(settings.seed)
+    precision = resolve_precision(settings.precision, job_device())
     # A full fine-tune keeps float32 master weights and computes in the precision (mixed precision); the
     # other methods' frozen weights are loaded in it.
-    weights_dtype = torch.float32 if settings["kind"] == "full-ft" else precision.dtype
-    model, tokenizer = load_checkpoint(model_dir, settings["family"], weights_dtype, gpus, gpu_memory_gb)
-    pad_id, family = tokenizer.pad_token_id, settings["family"]
+    weights_dtype = torch.float32 if settings.kind == "full-ft" else precision.dtype
+    model, tokenizer = load_checkpoint(model_dir, settings.family, weights_dtype, gpus, gpu_memory_gb)
+    pad_id, family = tokenizer.pad_token_id, settings.family
     train = encode_split(read_split(data_dir, "train"), tokenizer, settings)
     validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
 
-    batch_size = settings["batch_size"]
-    examples_per_step = batch_size * settings["grad_accum_steps"]
+    batch_size = settings.batch_size
+    examples_per_step = batch_size * settings.grad_accum_steps
     steps_per_epoch = math.ceil(len(train) / examples_per_step)
-    total_steps = math.ceil(steps_per_epoch * settings["epochs"])
-    eval_every = max(1, steps_per_epoch // settings["evals_per_epoch"])
+    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
     model = prepare_for_training(model, settings, str(model_dir), total_steps)
     model.train()
     # The adapter as initialised, which a base-rewriting initialisation's saved adapter is converted against.
@@ -234,12 +235,12 @@ def finetune(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(settings, trainable)
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(settings["warmup_ratio"] * total_steps), total_steps
+        optimizer, round(settings.warmup_ratio * total_steps), total_steps
     )
     scaler = precision.grad_scaler()
-    shuffler = torch.Generator().manual_seed(settings["seed"])
+    shuffler = torch.Generator().manual_seed(settings.seed)
     evaluate = partial(
-        validation_loss, model, validation, settings["eval_batch_size"], pad_id, family, precision
+        validation_loss, model, validation, settings.eval_batch_size, pad_id, family, precision
     )
 
     resume_dir = Path(resume_dir) if resume_dir else None
@@ -270,7 +271,9 @@ def finetune(
         log, tokens = resumed["log"], resumed["tokens"]
         longest, most_targets = resumed["longest"], resumed["most_targets"]
     loop_started = time.perf_counter()
-    progress = tqdm(range(first_step, total_steps + 1), desc=f"finetune {settings['method']}", mininterval=5)
+    progress = tqdm(
+        range(first_step, total_steps + 1), desc=f"finetune {settings.method_name}", mininterval=5
+    )
     with PreemptionWatch() as preemption:
         for step in progress:
             position = (step - 1) % steps_per_epoch
@@ -284,7 +287,7 @@ def finetune(
             longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
             most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
             step_loss, grad_norm = train_step(
-                model, batches, family, precision, optimizer, scaler, settings["max_grad_norm"], step
+                model, batches, family, precision, optimizer, scaler, settings.max_grad_norm, step
             )
             tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
             scheduler.step()
@@ -310,7 +313,7 @@ def finetune(
                 save_resume_state(
                     resume_dir,
                     {
-                        "settings": settings,
+                        "settings": settings.as_dict(),
                         "step": step,
                         "order": order,
                         "trainable": trainable_copy(model),
@@ -344,7 +347,7 @@ def finetune(
     model.save_pretrained(out_dir, **converted)
     if initial:
         shutil.rmtree(initial)
-    if settings["kind"] == "full-ft":
+    if settings.kind == "full-ft":
         write_manifest(out_dir, {**read_manifest(model_dir), "weights": "local"})
     write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE, precision)
     train_time = earlier_time + time.perf_counter() - loop_started
@@ -355,18 +358,18 @@ def finetune(
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
         precision=precision.name,
-        optimizer=settings["optimizer"],
+        optimizer=settings.optimizer,
         batch_size=batch_size,
-        grad_accum_steps=settings["grad_accum_steps"],
-        max_grad_norm=settings["max_grad_norm"],
-        eval_batch_size=settings["eval_batch_size"],
+        grad_accum_steps=settings.grad_accum_steps,
+        max_grad_norm=settings.max_grad_norm,
+        eval_batch_size=settings.eval_batch_size,
         # The largest batch's shape, which sets the activations' peak (see peftcode.planner).
         longest_sequence=longest,
         most_target_tokens=most_targets,
         devices=sorted({str(p.device) for p in model.parameters()}),
         model_commit=model_commit(model_dir),
-        quantization_bits=(settings["quantization"] or {}).get("bits"),
-        gradient_checkpointing=settings["gradient_checkpointing"],
+        quantization_bits=(settings.quantization or {}).get("bits"),
+        gradient_checkpointing=settings.gradient_checkpointing,
         steps=total_steps,
         resumed_from_step=first_step - 1 if resumed else None,
         train_tokens=tokens,

@@ -26,6 +26,7 @@ from peftcode.probe import PROBE_FILE, probe_agreement
 from peftcode.prompts import inference_prompts, prompt_ids, prompt_style
 from peftcode.retrieval import nearest
 from peftcode.sampling import sample
+from peftcode.settings import InferSettings
 from peftcode.splits import read_split
 
 # Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
@@ -145,14 +146,14 @@ def load_for_inference(
     return model, tokenizer
 
 
-def search_settings(settings: dict, sampling: dict | None = None) -> dict:
+def search_settings(settings: InferSettings, sampling: dict | None = None) -> dict:
     """``generate``'s decoding arguments: the cell's beam search, or ``sampling`` for pass@k."""
     if sampling is None:
         return {
             "do_sample": False,
-            "num_beams": settings["num_beams"],
-            "num_return_sequences": min(settings["num_return_sequences"], settings["num_beams"]),
-            "early_stopping": settings["early_stopping"],
+            "num_beams": settings.num_beams,
+            "num_return_sequences": min(settings.num_return_sequences, settings.num_beams),
+            "early_stopping": settings.early_stopping,
         }
     if sampling["temperature"] == 0:  # greedy: one draw, the most likely token at each step
         return {"do_sample": False, "num_beams": 1, "num_return_sequences": 1}
@@ -176,14 +177,14 @@ def searches_itself(model, family: str) -> bool:
     return True
 
 
-def generation_batch_size(model, settings: dict, sampling: dict | None) -> int:
+def generation_batch_size(model, settings: InferSettings, sampling: dict | None) -> int:
     """Prompts per batch: one where a prompt's candidates would otherwise depend on the prompts batched with
     it. bitsandbytes' 8-bit matrix product (LLM.int8) picks its outlier columns over the whole batch; and
     ``generate`` draws samples from one random stream across its batch (our sampler gives each draw its
     own)."""
-    if is_8bit(model) or (sampling is not None and not searches_itself(model, settings["family"])):
+    if is_8bit(model) or (sampling is not None and not searches_itself(model, settings.family)):
         return 1
-    return settings["batch_size"]
+    return settings.batch_size
 
 
 @torch.no_grad()
@@ -191,7 +192,7 @@ def generate_candidates(
     model,
     tokenizer,
     prompts: list[str],
-    settings: dict,
+    settings: InferSettings,
     sampling: dict | None = None,
     precision: Precision | None = None,
     prefixes: list[str] | None = None,
@@ -206,16 +207,16 @@ def generate_candidates(
 
 
 def _generate(
-    model, tokenizer, prompts: list[str], prefixes: list[str], settings: dict, sampling: dict | None
+    model, tokenizer, prompts: list[str], prefixes: list[str], settings: InferSettings, sampling: dict | None
 ) -> list[list[str]]:
-    family, shots = settings["family"], settings["shots"]
-    limit = settings["max_input_length"] if not shots else None
+    family, shots = settings.family, settings.shots
+    limit = settings.max_input_length if not shots else None
     if family == "seq2seq":
         if any(prefixes):
             raise ValueError("a dataset's prefix (the start of the code in the prompt) needs a causal model")
         encoded = [tokenizer(p, max_length=limit, truncation=True)["input_ids"] for p in prompts]
     else:
-        style = prompt_style(settings.get("prompt", "alpaca"), tokenizer)
+        style = prompt_style(settings.prompt, tokenizer)
         # A prompt cut to its limit keeps the marker and the prefix, which the model continues.
         encoded = [
             prompt_ids(tokenizer, p + f, limit, style.marker + f, style.special_tokens)
@@ -224,7 +225,7 @@ def _generate(
     tokenizer.padding_side = "left"
     search = search_settings(settings, sampling)
     returns = search["num_return_sequences"]
-    stop_criteria = [StopTokens(tokenizer, settings["stop"])] if settings["stop"] else []
+    stop_criteria = [StopTokens(tokenizer, settings.stop)] if settings.stop else []
     stopping = StoppingCriteriaList(stop_criteria)
     stop_ids = stop_criteria[0].stop_ids if stop_criteria else torch.tensor([], dtype=torch.long)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -243,10 +244,10 @@ def _generate(
                 generator,
                 **inputs,
                 prompt_indices=rows,
-                max_new_tokens=settings["max_new_tokens"],
+                max_new_tokens=settings.max_new_tokens,
                 temperature=sampling["temperature"],
                 top_p=sampling["top_p"],
-                seed=settings["seed"],
+                seed=settings.seed,
                 end_ids=ends,
             )
             if is_8bit(model):  # one draw at a time too: LLM.int8 would see the others
@@ -260,7 +261,7 @@ def _generate(
                 **inputs,
                 num_beams=search["num_beams"],
                 num_return_sequences=returns,
-                max_new_tokens=settings["max_new_tokens"],
+                max_new_tokens=settings.max_new_tokens,
                 eos_ids=eos_ids(generator),
                 stop_ids=stop_ids,
                 length_penalty=generator.generation_config.length_penalty or 1.0,
@@ -270,11 +271,11 @@ def _generate(
         else:
             if sampling is not None:
                 # Each prompt's draws come from a seed of its own, whatever was drawn before it.
-                torch.manual_seed(settings["seed"] + rows[0])
+                torch.manual_seed(settings.seed + rows[0])
             output = generator.generate(
                 **inputs,
                 **search,
-                max_new_tokens=settings["max_new_tokens"],
+                max_new_tokens=settings.max_new_tokens,
                 stopping_criteria=stopping,
                 pad_token_id=tokenizer.pad_token_id,
             )
@@ -284,7 +285,7 @@ def _generate(
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for offset, row in enumerate(rows):
             candidates[row] = [
-                cut_at_stop(t, settings["stop"], prefixes[row])
+                cut_at_stop(t, settings.stop, prefixes[row])
                 for t in texts[offset * returns : (offset + 1) * returns]
             ]
     return candidates
@@ -296,7 +297,7 @@ def infer(
     data_dir: str | Path,
     out_path: str | Path,
     memory_path: str | Path,
-    settings: dict,
+    settings: InferSettings,
     threads: int | None = None,
     gpus: int = 1,
     gpu_memory_gb: float | None = None,
@@ -307,12 +308,12 @@ def infer(
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    precision = resolve_precision(settings["precision"], job_device())
+    precision = resolve_precision(settings.precision, job_device())
     adapter = adapter_location(adapter_dir) if adapter_dir else None
     if adapter:
         check_base_weights(adapter_dir, model_dir)
     model, tokenizer = load_for_inference(
-        model_dir, adapter, settings["family"], precision.dtype, gpus, gpu_memory_gb
+        model_dir, adapter, settings.family, precision.dtype, gpus, gpu_memory_gb
     )
     checkpoint_dir = adapter or Path(model_dir)
     agreement = probe_agreement(model, checkpoint_dir, precision)
@@ -324,13 +325,13 @@ def infer(
     test = read_split(data_dir, "test")
     prompts = inference_prompts(
         test,
-        read_split(data_dir, "train") if settings["shots"] else None,
-        settings["family"],
-        settings["shots"],
-        settings["seed"],
-        settings["retriever"],
-        prompt_style(settings["prompt"], tokenizer),
-        nearest(embeddings_path, settings["shots"]) if embeddings_path else None,
+        read_split(data_dir, "train") if settings.shots else None,
+        settings.family,
+        settings.shots,
+        settings.seed,
+        settings.retriever,
+        prompt_style(settings.prompt, tokenizer),
+        nearest(embeddings_path, settings.shots) if embeddings_path else None,
     )
     prefixes = list(test["prefix"])
     started = time.perf_counter()
@@ -353,11 +354,11 @@ def infer(
             "candidates": candidates,
         }
     )
-    sampling = settings["sampling"]
+    sampling = settings.sampling
     if sampling:
         # Draws for pass@k, on problems that carry tests; a greedy draw is the greedy candidate, where the
         # search is greedy too.
-        if sampling["temperature"] == 0 and settings["num_beams"] == 1:
+        if sampling["temperature"] == 0 and settings.num_beams == 1:
             generations["samples"] = [row[:1] for row in candidates]
         else:
             drawn = generate_candidates(model, tokenizer, prompts, settings, sampling, precision, prefixes)
@@ -373,7 +374,7 @@ def infer(
         precision=precision.name,
         devices=sorted({str(p.device) for p in model.parameters()}),
         model_commit=model_commit(model_dir),
-        quantization_bits=(settings["quantization"] or {}).get("bits"),
+        quantization_bits=(settings.quantization or {}).get("bits"),
         checkpoint_probe_agreement=agreement,
         examples=len(test),
         examples_per_s=round(len(test) / generation_time, 3),

@@ -21,28 +21,29 @@ from transformers import PreTrainedModel
 from peftcode.models import weights_location
 from peftcode.peft_options import config_options, peft_type
 from peftcode.precision import cast_trainable_to_float32
+from peftcode.settings import TrainSettings
 
 TASK_TYPES = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
 
 
-def peft_config(settings: dict, model_dir: str, total_steps: int | None = None) -> PeftConfig:
+def peft_config(settings: TrainSettings, model_dir: str, total_steps: int | None = None) -> PeftConfig:
     """The PEFT config of a method's settings (a job's resolved ``train_settings``); ``total_steps`` is the
     fine-tune's, which AdaLoRA's rank schedule runs over unless the method sets its own."""
-    name = peft_type(settings)
-    options = config_options(settings)
-    if settings["kind"] == "prompt-tuning":
+    name = peft_type(settings.method)
+    options = config_options(settings.method, settings.target_modules)
+    if settings.kind == "prompt-tuning":
         # Initialised from the embeddings of the init text's tokens, with the model's own tokenizer.
         location, tokenizer_options = weights_location(model_dir)
         options = {
             "prompt_tuning_init": PromptTuningInit.TEXT,
-            "prompt_tuning_init_text": settings["init_text"],
+            "prompt_tuning_init_text": settings.method.init_text,
             "tokenizer_name_or_path": location,
             "tokenizer_kwargs": tokenizer_options,
             **options,
         }
     if name == "ADALORA" and "total_step" not in options:
         options["total_step"] = total_steps
-    return PEFT_TYPE_TO_CONFIG_MAPPING[name](task_type=TASK_TYPES[settings["family"]], **options)
+    return PEFT_TYPE_TO_CONFIG_MAPPING[name](task_type=TASK_TYPES[settings.family], **options)
 
 
 # LoRA initialisations that move part of the base weights into the adapter (PiSSA, OLoRA): the adapter
@@ -50,8 +51,8 @@ def peft_config(settings: dict, model_dir: str, total_steps: int | None = None) 
 BASE_REWRITING_INITS = ("pissa", "olora")
 
 
-def rewrites_base(settings: dict) -> bool:
-    init = settings.get("peft", {}).get("init_lora_weights")
+def rewrites_base(settings: TrainSettings) -> bool:
+    init = settings.method.peft.get("init_lora_weights")
     return isinstance(init, str) and init.startswith(BASE_REWRITING_INITS)
 
 
@@ -96,17 +97,17 @@ def after_optimizer_step(model, step: int) -> None:
 
 
 def prepare_for_training(
-    model: PreTrainedModel, settings: dict, model_dir: str, total_steps: int | None = None
+    model: PreTrainedModel, settings: TrainSettings, model_dir: str, total_steps: int | None = None
 ) -> PreTrainedModel:
     """The model whose trainable parameters the method updates: all of them for full fine-tuning.
 
     A quantized base goes through PEFT's k-bit preparation (norms kept in fp32, input gradients on for
     checkpointing), which is where QLoRA's gradient checkpointing is turned on, as in the QLoRA recipe.
     """
-    checkpointing = settings["gradient_checkpointing"]
+    checkpointing = settings.gradient_checkpointing
     # Non-reentrant checkpointing needs no gradient on the (frozen) inputs to reach the adapters.
     checkpointing_kwargs = {"use_reentrant": False}
-    if settings["quantization"]:
+    if settings.quantization:
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=checkpointing,
@@ -114,7 +115,7 @@ def prepare_for_training(
         )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
-    if settings["kind"] == "full-ft":
+    if settings.kind == "full-ft":
         return model
     model = get_peft_model(model, peft_config(settings, model_dir, total_steps))
     cast_trainable_to_float32(model)  # over frozen weights in a lower precision

@@ -14,6 +14,7 @@ import pandas as pd
 from peftcode.codebleu_sums import CodebleuSums
 from peftcode.sandbox import Limits, require_isolation
 from peftcode.scores import exact_match_at_k, match_ranks, pass_at_k
+from peftcode.settings import EvalSettings
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
 from peftcode.verdicts import Submission, run_submissions
 
@@ -21,14 +22,14 @@ SANDBOX_KERNEL = "kernel isolation"
 SANDBOX_UNSAFE = "UNSAFE: without kernel isolation"
 
 
-def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -> dict:
+def execution_metrics(generations: pd.DataFrame, settings: EvalSettings, workers: int) -> dict:
     """pass@k over each problem's samples, each run in the sandbox against the problem's tests, which run
     in the judge (:mod:`peftcode.verdicts`), with 95% bootstrap intervals over problems; ``passes`` keeps
     each problem's count of passing samples."""
     samples = [list(s) for s in generations["samples"]]
     tests = generations["tests"]
     programs = [Submission(sample, test) for row, test in zip(samples, tests, strict=True) for sample in row]
-    execution = settings["execution"]
+    execution = settings.execution
     isolated = not execution["unsafe_without_isolation"]
     if isolated:
         require_isolation()
@@ -42,9 +43,9 @@ def execution_metrics(generations: pd.DataFrame, settings: dict, workers: int) -
         "sandbox": SANDBOX_KERNEL if isolated else SANDBOX_UNSAFE,
     }
     levels = list(generations["difficulty"]) if "difficulty" in generations.columns else [""] * len(samples)
-    for k in (k for k in settings["pass_k"] if k <= drawn):
+    for k in (k for k in settings.pass_k if k <= drawn):
         per_problem = [pass_at_k(len(row), correct, k) for row, correct in zip(samples, passes, strict=True)]
-        low, high = bootstrap_mean_ci(per_problem, settings["bootstrap_samples"])
+        low, high = bootstrap_mean_ci(per_problem, settings.bootstrap_samples)
         metrics.update(
             {f"pass@{k}": float(np.mean(per_problem)), f"pass@{k}_ci_low": low, f"pass@{k}_ci_high": high}
         )
@@ -90,7 +91,7 @@ def evaluate(
     generations_path: str | Path,
     out_path: str | Path,
     cell: dict,
-    settings: dict,
+    settings: EvalSettings,
     infer_memory_path: str | Path,
     finetune_memory_path: str | Path | None = None,
     workers: int = 1,
@@ -110,11 +111,11 @@ def evaluate(
     # Per-example outputs (ranks, passes) line up with the examples' own identifiers, to look them up.
     ids = [source or ours for source, ours in zip(generations["source_id"], generations["id"], strict=True)]
     row = {**cell, "n_test": len(generations), "example_ids": ids, "ranks": ranks}
-    row.update(exact_match_at_k(ranks, settings["k"], settings["bootstrap_samples"]))
+    row.update(exact_match_at_k(ranks, settings.k, settings.bootstrap_samples))
     sums = CodebleuSums(references, top1)
     row.update(sums.score())
     row["codebleu_ci_low"], row["codebleu_ci_high"] = bootstrap_corpus_ci(
-        len(references), lambda rows: sums.score(rows)["codebleu"], settings["codebleu_bootstrap_samples"]
+        len(references), lambda rows: sums.score(rows)["codebleu"], settings.codebleu_bootstrap_samples
     )
     if "samples" in generations.columns:
         row.update(execution_metrics(generations, settings, workers))

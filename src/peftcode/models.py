@@ -32,6 +32,7 @@ from peftcode.packaged import gguf_location
 from peftcode.placement import MODEL_CLASSES, device_map_for, job_device, meta_model, single_device_map
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
+from peftcode.settings import ModelSettings
 
 MANIFEST = "peftcode_model.json"
 # Weight formats the hub may hold a model in besides safetensors, which is downloaded alone where present.
@@ -49,15 +50,15 @@ def load_tokenizer_from(source: dict) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(source.get("hub") or source["path"])
 
 
-def _convert_source(settings: dict) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _convert_source(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A built or GGUF model in float32, to save as a checkpoint."""
-    source, model_class = settings["source"], MODEL_CLASSES[settings["family"]]
-    tokenizer = load_tokenizer_from(settings.get("tokenizer", source))
+    source, model_class = settings.source, MODEL_CLASSES[settings.family]
+    tokenizer = load_tokenizer_from(settings.tokenizer or source)
     if "build" in source:
         build = dict(source["build"])
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         special = {"pad_token_id": pad, "eos_token_id": tokenizer.eos_token_id}
-        if settings["family"] == "seq2seq":
+        if settings.family == "seq2seq":
             special["decoder_start_token_id"] = pad
         config = AutoConfig.for_model(build.pop("model_type"), vocab_size=len(tokenizer), **special, **build)
         torch.manual_seed(0)
@@ -73,10 +74,10 @@ def _convert_source(settings: dict) -> tuple[PreTrainedModel, PreTrainedTokenize
     return model, tokenizer
 
 
-def _download_from_hub(settings: dict) -> tuple[str, str]:
+def _download_from_hub(settings: ModelSettings) -> tuple[str, str]:
     """Download a hub model's config, tokenizer, code and weights into the Hugging Face cache (once: files
     already there are not fetched again); returns the commit the revision resolved to and its folder."""
-    source = settings["source"]
+    source = settings.source
     revision = source.get("revision")
     files = HfApi().list_repo_files(source["hub"], revision=revision)
     ignore = OTHER_WEIGHTS if any(name.endswith(".safetensors") for name in files) else OTHER_WEIGHTS[5:]
@@ -84,24 +85,24 @@ def _download_from_hub(settings: dict) -> tuple[str, str]:
     return Path(folder).name, folder
 
 
-def prepare_model(settings: dict, out_dir: str | Path) -> dict:
+def prepare_model(settings: ModelSettings, out_dir: str | Path) -> dict:
     """Make ``out_dir`` the model directory of ``settings``: a manifest, and for non-hub sources the
     converted checkpoint and tokenizer. Returns the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trust = settings.get("trust_remote_code", False)
+    trust = settings.trust_remote_code
     manifest = {
-        "source": settings["source"],
-        "family": settings["family"],
-        "pretrained": settings["pretrained"],
+        "source": settings.source,
+        "family": settings.family,
+        "pretrained": settings.pretrained,
         "trust_remote_code": trust,
     }
-    if "hub" in settings["source"]:
+    if "hub" in settings.source:
         commit, folder = _download_from_hub(settings)
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
-        manifest.update(weights="hub", hub={"repo": settings["source"]["hub"], "commit": commit})
-    elif "path" in settings["source"]:
-        folder = Path(settings["source"]["path"]).resolve()
+        manifest.update(weights="hub", hub={"repo": settings.source["hub"], "commit": commit})
+    elif "path" in settings.source:
+        folder = Path(settings.source["path"]).resolve()
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         manifest.update(weights="path", hub=None, path=str(folder), sha256=weights_checksum(folder))
     else:
@@ -114,7 +115,7 @@ def prepare_model(settings: dict, out_dir: str | Path) -> dict:
         manifest.update(weights="local", hub=None)
     manifest.update(
         model_type=config.model_type,
-        parameters=sum(p.numel() for p in meta_model(config, settings["family"], trust).parameters()),
+        parameters=sum(p.numel() for p in meta_model(config, settings.family, trust).parameters()),
     )
     write_manifest(out_dir, manifest)
     return manifest

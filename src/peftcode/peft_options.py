@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import version
+from types import MappingProxyType
 
 from peftcode.cache import CACHE, write_atomically
 from peftcode.kinds import KINDS, UNSUPPORTED_LORA_INITS, UNSUPPORTED_PEFT_TYPES
+from peftcode.settings import MethodSettings
 from peftcode.versions import code_version
 
 # Set by the study for every method, whatever a method's ``peft`` options say.
@@ -28,33 +31,33 @@ class OptionError(ValueError):
     """A method's PEFT option that its config class would refuse; one line naming the method."""
 
 
-def peft_type(settings: dict) -> str | None:
-    """The PEFT type of a method's settings; None for full fine-tuning and the untrained kinds."""
-    return KINDS[settings["kind"]].peft_type or settings.get("peft_type")
+def peft_type(method: MethodSettings) -> str | None:
+    """The PEFT type of a method; None for full fine-tuning and the untrained kinds."""
+    return KINDS[method.kind].peft_type or method.peft_type
 
 
-def config_options(settings: dict) -> dict:
-    """The options a method's PEFT config class receives (its task type and, for prompt tuning from text,
-    the tokenizer are the fine-tune's to add)."""
-    kind, targets = KINDS[settings["kind"]], settings.get("target_modules", {})
+def config_options(method: MethodSettings, targets: Mapping = MappingProxyType({})) -> dict:
+    """The options a method's PEFT config class receives on a model whose ``target_modules`` are
+    ``targets`` (its task type and, for prompt tuning from text, the tokenizer are the fine-tune's to add)."""
+    kind = KINDS[method.kind]
     options: dict = {}
     if kind.lora_like:
-        options = {"r": settings["r"], "lora_alpha": settings["alpha"], "lora_dropout": settings["dropout"]}
+        options = {"r": method.r, "lora_alpha": method.alpha, "lora_dropout": method.dropout}
         if targets.get("attention"):
             options["target_modules"] = targets["attention"]
-    elif peft_type(settings) == "IA3" and (targets.get("attention") or targets.get("feedforward")):
+    elif peft_type(method) == "IA3" and (targets.get("attention") or targets.get("feedforward")):
         feedforward = targets.get("feedforward") or []
         options = {
             "target_modules": (targets.get("attention") or []) + feedforward,
             "feedforward_modules": feedforward or None,
         }
     elif kind.soft_prompt:
-        options = {"num_virtual_tokens": settings["num_virtual_tokens"]}
-    elif targets.get("attention") and "target_modules" in (config_fields(peft_type(settings)) or {}).get(
+        options = {"num_virtual_tokens": method.num_virtual_tokens}
+    elif targets.get("attention") and "target_modules" in (config_fields(peft_type(method)) or {}).get(
         "fields", {}
     ):
         options = {"target_modules": targets["attention"]}  # a PEFT type by name adapts the model's targets
-    return {**options, **settings.get("peft", {})}
+    return {**options, **method.peft}
 
 
 def _describe(hint) -> object:
@@ -141,13 +144,14 @@ def _described_classes() -> dict:
     return described
 
 
-def check_options(method: str, settings: dict) -> None:
-    """Stop where a method's PEFT type or options would be refused (see the module)."""
-    name = peft_type(settings)
+def check_options(entry: str, method: MethodSettings) -> None:
+    """Stop where the PEFT type or options of the method named ``entry`` would be refused (see the
+    module)."""
+    name = peft_type(method)
     if name is None:
-        if settings.get("peft"):
+        if method.peft:
             raise OptionError(
-                f"config error at methods.{method}.peft: kind '{settings['kind']}' is not a PEFT method"
+                f"config error at methods.{entry}.peft: kind '{method.kind}' is not a PEFT method"
             )
         return
     if name in UNSUPPORTED_PEFT_TYPES:
@@ -161,13 +165,13 @@ def check_options(method: str, settings: dict) -> None:
             f"config error at methods.{method}.peft_type: PEFT {version('peft')} has no type {name}"
         )
     fields, cls = described["fields"], described["class"]
-    init = settings.get("peft", {}).get("init_lora_weights")
+    init = method.peft.get("init_lora_weights")
     if isinstance(init, str) and init in UNSUPPORTED_LORA_INITS:
         raise OptionError(
             f"config error at methods.{method}.peft.init_lora_weights: {init} is not supported: "
             + UNSUPPORTED_LORA_INITS[init]
         )
-    for option, value in settings.get("peft", {}).items():
+    for option, value in method.peft.items():
         if option in MANAGED:
             raise OptionError(
                 f"config error at methods.{method}.peft.{option}: the study sets {option} itself"

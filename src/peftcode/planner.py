@@ -5,8 +5,11 @@ runs, and what each job asks of the scheduler. GPU-hours are the FLOPs over ``re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from peftcode.estimates import MIB, finetune_peak, inference_peak, training_flops
 from peftcode.precision import resolved_name
+from peftcode.settings import InferSettings
 from peftcode.shapes import model_fields, shape_of_config
 
 
@@ -23,42 +26,41 @@ class Plan:
         self.budget_mb = memory * max(self.gpus, 1) * 1024 if memory and self.gpus else None
         self.memory_gb = memory
         self.throughput = resources.get("throughput_tflops") or (40.0 if self.gpus else 0.1)
+        models = {model: study.model_settings(model) for model in sorted({c.model for c in study.all_cells})}
         self.shapes = {
-            model: shape_of_config(
-                model_fields(study.model_settings(model)), study.model_settings(model)["family"]
-            )
-            for model in sorted({cell.model for cell in study.all_cells})
+            model: shape_of_config(model_fields(settings), settings.family)
+            for model, settings in models.items()
         }
         self.rows = [self._estimate(cell) for cell in study.all_cells]
 
     def _examples(self, dataset: str, split: str) -> int | None:
-        settings = self.study.config["datasets"][dataset]
-        if "union" in settings:
-            parts = [self._examples(member, split) for member in settings["union"]]
+        settings = self.study.data_settings(dataset)
+        if settings.union:
+            parts = [self._examples(member, split) for member in settings.union]
             return None if None in parts else sum(parts)
-        limit = settings.get("limit", {}).get(split)
+        limit = settings.limit.get(split)
         # Here, not at the top: the reader imports pandas, which a plan of hub datasets never needs.
         from peftcode.data import count_rows
 
-        count = settings.get("examples", {}).get(split) or count_rows(settings, split)
+        count = settings.examples.get(split) or count_rows(settings, split)
         if count is None:
             return limit
         return min(limit, count) if limit else count
 
     def _estimate(self, cell) -> dict:
         study, shape = self.study, self.shapes[cell.model]
-        infer = {
-            **study.infer_settings(cell.model, cell.method, cell.dataset),
-            "trust_remote_code": study.model_settings(cell.model).get("trust_remote_code", False),
-        }
-        precision = resolved_name(infer["precision"], self.device)
+        infer = study.infer_settings(cell.model, cell.method, cell.dataset)
+        trusted = study.model_settings(cell.model).trust_remote_code
+        precision = resolved_name(infer.precision, self.device)
         # Fewer prompts a batch where the configured batch's beams would not fit: batched beam search
         # returns the same candidates whatever the batch (tests/test_infer.py).
-        batch = infer["batch_size"]
-        inference = inference_peak(shape, infer, self.device, precision)
+        batch = infer.batch_size
+        inference = inference_peak(shape, infer, self.device, precision, trusted)
         while self.budget_mb is not None and inference["total"] > self.budget_mb and batch > 1:
             batch //= 2
-            inference = inference_peak(shape, {**infer, "batch_size": batch}, self.device, precision)
+            inference = inference_peak(
+                shape, replace(infer, batch_size=batch), self.device, precision, trusted
+            )
         row = {
             "model": cell.model,
             "method": cell.method,
@@ -71,15 +73,13 @@ class Plan:
             "train_tokens": None,
         }
         tests = self._examples(cell.dataset, "test")
-        new_tokens = infer["max_new_tokens"] * (infer["sampling"] or {}).get("samples", infer["num_beams"])
+        new_tokens = infer.max_new_tokens * (infer.sampling or {}).get("samples", infer.num_beams)
         flops = 2 * shape.params * tests * new_tokens if tests else None
         if study.is_trained(cell.method):
             train_dataset = study.train_dataset(cell.method, cell.dataset)
             train = study.train_settings(cell.model, cell.method, train_dataset)
             try:
-                peak = finetune_peak(
-                    shape, train, self.device, resolved_name(train["precision"], self.device)
-                )
+                peak = finetune_peak(shape, train, self.device, resolved_name(train.precision, self.device))
             except ValueError as error:  # PEFT cannot build the method on this model
                 from peftcode.validation import ConfigError
 
@@ -89,7 +89,7 @@ class Plan:
                 ) from None
             examples = self._examples(train_dataset, "train")
             tokens = (
-                examples * (train["max_input_length"] + train["max_target_length"]) * train["epochs"]
+                examples * (train.max_input_length + train.max_target_length) * train.epochs
                 if examples
                 else None
             )
@@ -159,10 +159,10 @@ class Plan:
             f"; {len(hours) - len(known)} cells of unknown size)" if len(known) < len(hours) else ")"
         )
 
-    def infer_settings(self, model: str, method: str, dataset: str) -> dict:
+    def infer_settings(self, model: str, method: str, dataset: str) -> InferSettings:
         """An inference job's settings, with the batch of prompts that fits the budget."""
-        row = self._row(model, method, dataset)
-        return {**self.study.infer_settings(model, method, dataset), "batch_size": row["generation_batch"]}
+        batch = self._row(model, method, dataset)["generation_batch"]
+        return replace(self.study.infer_settings(model, method, dataset), batch_size=batch)
 
     # --- what jobs ask of the scheduler ------------------------------------------------------------------
     def _row(self, model: str, method: str, dataset: str) -> dict:

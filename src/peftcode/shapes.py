@@ -20,6 +20,7 @@ from pathlib import Path
 from peftcode.cache import CACHE, write_atomically
 from peftcode.hub_config import hub_config
 from peftcode.packaged import gguf_location
+from peftcode.settings import ModelSettings
 from peftcode.versions import code_version
 
 
@@ -178,15 +179,15 @@ def peft_built(shape: Shape, peft_type: str, options: dict) -> PeftBuilt:
     return built
 
 
-def model_fields(settings: dict) -> dict:
+def model_fields(settings: ModelSettings) -> dict:
     """The config.json fields of a model, read without its weights: from the hub (config.json alone), a
     local directory, a GGUF file's metadata, or the config a built model is built from."""
-    source = settings["source"]
+    source = settings.source
     if "hub" in source:
         return hub_config(source["hub"], source.get("revision"))
     if "path" in source:
         return json.loads((Path(source["path"]) / "config.json").read_text())
-    return _converted_fields(json.dumps(settings, sort_keys=True))
+    return _converted_fields(json.dumps(settings.as_dict(), sort_keys=True))
 
 
 @cache
@@ -196,7 +197,7 @@ def _converted_fields(settings_json: str) -> dict:
     settings = json.loads(settings_json)
     source = settings["source"]
     stamps = []
-    for spec in (source, settings.get("tokenizer", {})):
+    for spec in (source, settings["tokenizer"] or {}):
         if "gguf" in spec:
             stat = (Path(gguf_location(spec["gguf"])[0]) / spec["gguf"]["file"]).stat()
             stamps.append([stat.st_size, stat.st_mtime_ns])

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sys
 
+from peftcode.settings import InferSettings, TrainSettings
 
-def import_only_what_is_used(settings: dict) -> None:
+
+def import_only_what_is_used(settings: TrainSettings | InferSettings) -> None:
     """Before importing peftcode.finetune or peftcode.infer: a job whose ``settings`` quantize nothing
     does without bitsandbytes."""
-    if not settings.get("quantization") and "bitsandbytes" not in sys.modules:
+    if not settings.quantization and "bitsandbytes" not in sys.modules:
         sys.modules["bitsandbytes"] = None

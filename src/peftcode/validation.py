@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from peftcode.kinds import TRAINED_KINDS
 from peftcode.peft_options import OptionError, check_options
+from peftcode.settings import MethodSettings
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -52,7 +53,7 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
         if method.get("retriever") == "dense" and not method.get("encoder"):
             raise ConfigError(f"config error at methods.{name}: the dense retriever needs an 'encoder'")
         try:
-            check_options(name, method)
+            check_options(name, MethodSettings.of(method, f"methods.{name}"))
         except OptionError as error:
             raise ConfigError(str(error)) from None
     for name, dataset in config["datasets"].items():

@@ -85,10 +85,10 @@ def infer_inputs(w):
     if kind == ADAPTER_KIND:
         inputs["adapter"] = adapter_dir(w.method)
     settings = study.infer_settings(w.model, w.method, w.dataset)
-    if settings["shots"]:
+    if settings.shots:
         inputs["train"] = f"{data_dir(w.dataset)}/train.parquet"
-    if settings["retriever"] == "dense":
-        inputs["embeddings"] = embeddings_path(w.dataset, settings["encoder"])
+    if settings.retriever == "dense":
+        inputs["embeddings"] = embeddings_path(w.dataset, settings.encoder)
     if kind in PEFT_KINDS:
         inputs["adapter"] = trained
     return inputs

@@ -106,7 +106,7 @@ rule quantize_model:
         **compute_resources("quantize"),
     params:
         code=code_version("models"),
-        family=lambda w: study.model_settings(w.model)["family"],
+        family=lambda w: study.model_settings(w.model).family,
         quantization=lambda w: study.quantization(w.method),
         precision=lambda w: study.precision(w.model, w.method),
     script:
