@@ -120,8 +120,8 @@ def memory_plan(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> T
     lora = cells["finetunes"]["lora"]["settings"]
     table.notes.append(
         f"Random weights of {mode.big_name}'s config, saved in float16 and loaded by load_checkpoint; "
-        f"{mode.memory_steps} optimizer steps a cell (batches of {lora['batch_size']}, "
-        f"{lora['grad_accum_steps']} accumulated) at the configured maximum lengths."
+        f"{mode.memory_steps} optimizer steps a cell (batches of {lora.batch_size}, "
+        f"{lora.grad_accum_steps} accumulated) at the configured maximum lengths."
     )
     table.notes.append(
         f"Measured: the allocator's reserved peak and CUDA's context ({context_mb:.0f} MiB here), which the "

@@ -180,10 +180,24 @@ def hub_study(repositories, tmp_path_factory):
         env = pointed_at(hub, folder)
         prepared = snakemake(configfile, "--cores", "2", "--until", "prepare_model", "prepare_data", env=env)
         assert prepared.returncode == 0, prepared.stderr[-4000:]
-    # From here on, no job may need the hub.
-    finished = snakemake(configfile, "--cores", "2", env=env)
+    # From here on the network is closed, as on a compute node: no parse of the Snakefile and no job may
+    # open an internet socket, even one whose failure it would pass over.
+    finished = snakemake(configfile, "--cores", "2", env={**env, **network_closed(folder)})
     assert finished.returncode == 0, finished.stderr[-6000:]
+    assert (folder / "connects.log").read_text() == ""
     return hub, config, configfile, env
+
+
+def network_closed(folder: Path) -> dict[str, str]:
+    """The environment of processes in offline mode whose internet sockets cannot connect (see
+    tests/network_closed/sitecustomize.py); ``folder/connects.log`` lists every attempt."""
+    (folder / "connects.log").write_text("")
+    closed = str(REPO / "tests" / "network_closed")
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, (closed, os.environ.get("PYTHONPATH")))),
+        "PEFTCODE_CONNECTS_LOG": str(folder / "connects.log"),
+    }
 
 
 def test_the_tiny_study_runs_from_hub_ids_and_needs_the_hub_only_to_prepare(hub_study):
@@ -234,7 +248,7 @@ def test_mlflow_holds_a_run_per_cell_with_its_loss_curve_and_metrics(hub_study):
         for column in ("train_loss", "val_loss"):
             curve = client.get_metric_history(run.info.run_id, column)
             assert [m.step for m in curve] == list(log.loc[log[column].notna(), "step"]), (folder, column)
-        assert run.data.tags["method"] == run.data.params["finetune.method"] == folder.parent.name
+        assert run.data.tags["method"] == run.data.params["finetune.method_name"] == folder.parent.name
         memory = json.loads((folder / "memory.json").read_text())
         assert run.data.metrics["finetune/peak_rss_mb"] == memory["peak_rss_mb"]
         assert run.data.tags["peftcode.checkpoint"] == str((folder / "checkpoint").resolve())

@@ -156,34 +156,34 @@ def check_options(entry: str, method: MethodSettings) -> None:
         return
     if name in UNSUPPORTED_PEFT_TYPES:
         raise OptionError(
-            f"config error at methods.{method}.peft_type: {name} is not supported: "
+            f"config error at methods.{entry}.peft_type: {name} is not supported: "
             + UNSUPPORTED_PEFT_TYPES[name]
         )
     described = config_fields(name)
     if described is None:
         raise OptionError(
-            f"config error at methods.{method}.peft_type: PEFT {version('peft')} has no type {name}"
+            f"config error at methods.{entry}.peft_type: PEFT {version('peft')} has no type {name}"
         )
     fields, cls = described["fields"], described["class"]
     init = method.peft.get("init_lora_weights")
     if isinstance(init, str) and init in UNSUPPORTED_LORA_INITS:
         raise OptionError(
-            f"config error at methods.{method}.peft.init_lora_weights: {init} is not supported: "
+            f"config error at methods.{entry}.peft.init_lora_weights: {init} is not supported: "
             + UNSUPPORTED_LORA_INITS[init]
         )
     for option, value in method.peft.items():
         if option in MANAGED:
             raise OptionError(
-                f"config error at methods.{method}.peft.{option}: the study sets {option} itself"
+                f"config error at methods.{entry}.peft.{option}: the study sets {option} itself"
             )
         if option not in fields:
             near = difflib.get_close_matches(option, list(fields), n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             raise OptionError(
-                f"config error at methods.{method}.peft.{option}: {cls} has no option '{option}'{hint}"
+                f"config error at methods.{entry}.peft.{option}: {cls} has no option '{option}'{hint}"
             )
         if not _fits(value, fields[option]):
             raise OptionError(
-                f"config error at methods.{method}.peft.{option}: {value!r} is not a valid {cls}.{option} "
+                f"config error at methods.{entry}.peft.{option}: {value!r} is not a valid {cls}.{option} "
                 f"(expected {json.dumps(fields[option])})"
             )

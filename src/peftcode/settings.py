@@ -3,7 +3,9 @@
 :class:`peftcode.config.Study` builds them from the validated config and the rules carry them as their
 ``params``; the jobs read them as attributes. The config entries' fields are the schema's keys (a test keeps
 them equal), so a key misspelled anywhere is an error where the settings are built or read, never a silent
-default.
+default. A rule's params hold them as plain data (:meth:`Settings.as_dict`), which Snakemake records and
+compares to rerun a job whose settings changed (it passes over objects of other types); the job's script
+reads them back (:meth:`Settings.from_dict`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ class Settings:
         return cls(**entry, **extra)
 
     def as_dict(self) -> dict:
-        """The settings as plain data, for a job's records (tracking, resume state, a model card)."""
+        """The settings as plain data: a rule's params, a job's records (tracking, resume state)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Settings written as plain data (:meth:`as_dict`) read back."""
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,6 @@ class TrainSettings(Settings):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainSettings:
-        """Settings written as plain data (:meth:`as_dict`) read back."""
         return cls(**{**data, "method": MethodSettings(**data["method"])})
 
 

@@ -357,6 +357,6 @@ def job_run(job: Any, stage: str):
         job.config["results"],
         job.wildcards,
         stage,
-        job.params.settings.as_dict(),
+        job.params.settings,
         job.params.code,
     )

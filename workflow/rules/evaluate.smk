@@ -16,7 +16,7 @@ rule evaluate:
     params:
         code=code_version("metrics"),
         cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
-        settings=study.eval_settings(),
+        settings=study.eval_settings().as_dict(),
     script:
         "../scripts/evaluate.py"
 

@@ -15,6 +15,6 @@ rule infer:
         **compute_resources("infer"),
     params:
         code=code_version("infer"),
-        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset),
+        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset).as_dict(),
     script:
         "../scripts/infer.py"

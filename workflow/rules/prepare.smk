@@ -17,7 +17,7 @@ rule prepare_data:
         runtime=30,
     params:
         code=code_version("data"),
-        settings=lambda w: study.data_settings(w.dataset),
+        settings=lambda w: study.data_settings(w.dataset).as_dict(),
     script:
         "../scripts/prepare_data.py"
 
@@ -86,7 +86,7 @@ rule prepare_model:
         runtime=60,
     params:
         code=code_version("models"),
-        settings=lambda w: study.model_settings(w.model),
+        settings=lambda w: study.model_settings(w.model).as_dict(),
     script:
         "../scripts/prepare_model.py"
 

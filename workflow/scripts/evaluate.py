@@ -3,6 +3,7 @@ from peftcode.logs import log_to
 log_to(snakemake.log[0])
 
 from peftcode.metrics import evaluate
+from peftcode.settings import EvalSettings
 from peftcode.tracking import job_run
 
 with job_run(snakemake, "evaluate") as run:
@@ -10,7 +11,7 @@ with job_run(snakemake, "evaluate") as run:
         generations_path=snakemake.input.generations,
         out_path=snakemake.output[0],
         cell=snakemake.params.cell,
-        settings=snakemake.params.settings,
+        settings=EvalSettings.from_dict(snakemake.params.settings),
         infer_memory_path=snakemake.input.infer_memory,
         finetune_memory_path=snakemake.input.get("finetune_memory"),
         workers=snakemake.threads,

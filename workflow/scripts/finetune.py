@@ -5,11 +5,13 @@ log_to(snakemake.log[0])
 from pathlib import Path
 
 from peftcode.devices import claim_gpus, job_compute
+from peftcode.settings import TrainSettings
 from peftcode.startup import import_only_what_is_used
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
-import_only_what_is_used(snakemake.params.settings)
+settings = TrainSettings.from_dict(snakemake.params.settings)
+import_only_what_is_used(settings)
 
 from peftcode.finetune import finetune
 from peftcode.tracking import job_run
@@ -21,7 +23,7 @@ with job_run(snakemake, "finetune") as run:
         out_dir=snakemake.output.checkpoint,
         log_path=snakemake.output.log,
         memory_path=snakemake.output.memory,
-        settings=snakemake.params.settings,
+        settings=settings,
         **job_compute(snakemake),
         resume_dir=snakemake.params.resume,
         on_log_row=run.log_step,

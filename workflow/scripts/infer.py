@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 from peftcode.devices import claim_gpus, job_compute
+from peftcode.settings import InferSettings
 from peftcode.startup import import_only_what_is_used
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
-import_only_what_is_used(snakemake.params.settings)
+settings = InferSettings.from_dict(snakemake.params.settings)
+import_only_what_is_used(settings)
 
 from peftcode.infer import infer
 from peftcode.tracking import job_run
@@ -22,7 +24,7 @@ with job_run(snakemake, "infer") as run:
         data_dir=Path(snakemake.input.test).parent,
         out_path=snakemake.output.generations,
         memory_path=snakemake.output.memory,
-        settings=snakemake.params.settings,
+        settings=settings,
         **job_compute(snakemake),
         embeddings_path=snakemake.input.get("embeddings"),
     )

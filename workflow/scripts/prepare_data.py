@@ -5,5 +5,6 @@ log_to(snakemake.log[0])
 from pathlib import Path
 
 from peftcode.data import prepare_data
+from peftcode.settings import DataSettings
 
-prepare_data(snakemake.params.settings, Path(snakemake.output.stats).parent)
+prepare_data(DataSettings.from_dict(snakemake.params.settings), Path(snakemake.output.stats).parent)

@@ -1,0 +1,67 @@
+"""An inference's finished examples, kept as it goes so that a stopped job resumes with the rest.
+
+The test set is generated a chunk of examples at a time, and each finished chunk is written to the job's
+resume folder atomically (a whole file or none). A rerun of the same job (the same settings, model and test
+set) reads the chunks there and generates only the others; each example's candidates do not depend on the
+others in its batch (the beam search's by construction, the sampler's draws from seeds of their own, see
+:mod:`peftcode.sampling`), so the generations equal an uninterrupted run's. A job killed at any point (SIGTERM
+at a time limit or preemption, then SIGKILL) loses at most the chunk it was in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from peftcode.cache import write_atomically
+
+# Examples a chunk: what a stopped job may lose, against a file and a batch's padding more per chunk.
+CHUNK = 32
+KEY_FILE = "key.json"
+
+
+class Progress:
+    """The chunks an inference finished, under ``folder`` (None keeps nothing). ``key`` is all the job's
+    generations depend on; chunks saved under another key are removed, not resumed."""
+
+    def __init__(self, folder: str | Path | None, key: dict):
+        self.folder = Path(folder) if folder else None
+        self.resumed = 0
+        if self.folder is None:
+            return
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        key_file = self.folder / KEY_FILE
+        if key_file.is_file() and json.loads(key_file.read_text()) != digest:
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(key_file, json.dumps(digest))
+
+    def _chunk(self, stage: str, first: int) -> Path:
+        return self.folder / f"{stage}-{first:07d}.json"
+
+    def generated(
+        self, stage: str, count: int, generate: Callable[[int, int], list[list[str]]]
+    ) -> list[list[str]]:
+        """Each of ``count`` examples' candidates for ``stage``: the saved chunks', and the others from
+        ``generate(first, last)`` (examples first to last - 1), saved as each chunk finishes."""
+        candidates: list[list[str]] = []
+        for first in range(0, count, CHUNK):
+            last = min(first + CHUNK, count)
+            path = self._chunk(stage, first) if self.folder else None
+            if path is not None and path.is_file():
+                chunk = json.loads(path.read_text())
+                self.resumed += len(chunk)
+            else:
+                chunk = generate(first, last)
+                if path is not None:
+                    write_atomically(path, json.dumps(chunk))
+            candidates.extend(chunk)
+        return candidates
+
+    def finish(self) -> None:
+        """The job's outputs are written: its chunks are no longer needed."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
