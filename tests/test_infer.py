@@ -9,17 +9,12 @@ from peft import get_peft_model
 from transformers import StoppingCriteriaList
 
 from peftcode.config import Study
-from peftcode.infer import (
-    StopTokens,
-    conditioned_inputs,
-    cut_at_stop,
-    generate_candidates,
-    search_settings,
-)
+from peftcode.infer import conditioned_inputs, generate_candidates, search_settings
 from peftcode.methods import peft_config
 from peftcode.models import load_checkpoint, prepare_model
 from peftcode.prompts import prompt_ids
 from peftcode.settings import MethodSettings, ModelSettings
+from peftcode.stops import StopTokens, cut_at_stop
 from peftcode.validation import validate_config
 from tests.conftest import REPO, SCHEMA, decoding, read_yaml
 
@@ -148,7 +143,7 @@ def test_candidates_are_cut_at_the_stop_string():
 
 
 def test_a_draw_ends_at_a_token_holding_any_of_the_stop_strings(tokenizer):
-    from peftcode.infer import StopTokens
+    from peftcode.stops import StopTokens
 
     stops = ["###", "```"]
     texts = [tokenizer.decode([i]) for i in StopTokens(tokenizer, stops).stop_ids.tolist()]

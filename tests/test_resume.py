@@ -1,5 +1,7 @@
-"""A fine-tune killed mid-run continues from its last saved step on the next run, not from the start."""
+"""A fine-tune or an inference stopped mid-run (SIGKILL, SIGTERM) continues on the next run from what it had
+finished, not from the start, and ends as a run never stopped would."""
 
+import json
 import os
 import pickle
 import signal
@@ -7,13 +9,16 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from peftcode.finetune import RESUME_FILE, finetune
-from tests.conftest import tiny_workspace
+from peftcode.infer import infer
+from peftcode.progress import Progress
+from tests.conftest import decoding, tiny_workspace
 
 # The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
 SLOW_JOB = """
@@ -119,3 +124,74 @@ def test_sigterm_saves_the_step_it_reached_and_the_retry_resumes_there(workspace
     assert resumed["resumed_from_step"] == saved_step
     assert list(log["step"]) == list(range(reference["steps"] + 1))  # no step repeated or missing
     pd.testing.assert_series_equal(log["train_loss"], reference_log["train_loss"], rtol=1e-5)
+
+
+# An inference as Snakemake runs it, each chunk of examples slowed so that the test can stop it mid-run.
+SLOW_INFERENCE = """
+import pickle, sys, time
+import peftcode.infer as job
+real_generate = job.generate_candidates
+def slow_generate(*args, **kwargs):
+    time.sleep(1.5)
+    return real_generate(*args, **kwargs)
+job.generate_candidates = slow_generate
+model, data, out, resume, settings = sys.argv[1:]
+job.infer(model, None, data, out + "/generations.parquet", out + "/memory.json",
+          pickle.loads(bytes.fromhex(settings)), threads=1, resume_dir=resume)
+"""
+
+
+def test_a_stopped_inference_resumes_with_the_examples_it_had_not_finished(tmp_path):
+    folder = tmp_path / "workspace"
+    tiny_workspace(folder, {"train": 8, "validation": 4, "test": 40})  # two chunks of examples
+    data = folder / "conala-style"
+    # Beam search and pass@k's draws, each from examples' own random streams.
+    settings = decoding(
+        max_input_length=48, max_new_tokens=6, stop="\n", num_beams=2, num_return_sequences=2, batch_size=8,
+        sampling={"samples": 2, "temperature": 0.8, "top_p": 0.95},
+    )  # fmt: skip
+
+    def run(out: Path, resume: Path | None) -> pd.DataFrame:
+        out.mkdir()
+        infer(folder / "model", None, data, out / "g.parquet", out / "m.json", settings, 1, resume_dir=resume)
+        return pd.read_parquet(out / "g.parquet")
+
+    reference = run(tmp_path / "reference", None)
+    resume, stopped = tmp_path / "resume", tmp_path / "stopped"
+    stopped.mkdir()
+    arguments = [folder / "model", data, stopped, resume, pickle.dumps(settings).hex()]
+    job = subprocess.Popen([sys.executable, "-c", SLOW_INFERENCE, *map(str, arguments)])
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+        and job.poll() is None
+        and not (resume / f"candidates-{0:07d}.json").exists()
+    ):
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)  # as scancel --signal=TERM, a time limit or a preemption
+    job.wait(timeout=60)
+    assert job.returncode == -signal.SIGTERM, "the job finished before it could be stopped"
+    assert not (stopped / "generations.parquet").exists()
+    assert sorted(p.name for p in resume.glob("candidates-*")) == [f"candidates-{0:07d}.json"]
+
+    resumed = run(tmp_path / "resumed", resume)
+    pd.testing.assert_frame_equal(resumed, reference)
+    assert json.loads((tmp_path / "resumed" / "m.json").read_text())["resumed_examples"] == 32
+    assert not resume.exists(), "a finished inference leaves nothing to resume"
+
+
+def test_examples_finished_under_other_settings_or_inputs_are_generated_again(tmp_path):
+    calls = []
+
+    def generate(first: int, last: int) -> list[list[str]]:
+        calls.append((first, last))
+        return [[f"candidate {i}"] for i in range(first, last)]
+
+    assert Progress(tmp_path, {"seed": 1}).generated("candidates", 40, generate) == [
+        [f"candidate {i}"] for i in range(40)
+    ]
+    calls.clear()
+    Progress(tmp_path, {"seed": 1}).generated("candidates", 40, generate)
+    assert calls == []  # both chunks read back
+    Progress(tmp_path, {"seed": 2}).generated("candidates", 40, generate)
+    assert calls == [(0, 32), (32, 40)]

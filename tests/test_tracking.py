@@ -60,7 +60,12 @@ def test_a_joint_adapters_run_is_tagged_with_the_cells_method_and_logs_the_train
 
     joint = SimpleNamespace(model="tiny-llama", method="lora-joint", dataset="joint")
     with cell_run(
-        {"backend": "mlflow", "experiment": "study"}, tmp_path, joint, "finetune", {"method_name": "lora"}, "c"
+        {"backend": "mlflow", "experiment": "study"},
+        tmp_path,
+        joint,
+        "finetune",
+        {"method_name": "lora"},
+        "c",
     ):
         pass
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")

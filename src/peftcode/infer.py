@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from peft import PeftModel, PeftType
 from tqdm import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from peftcode.adapters import adapter_location, check_base_weights
 from peftcode.beam_search import beam_search
@@ -23,36 +23,16 @@ from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
 from peftcode.probe import PROBE_FILE, probe_agreement
+from peftcode.progress import Progress, stamps
 from peftcode.prompts import inference_prompts, prompt_ids, prompt_style
 from peftcode.retrieval import nearest
 from peftcode.sampling import sample
 from peftcode.settings import InferSettings
 from peftcode.splits import read_split
+from peftcode.stops import StopTokens, cut_at_stop
 
 # Merging an adapter moves a near-tie's top-1 at most; a broken load moves most of them.
 MIN_PROBE_AGREEMENT = 0.9
-
-
-def stop_strings(stop: str | list[str] | None) -> list[str]:
-    """A dataset's ``stop`` setting as a list: none, one text or several."""
-    return [] if not stop else [stop] if isinstance(stop, str) else list(stop)
-
-
-class StopTokens(StoppingCriteria):
-    """Ends a beam whose newest token's text contains a stop string (a newline for CoNaLa).
-
-    Beam search finishes such a beam as it does one that emits EOS. Checking the newest token id against a
-    precomputed set costs one tensor lookup a step; listing those tokens as extra EOS ids instead would make
-    beam search keep (1 + number of EOS ids) x beams candidates at every step.
-    """
-
-    def __init__(self, tokenizer, stop: str | list[str]):
-        stops = stop_strings(stop)
-        ids = [i for i in range(len(tokenizer)) if any(text in tokenizer.decode([i]) for text in stops)]
-        self.stop_ids = torch.tensor(ids)
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
 
 
 # Generation-config settings with which `generate` reshapes the scores at every step, and their values that
@@ -87,13 +67,6 @@ def eos_ids(model) -> list[int]:
     """The token ids that end a hypothesis, as ``generate`` reads them from the model's generation config."""
     eos = model.generation_config.eos_token_id
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-
-
-def cut_at_stop(text: str, stop: str | list[str] | None, prefix: str = "") -> str:
-    """A candidate: the generated text up to the first stop string, after the ``prefix`` the prompt gave
-    (then the text keeps its leading indentation, the body of the prefix's function say)."""
-    text = text[: min((text.index(s) for s in stop_strings(stop) if s in text), default=len(text))]
-    return prefix + text.rstrip() if prefix else text.strip()
 
 
 def conditioned_inputs(model, batch: dict, family: str, beams: int = 1) -> tuple[object, dict]:
@@ -196,18 +169,26 @@ def generate_candidates(
     sampling: dict | None = None,
     precision: Precision | None = None,
     prefixes: list[str] | None = None,
+    first_index: int = 0,
 ) -> list[list[str]]:
     """Candidates per prompt: beam search's best first, or ``sampling``'s draws, computed under the
     precision's autocast (none by default). A prompt's prefix (the start of its code, see
     :mod:`peftcode.data`) ends the prompt and begins each of its candidates. Prompts are batched longest
-    first to limit padding."""
+    first to limit padding; ``first_index`` is the first prompt's index in the test set, which its draws'
+    seeds name."""
     prefixes = prefixes or [""] * len(prompts)
     with precision.autocast() if precision else contextlib.nullcontext():
-        return _generate(model, tokenizer, prompts, prefixes, settings, sampling)
+        return _generate(model, tokenizer, prompts, prefixes, settings, sampling, first_index)
 
 
 def _generate(
-    model, tokenizer, prompts: list[str], prefixes: list[str], settings: InferSettings, sampling: dict | None
+    model,
+    tokenizer,
+    prompts: list[str],
+    prefixes: list[str],
+    settings: InferSettings,
+    sampling: dict | None,
+    first_index: int,
 ) -> list[list[str]]:
     family, shots = settings.family, settings.shots
     limit = settings.max_input_length if not shots else None
@@ -243,7 +224,7 @@ def _generate(
                 sample,
                 generator,
                 **inputs,
-                prompt_indices=rows,
+                prompt_indices=[first_index + row for row in rows],
                 max_new_tokens=settings.max_new_tokens,
                 temperature=sampling["temperature"],
                 top_p=sampling["top_p"],
@@ -271,7 +252,7 @@ def _generate(
         else:
             if sampling is not None:
                 # Each prompt's draws come from a seed of its own, whatever was drawn before it.
-                torch.manual_seed(settings.seed + rows[0])
+                torch.manual_seed(settings.seed + first_index + rows[0])
             output = generator.generate(
                 **inputs,
                 **search,
@@ -302,9 +283,11 @@ def infer(
     gpus: int = 1,
     gpu_memory_gb: float | None = None,
     embeddings_path: str | Path | None = None,
+    resume_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Generate candidates for one cell's test split on the job's device (or spread over its ``gpus``);
-    writes them as parquet with the job's memory record."""
+    writes them as parquet with the job's memory record. Finished examples are kept in ``resume_dir`` as
+    they go, for a rerun to resume from (:mod:`peftcode.progress`)."""
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
@@ -334,10 +317,27 @@ def infer(
         nearest(embeddings_path, settings.shots) if embeddings_path else None,
     )
     prefixes = list(test["prefix"])
+    inputs = [model_dir, adapter, Path(data_dir) / "test.parquet", embeddings_path]
+    progress = Progress(resume_dir, {"settings": settings.as_dict(), "inputs": stamps(inputs)})
+
+    def generated(stage: str, sampling: dict | None) -> list[list[str]]:
+        return progress.generated(
+            stage,
+            len(prompts),
+            lambda first, last: generate_candidates(
+                model,
+                tokenizer,
+                prompts[first:last],
+                settings,
+                sampling,
+                precision,
+                prefixes[first:last],
+                first,
+            ),
+        )
+
     started = time.perf_counter()
-    candidates = generate_candidates(
-        model, tokenizer, prompts, settings, precision=precision, prefixes=prefixes
-    )
+    candidates = generated("candidates", None)
     generation_time = time.perf_counter() - started
     candidate_tokens = sum(
         len(tokenizer(c[len(prefix) :])["input_ids"])
@@ -361,8 +361,7 @@ def infer(
         if sampling["temperature"] == 0 and settings.num_beams == 1:
             generations["samples"] = [row[:1] for row in candidates]
         else:
-            drawn = generate_candidates(model, tokenizer, prompts, settings, sampling, precision, prefixes)
-            generations["samples"] = drawn
+            generations["samples"] = generated("samples", sampling)
         generations["tests"] = test["tests"]
         generations["difficulty"] = test["difficulty"]
     generations.to_parquet(out_path, index=False)
@@ -377,8 +376,10 @@ def infer(
         quantization_bits=(settings.quantization or {}).get("bits"),
         checkpoint_probe_agreement=agreement,
         examples=len(test),
-        examples_per_s=round(len(test) / generation_time, 3),
+        resumed_examples=progress.resumed["candidates"],
+        examples_per_s=round((len(test) - progress.resumed["candidates"]) / generation_time, 3),
         candidate_tokens=candidate_tokens,
         tokens_per_s=round(candidate_tokens / generation_time, 1),
     )
+    progress.finish()
     return generations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +30,8 @@ class Progress:
 
     def __init__(self, folder: str | Path | None, key: dict):
         self.folder = Path(folder) if folder else None
-        self.resumed = 0
+        # Examples read back from chunks, by stage (the candidates, pass@k's samples).
+        self.resumed: dict[str, int] = defaultdict(int)
         if self.folder is None:
             return
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -53,7 +55,7 @@ class Progress:
             path = self._chunk(stage, first) if self.folder else None
             if path is not None and path.is_file():
                 chunk = json.loads(path.read_text())
-                self.resumed += len(chunk)
+                self.resumed[stage] += len(chunk)
             else:
                 chunk = generate(first, last)
                 if path is not None:
@@ -65,3 +67,14 @@ class Progress:
         """The job's outputs are written: its chunks are no longer needed."""
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def stamps(paths: list[str | Path | None]) -> list:
+    """What identifies a job's input files as they are now: each file's (or folder's files') name, size
+    and modification time, so that chunks generated from other inputs (a retrained adapter, a re-prepared
+    test set) are not resumed."""
+    found = []
+    for path in (Path(p) for p in paths if p):
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+        found += [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return found

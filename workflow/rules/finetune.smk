@@ -20,6 +20,6 @@ rule finetune:
         code=code_version("finetune"),
         settings=lambda w: study.train_settings(w.model, w.method, w.dataset).as_dict(),
         # Resume state lives outside the outputs, which Snakemake deletes before it reruns a job.
-        resume=lambda w: f"{R}/resume/{w.model}/{w.method}/{w.dataset}",
+        resume=lambda w: f"{R}/resume/finetune/{w.model}/{w.method}/{w.dataset}",
     script:
         "../scripts/finetune.py"

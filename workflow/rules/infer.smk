@@ -16,5 +16,7 @@ rule infer:
     params:
         code=code_version("infer"),
         settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset).as_dict(),
+        # Finished examples live outside the outputs, which Snakemake deletes before it reruns a job.
+        resume=lambda w: f"{R}/resume/infer/{w.model}/{w.method}/{w.dataset}",
     script:
         "../scripts/infer.py"

@@ -27,6 +27,7 @@ with job_run(snakemake, "infer") as run:
         settings=settings,
         **job_compute(snakemake),
         embeddings_path=snakemake.input.get("embeddings"),
+        resume_dir=snakemake.params.resume,
     )
     run.log_record(json.loads(Path(snakemake.output.memory).read_text()), "infer/")
     run.log_reference("model", snakemake.input.model)
