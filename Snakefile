@@ -12,11 +12,6 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, (SRC, os.environ.get("PYTHONPATH")))))
 
-from peftcode.adapters import check_bases  # noqa: E402
-from peftcode.config import Study  # noqa: E402
-from peftcode.validation import validate_config  # noqa: E402
-from peftcode.planner import Plan  # noqa: E402
-
 min_version("9.0")
 
 
@@ -29,6 +24,18 @@ if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
+
+# A job on a compute node (a cluster job's own snakemake) reads the Hugging Face cache only, its parse of
+# this file included: most sites' compute nodes have no network, and the local rules below fetched what the
+# jobs read. Set before anything imports huggingface_hub, which reads it once.
+ONLINE_COMPUTE_NODES = config.get("resources", {}).get("online_compute_nodes", False)
+if workflow.remote_exec and not ONLINE_COMPUTE_NODES:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+from peftcode.adapters import check_bases  # noqa: E402
+from peftcode.config import Study  # noqa: E402
+from peftcode.validation import validate_config  # noqa: E402
+from peftcode.planner import Plan  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 # Every cell's memory and compute, estimated before any job runs; cells over the GPUs' budget stop the run
@@ -51,6 +58,15 @@ localrules:
     # They need the network, which compute nodes may not have.
     fetch_adapter,
     publish,
+
+
+if not ONLINE_COMPUTE_NODES:
+
+    # They fetch from the hub, which compute nodes may not reach.
+    localrules:
+        prepare_model,
+        prepare_data,
+        embed_data,
 
 
 include: "workflow/rules/common.smk"

@@ -17,8 +17,18 @@ from tests.workflow import planned_jobs, snakemake, write_study
 
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"quantize_model", "finetune", "infer"}
-# The Snakefile's localrules, which run where snakemake runs, and the target rule, which runs nothing.
-LOCAL_RULES = {"join_data", "plan", "aggregate", "report", "partial_report", "all"}
+# The Snakefile's localrules, which run where snakemake runs (the downloads among them: compute nodes may
+# have no network), and the target rule, which runs nothing.
+LOCAL_RULES = {
+    "prepare_model",
+    "prepare_data",
+    "join_data",
+    "plan",
+    "aggregate",
+    "report",
+    "partial_report",
+    "all",
+}
 
 missing = missing_programs()
 if missing:
@@ -90,7 +100,7 @@ def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
     for job in jobs:
         wants_gpu = job.get("TresPerJob") == "gres:gpu:1"
         assert wants_gpu == (job["rule"] in GPU_RULES), (job["rule"], job.get("TresPerJob"))
-    assert {job["rule"] for job in jobs} >= GPU_RULES | {"prepare_data", "evaluate"}
+    assert {job["rule"] for job in jobs} >= GPU_RULES | {"evaluate"}
 
 
 def test_model_jobs_ask_for_the_memory_and_time_the_plan_estimates(cluster, slurm_run):
@@ -125,3 +135,14 @@ def test_model_written_programs_ran_isolated_inside_a_slurm_job(slurm_run):
     )
     assert metrics["sandbox"] == "kernel isolation"
     assert metrics["pass_samples"] == 2 and len(metrics["passes"]) == 3 and "pass@1" in metrics
+
+
+def test_jobs_on_compute_nodes_read_the_hub_cache_only(slurm_run):
+    config, _, _, _ = slurm_run
+    logs = REPO / config["results"] / "logs"
+    offline = "hub offline: this job reads the Hugging Face cache only"
+    for job in ("finetune", "infer", "quantize_model"):
+        (log,) = (logs / job).rglob("*.log")
+        assert offline in log.read_text(), job
+    (prepared,) = (logs / "prepare_data").rglob("*.log")  # where snakemake runs: it may download
+    assert offline not in prepared.read_text()

@@ -30,6 +30,8 @@ RERUNS = {
     "methods": {"finetune"},
     "infer": {"infer"},
     "beam_search": {"infer"},
+    "stops": {"infer"},
+    "progress": {"infer"},  # an inference's finished examples, kept for a rerun
     "probe": {"finetune", "infer"},  # written by the fine-tune, checked by inference
     "prompts": {"finetune", "infer", "fetch_adapter"},
     # The plan counts the local datasets' rows with the reader.

@@ -26,3 +26,5 @@ def log_to(path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        logging.getLogger("peftcode").info("hub offline: this job reads the Hugging Face cache only")
