@@ -14,7 +14,7 @@ import pytest
 import peftcode.planner as planner
 from peftcode.config import Study
 from peftcode.data import prepare_data
-from peftcode.estimates import finetune_peak, inference_peak
+from peftcode.estimates import finetune_peak, inference_peak, per_gpu_peak
 from peftcode.models import prepare_model
 from peftcode.settings import TrainSettings
 from peftcode.shapes import Shape, model_fields, shape_of_config
@@ -205,3 +205,48 @@ def test_a_retry_asks_for_more_memory_and_time_up_to_the_setting():
         int(2.5 * first),
     ] + [int(2.5 * first)]
     assert plan.grown(runtime, 2) == 2 * runtime
+
+
+def test_each_gpu_of_a_job_must_hold_its_share_not_the_pooled_sum():
+    """CodeLlama-34B's LoRA fine-tune (a meta-device model of its config) over two GPUs: each holds half the
+    weights, gradients, optimizer state and activations, and CUDA's context and the logits whole."""
+    peak = finetune_peak(shape("codellama-34b"), settings_of("lora"), "cuda", "bf16")
+    assert per_gpu_peak(peak, 1) == peak["total"]
+    on_each = per_gpu_peak(peak, 2)
+    whole = peak["runtime"] + peak["logits"]
+    assert on_each == pytest.approx((peak["total"] - whole) / 2 + whole)
+    assert peak["total"] / 2 < on_each < peak["total"]
+
+    def plan(budget_mb: float) -> planner.Plan:
+        config = copy.deepcopy(PAPER)
+        config["resources"].update(gpu=2, gpu_memory_gb=budget_mb / 1024)
+        config["study"] = [{"models": ["codellama-34b"], "methods": ["lora"], "datasets": ["conala"]}]
+        config["over_budget"] = "skip"
+        return planner.Plan(Study(validate_config(config, SCHEMA)))
+
+    planned = plan(on_each + 64)
+    (row,) = planned.rows
+    assert row["fits"] and row["finetune_per_gpu_mb"] == round(on_each)
+    assert row["finetune_peak_mb"] > on_each + 64  # more than one GPU holds: it is spread over both
+    # Between half the pooled sum and a GPU's share: two such GPUs pool enough, and neither holds its share.
+    (row,) = plan((peak["total"] / 2 + on_each) / 2).rows
+    assert not row["fits"]
+
+
+def test_the_memory_record_holds_each_gpus_peak_and_their_sum(monkeypatch):
+    import torch
+
+    from peftcode import memory
+
+    allocated, reserved = {0: 5 * 2**30, 1: 3 * 2**30}, {0: 6 * 2**30, 1: 4 * 2**30}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: allocated[device])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: reserved[device])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"GPU {device}")
+    record = memory.JobMeter().snapshot()
+    assert record["gpu_names"] == ["GPU 0", "GPU 1"] and record["device"] == "GPU 0"
+    assert record["cuda_max_allocated_mb_per_gpu"] == [5120.0, 3072.0]
+    assert record["cuda_max_reserved_mb_per_gpu"] == [6144.0, 4096.0]
+    assert (record["cuda_max_allocated_mb"], record["cuda_max_reserved_mb"]) == (8192.0, 10240.0)

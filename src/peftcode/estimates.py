@@ -195,6 +195,22 @@ def inference_peak(
     return {**parts, "total": sum(parts.values())}
 
 
+# Parts of a peak that are spread with the model's layers over a job's GPUs; each GPU holds the others
+# whole at worst: CUDA's context, and the logits and scores, and one layer's pass over the prompts, on the
+# GPU that computes them.
+SPREAD_PARTS = ("weights", "gradients", "optimizer", "activations", "cache")
+WHOLE_PARTS = ("runtime", "logits", "scores", "prompt")
+
+
+def per_gpu_peak(peak: dict, gpus: int) -> float:
+    """The most one of a job's ``gpus`` GPUs holds of ``peak`` (a fine-tune's or an inference's, in MiB by
+    part), the model spread over them whole layers at a time and balanced (:mod:`peftcode.placement`)."""
+    if gpus <= 1:
+        return peak["total"]
+    spread = sum(peak.get(part, 0.0) for part in SPREAD_PARTS)
+    return spread / gpus + sum(peak.get(part, 0.0) for part in WHOLE_PARTS)
+
+
 def training_flops(shape: Shape, settings: TrainSettings, tokens: float) -> float:
     """2 FLOPs a parameter a token forward; backward 4 for trained weights, 2 for frozen ones (their input
     gradients only); gradient checkpointing recomputes the forward."""

@@ -42,8 +42,9 @@ def peak_rss_mb() -> float:
 class JobMeter:
     """Measures a job from construction to :meth:`write`: wall time, peak memory, device.
 
-    On CUDA it reads the allocator's peaks (reset at the start); on the CPU it reads the process's peak
-    resident set size from the kernel's accounting, which covers every allocation the job made.
+    On CUDA it reads the allocator's peaks of each of the job's GPUs (reset at the start) and their sum; on
+    the CPU it reads the process's peak resident set size from the kernel's accounting, which covers every
+    allocation the job made.
     """
 
     def __init__(self):
@@ -52,16 +53,16 @@ class JobMeter:
         # What the process held before the job loaded anything (its libraries): the CPU peak less this is
         # the job's own, which the memory plan estimates.
         self.baseline_rss_mb = _status_mb("VmRSS")
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+        self.gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        for device in range(self.gpus):
+            torch.cuda.reset_peak_memory_stats(device)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
     def snapshot(self) -> dict:
         record = {
-            "device": torch.cuda.get_device_name() if self.cuda else "cpu",
+            "device": torch.cuda.get_device_name(0) if self.gpus else "cpu",
             # The devices the job was given (see peftcode.devices); None where nothing restricted them.
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started_at": round(self.started_at, 3),
@@ -70,15 +71,28 @@ class JobMeter:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "baseline_rss_mb": None if self.baseline_rss_mb is None else round(self.baseline_rss_mb, 1),
         }
-        if self.cuda:
-            record["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            record["cuda_max_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+        if self.gpus:
+            record.update(gpu_peaks(self.gpus))
         return record
 
     def write(self, path: str | Path, **extra) -> dict:
         record = {**self.snapshot(), **extra}
         Path(path).write_text(json.dumps(record, indent=2))
         return record
+
+
+def gpu_peaks(gpus: int) -> dict:
+    """The allocator's peaks on each of a job's ``gpus`` (a model spread over them holds a part on each,
+    which the memory plan checks against one GPU's memory) and their sum, the job's own."""
+    allocated = [round(torch.cuda.max_memory_allocated(device) / 2**20, 1) for device in range(gpus)]
+    reserved = [round(torch.cuda.max_memory_reserved(device) / 2**20, 1) for device in range(gpus)]
+    return {
+        "gpu_names": [torch.cuda.get_device_name(device) for device in range(gpus)],
+        "cuda_max_allocated_mb_per_gpu": allocated,
+        "cuda_max_reserved_mb_per_gpu": reserved,
+        "cuda_max_allocated_mb": round(sum(allocated), 1),
+        "cuda_max_reserved_mb": round(sum(reserved), 1),
+    }
 
 
 def weight_footprint_mb(model) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from peftcode.estimates import MIB, finetune_peak, inference_peak, training_flops
+from peftcode.estimates import MIB, finetune_peak, inference_peak, per_gpu_peak, training_flops
 from peftcode.precision import resolved_name
 from peftcode.settings import InferSettings
 from peftcode.shapes import model_fields, shape_of_config
@@ -23,7 +23,8 @@ class Plan:
         self.gpus = resources["gpu"]
         self.device = "cuda" if self.gpus > 0 else "cpu"
         memory = resources.get("gpu_memory_gb")
-        self.budget_mb = memory * max(self.gpus, 1) * 1024 if memory and self.gpus else None
+        # Each of a job's GPUs must hold its share: the budget is one GPU's memory, not their sum.
+        self.budget_mb = memory * 1024 if memory and self.gpus else None
         self.memory_gb = memory
         self.throughput = resources.get("throughput_tflops") or (40.0 if self.gpus else 0.1)
         models = {model: study.model_settings(model) for model in sorted({c.model for c in study.all_cells})}
@@ -56,7 +57,7 @@ class Plan:
         # returns the same candidates whatever the batch (tests/test_infer.py).
         batch = infer.batch_size
         inference = inference_peak(shape, infer, self.device, precision, trusted)
-        while self.budget_mb is not None and inference["total"] > self.budget_mb and batch > 1:
+        while self.budget_mb is not None and self._on_a_gpu(inference) > self.budget_mb and batch > 1:
             batch //= 2
             inference = inference_peak(
                 shape, replace(infer, batch_size=batch), self.device, precision, trusted
@@ -68,7 +69,9 @@ class Plan:
             "precision": precision,
             "generation_batch": batch,
             "infer_peak_mb": round(inference["total"]),
+            "infer_per_gpu_mb": round(self._on_a_gpu(inference)),
             "finetune_peak_mb": None,
+            "finetune_per_gpu_mb": None,
             "trainable_params": 0,
             "train_tokens": None,
         }
@@ -95,6 +98,7 @@ class Plan:
             )
             row.update(
                 finetune_peak_mb=round(peak["total"]),
+                finetune_per_gpu_mb=round(self._on_a_gpu(peak)),
                 trainable_params=peak["trainable_params"],
                 train_tokens=tokens,
             )
@@ -102,11 +106,15 @@ class Plan:
                 flops += training_flops(shape, train, tokens)
             elif tokens is None:
                 flops = None
-        needed = max(row["infer_peak_mb"], row["finetune_peak_mb"] or 0)
+        needed = max(row["infer_per_gpu_mb"], row["finetune_per_gpu_mb"] or 0)
         row["fits"] = self.budget_mb is None or needed <= self.budget_mb
         row["budget_gb"] = self.memory_gb if self.budget_mb else None
         row["gpu_hours"] = None if flops is None else self._hours(flops)
         return row
+
+    def _on_a_gpu(self, peak: dict) -> float:
+        """The most one of a job's GPUs holds of its ``peak``."""
+        return per_gpu_peak(peak, self.gpus)
 
     def _hours(self, flops: float) -> float:
         """GPU-hours (device-hours on the CPU): a model spread over several GPUs keeps all of them."""
@@ -127,13 +135,14 @@ class Plan:
         if rows and over_budget == "stop":
             row = rows[0]
             job, peak = max(
-                ("fine-tune", row["finetune_peak_mb"] or 0),
-                ("inference", row["infer_peak_mb"]),
+                ("fine-tune", row["finetune_per_gpu_mb"] or 0),
+                ("inference", row["infer_per_gpu_mb"]),
                 key=lambda j: j[1],
             )
+            on = f"on each of its {self.gpus} GPUs" if self.gpus > 1 else "on its GPU"
             raise ConfigError(
                 f"config error at resources.gpu_memory_gb: cell {row['model']} / {row['method']} / "
-                f"{row['dataset']} needs about {peak / 1024:.1f} GB for its {job}, over the "
+                f"{row['dataset']} needs about {peak / 1024:.1f} GB {on} for its {job}, over the "
                 f"{self.budget_mb / 1024:g} GB budget ({len(rows)} cells are); set over_budget: skip to "
                 "leave such cells out"
             )

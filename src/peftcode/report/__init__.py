@@ -43,8 +43,10 @@ def not_fitting(plan: pd.DataFrame | None) -> list[str]:
         "",
     ]
     for _, row in out.iterrows():
-        peak = max(row["finetune_peak_mb"] if pd.notna(row["finetune_peak_mb"]) else 0, row["infer_peak_mb"])
-        lines.append(f"- {row['model']} / {row['method']} / {row['dataset']}: about {peak / 1024:.1f} GB")
+        finetune = row["finetune_per_gpu_mb"] if pd.notna(row["finetune_per_gpu_mb"]) else 0
+        peak = max(finetune, row["infer_per_gpu_mb"])
+        cell = f"{row['model']} / {row['method']} / {row['dataset']}"
+        lines.append(f"- {cell}: about {peak / 1024:.1f} GB a GPU")
     return [*lines, ""]
 
 
