@@ -5,15 +5,19 @@ reason in the summary (pytest runs with -rs).
 """
 
 import json
+import os
 import re
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO, read_yaml
 from tests.slurm_cluster import SlurmCluster, missing_programs
-from tests.workflow import planned_jobs, snakemake, write_study
+from tests.workflow import SNAKEMAKE, planned_jobs, snakemake, write_study
 
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"quantize_model", "finetune", "infer"}
@@ -83,7 +87,7 @@ def submitted_jobs(cluster) -> list[dict]:
         match = re.fullmatch(r"rule_(\w+?)(?:_wildcards_(.*))?", job.get("Comment", "").strip())
         if match:
             jobs.append({**job, "rule": match.group(1), "wildcards": match.group(2)})
-    return jobs
+    return sorted(jobs, key=lambda job: int(job["JobId"]))
 
 
 def test_every_job_but_the_cheap_local_ones_ran_as_a_slurm_job(cluster, slurm_run):
@@ -146,3 +150,89 @@ def test_jobs_on_compute_nodes_read_the_hub_cache_only(slurm_run):
         assert offline in log.read_text(), job
     (prepared,) = (logs / "prepare_data").rglob("*.log")  # where snakemake runs: it may download
     assert offline not in prepared.read_text()
+
+
+def running_job(cluster, rule: str, ready, timeout_s: float = 300) -> str:
+    """The id of the running SLURM job of ``rule``, once ``ready()`` says it has made progress."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = [j for j in submitted_jobs(cluster) if j["rule"] == rule and j["JobState"] == "RUNNING"]
+        if running and ready():
+            return running[0]["JobId"]
+        time.sleep(0.2)
+    raise AssertionError(f"no running {rule} job made progress in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def preempted_run(cluster, tmp_path_factory):
+    """A fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
+    preemptions stop them (scancel --signal=TERM here), and retried by the profile."""
+    folder = tmp_path_factory.mktemp("preempted")
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(folder / "results")
+    config["resources"] = {"gpu": 1}
+    # Long enough to be stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples.
+    config["datasets"] = {
+        "conala-long": {
+            **config["datasets"]["conala-style"],
+            "splits": {"train": "train", "validation": "validation", "test": "train"},
+            "limit": {"train": 287, "validation": 8, "test": 287},
+        }
+    }
+    config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": 12}}
+    config["study"] = [{"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["conala-long"]}]
+    configfile = write_study(config, folder)
+    results = folder / "results"
+    run = subprocess.Popen(
+        [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE), "--slurm-status-command",
+         "squeue", "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"],
+        cwd=REPO, env={**os.environ, "SLURM_CONF": str(cluster.conf)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        saved = results / "resume" / "finetune" / "tiny-llama" / "lora" / "conala-long" / "resume.pt"
+        job = running_job(cluster, "finetune", saved.exists)
+        cluster.run("scancel", "--signal=TERM", job)
+        chunks = results / "resume" / "infer" / "tiny-llama" / "lora" / "conala-long"
+        job = running_job(cluster, "infer", lambda: any(chunks.glob("candidates-*.json")))
+        cluster.run("scancel", "--signal=TERM", job)
+        output, _ = run.communicate(timeout=900)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output[-5000:]
+    return config, results
+
+
+def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, preempted_run):
+    _, results = preempted_run
+    tunes = [
+        j for j in submitted_jobs(cluster) if j["rule"] == "finetune" and "conala-long" in j["wildcards"]
+    ]
+    assert [j["JobState"] for j in tunes] == ["FAILED", "COMPLETED"]
+    tune = results / "finetune" / "tiny-llama" / "lora" / "conala-long"
+    record = read_json(tune / "memory.json")
+    assert record["attempts"] == 2 and record["resumed_from_step"] > 0
+    steps = list(pd.read_csv(tune / "train_log.csv")["step"])
+    assert steps == list(range(record["steps"] + 1))  # no step repeated or missing
+
+
+def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterrupted_run_does(
+    cluster, preempted_run, tmp_path
+):
+    config, results = preempted_run
+    from peftcode.config import Study
+    from peftcode.infer import infer
+    from peftcode.planner import Plan
+    from peftcode.validation import validate_config
+
+    runs = [j for j in submitted_jobs(cluster) if j["rule"] == "infer" and "conala-long" in j["wildcards"]]
+    assert [j["JobState"] for j in runs] == ["FAILED", "COMPLETED"]
+    cell = ("tiny-llama", "lora", "conala-long")
+    generations = results / "generations" / "tiny-llama" / "lora" / "conala-long.parquet"
+    assert read_json(generations.with_suffix(".memory.json"))["resumed_examples"] >= 32
+    settings = Plan(Study(validate_config(config))).infer_settings(*cell)
+    adapter = results / "finetune" / "tiny-llama" / "lora" / "conala-long" / "checkpoint"
+    data = results / "data" / "conala-long"
+    reference = infer(results / "models" / "tiny-llama", adapter, data, tmp_path / "g.parquet",
+                      tmp_path / "m.json", settings, threads=2)  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_parquet(generations), reference)
