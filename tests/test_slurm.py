@@ -152,64 +152,87 @@ def test_jobs_on_compute_nodes_read_the_hub_cache_only(slurm_run):
     assert offline not in prepared.read_text()
 
 
-def running_job(cluster, rule: str, ready, timeout_s: float = 300) -> str:
-    """The id of the running SLURM job of ``rule``, once ``ready()`` says it has made progress."""
+def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 300) -> str:
+    """The id of the running SLURM job of ``rule`` on ``dataset``, once ``ready()`` says it made progress."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = [j for j in submitted_jobs(cluster) if j["rule"] == rule and j["JobState"] == "RUNNING"]
+        running = [
+            j
+            for j in submitted_jobs(cluster)
+            if j["rule"] == rule and dataset in j["wildcards"] and j["JobState"] == "RUNNING"
+        ]
         if running and ready():
             return running[0]["JobId"]
         time.sleep(0.2)
     raise AssertionError(f"no running {rule} job made progress in {timeout_s} s")
 
 
-@pytest.fixture(scope="module")
-def preempted_run(cluster, tmp_path_factory):
-    """A fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
-    preemptions stop them (scancel --signal=TERM here), and retried by the profile."""
-    folder = tmp_path_factory.mktemp("preempted")
+def submit(
+    cluster, folder: Path, resources: dict, dataset: dict, epochs: int, *args: str
+) -> subprocess.Popen:
+    """The tiny study's LoRA cell on ``dataset``, conala-style's rows, submitted through the profile."""
     config = read_yaml(REPO / "tests" / "tiny.yaml")
     config["results"] = str(folder / "results")
-    config["resources"] = {"gpu": 1}
-    # Long enough to be stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples.
-    config["datasets"] = {
-        "conala-long": {
-            **config["datasets"]["conala-style"],
-            "splits": {"train": "train", "validation": "validation", "test": "train"},
-            "limit": {"train": 287, "validation": 8, "test": 287},
-        }
-    }
-    config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": 12}}
-    config["study"] = [{"models": ["tiny-llama"], "methods": ["lora"], "datasets": ["conala-long"]}]
+    config["resources"] = resources
+    config["datasets"] = {folder.name: {**config["datasets"]["conala-style"], **dataset}}
+    config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": epochs}}
+    config["study"] = [{"models": ["tiny-llama"], "methods": ["lora"], "datasets": [folder.name]}]
     configfile = write_study(config, folder)
-    results = folder / "results"
-    run = subprocess.Popen(
+    return subprocess.Popen(
         [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE), "--slurm-status-command",
-         "squeue", "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"],
+         "squeue", "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+         *args],
         cwd=REPO, env={**os.environ, "SLURM_CONF": str(cluster.conf)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    try:
-        saved = results / "resume" / "finetune" / "tiny-llama" / "lora" / "conala-long" / "resume.pt"
-        job = running_job(cluster, "finetune", saved.exists)
-        cluster.run("scancel", "--signal=TERM", job)
-        chunks = results / "resume" / "infer" / "tiny-llama" / "lora" / "conala-long"
-        job = running_job(cluster, "infer", lambda: any(chunks.glob("candidates-*.json")))
-        cluster.run("scancel", "--signal=TERM", job)
-        output, _ = run.communicate(timeout=900)
-    finally:
-        run.kill()
-    assert run.returncode == 0, output[-5000:]
-    return config, results
 
 
-def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, preempted_run):
-    _, results = preempted_run
-    tunes = [
-        j for j in submitted_jobs(cluster) if j["rule"] == "finetune" and "conala-long" in j["wildcards"]
+@pytest.fixture(scope="module")
+def stopped_runs(cluster, tmp_path_factory):
+    """Two studies side by side on the cluster (two GPUs):
+    - "preempted": a fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
+      preemptions stop them (scancel --signal=TERM here), and retried by the profile; long enough to be
+      stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples;
+    - "timed-out": a fine-tune of about two minutes given a time limit of one (no margin over a tiny
+      estimate), up to its end."""
+    preempted, timed_out = tmp_path_factory.mktemp("preempted"), tmp_path_factory.mktemp("timed-out")
+    everything = {"train": 287, "validation": 8, "test": 287}
+    long_test = {
+        "splits": {"train": "train", "validation": "validation", "test": "train"},
+        "limit": everything,
+    }
+    short_limit = {"gpu": 1, "runtime_margin_min": 0, "throughput_tflops": 1000.0}
+    runs = [
+        submit(
+            cluster, timed_out, short_limit, {"limit": {**everything, "test": 4}}, 90, "--until", "finetune"
+        ),
+        submit(cluster, preempted, {"gpu": 1}, long_test, 12),
     ]
-    assert [j["JobState"] for j in tunes] == ["FAILED", "COMPLETED"]
-    tune = results / "finetune" / "tiny-llama" / "lora" / "conala-long"
+    try:
+        results = preempted / "results"
+        saved = results / "resume" / "finetune" / "tiny-llama" / "lora" / preempted.name / "resume.pt"
+        job = running_job(cluster, "finetune", preempted.name, saved.exists)
+        cluster.run("scancel", "--signal=TERM", job)
+        chunks = results / "resume" / "infer" / "tiny-llama" / "lora" / preempted.name
+        job = running_job(cluster, "infer", preempted.name, lambda: any(chunks.glob("candidates-*.json")))
+        cluster.run("scancel", "--signal=TERM", job)
+        outputs = [run.communicate(timeout=900)[0] for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output[-5000:]
+    return {"preempted": preempted, "timed-out": timed_out}
+
+
+def jobs_of(cluster, rule: str, folder: Path) -> list[dict]:
+    return [j for j in submitted_jobs(cluster) if j["rule"] == rule and folder.name in j["wildcards"]]
+
+
+def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, stopped_runs):
+    folder = stopped_runs["preempted"]
+    assert [j["JobState"] for j in jobs_of(cluster, "finetune", folder)] == ["FAILED", "COMPLETED"]
+    tune = folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name
     record = read_json(tune / "memory.json")
     assert record["attempts"] == 2 and record["resumed_from_step"] > 0
     steps = list(pd.read_csv(tune / "train_log.csv")["step"])
@@ -217,22 +240,33 @@ def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster
 
 
 def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterrupted_run_does(
-    cluster, preempted_run, tmp_path
+    cluster, stopped_runs, tmp_path
 ):
-    config, results = preempted_run
     from peftcode.config import Study
     from peftcode.infer import infer
     from peftcode.planner import Plan
     from peftcode.validation import validate_config
 
-    runs = [j for j in submitted_jobs(cluster) if j["rule"] == "infer" and "conala-long" in j["wildcards"]]
-    assert [j["JobState"] for j in runs] == ["FAILED", "COMPLETED"]
-    cell = ("tiny-llama", "lora", "conala-long")
-    generations = results / "generations" / "tiny-llama" / "lora" / "conala-long.parquet"
+    folder = stopped_runs["preempted"]
+    assert [j["JobState"] for j in jobs_of(cluster, "infer", folder)] == ["FAILED", "COMPLETED"]
+    results, cell = folder / "results", ("tiny-llama", "lora", folder.name)
+    generations = results / "generations" / "tiny-llama" / "lora" / f"{folder.name}.parquet"
     assert read_json(generations.with_suffix(".memory.json"))["resumed_examples"] >= 32
-    settings = Plan(Study(validate_config(config))).infer_settings(*cell)
-    adapter = results / "finetune" / "tiny-llama" / "lora" / "conala-long" / "checkpoint"
-    data = results / "data" / "conala-long"
-    reference = infer(results / "models" / "tiny-llama", adapter, data, tmp_path / "g.parquet",
-                      tmp_path / "m.json", settings, threads=2)  # fmt: skip
+    settings = Plan(Study(validate_config(read_yaml(folder / "study.yaml")))).infer_settings(*cell)
+    adapter = results / "finetune" / "tiny-llama" / "lora" / folder.name / "checkpoint"
+    reference = infer(results / "models" / "tiny-llama", adapter, results / "data" / folder.name,
+                      tmp_path / "g.parquet", tmp_path / "m.json", settings, threads=2)  # fmt: skip
     pd.testing.assert_frame_equal(pd.read_parquet(generations), reference)
+
+
+def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(cluster, stopped_runs):
+    folder = stopped_runs["timed-out"]
+    tunes = jobs_of(cluster, "finetune", folder)
+    states = [j["JobState"] for j in tunes]
+    assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", states
+    assert [j["TimeLimit"] for j in tunes[:2]] == [
+        "00:01:00",
+        "00:02:00",
+    ]  # the retry asks for twice the time
+    record = read_json(folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name / "memory.json")
+    assert record["resumed_from_step"] > 0 and record["total_wall_time_s"] > 60

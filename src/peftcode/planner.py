@@ -202,11 +202,13 @@ class Plan:
         return int(value * min(attempt, self.study.config["resources"]["retry_growth"]))
 
     def runtime_min(self, job: str, model: str, method: str | None = None, dataset: str | None = None) -> int:
-        """Twice the estimated time and a quarter of an hour; four hours where the data's size is unknown."""
+        """Twice the estimated time and ``resources.runtime_margin_min``; four hours where the data's size is
+        unknown."""
         if job == "quantize":
             return 60
         hours = self._row(model, method, dataset)["gpu_hours"]
-        return 240 if hours is None else int(15 + 2 * 60 * hours / max(self.gpus, 1))
+        margin = self.study.config["resources"]["runtime_margin_min"]
+        return 240 if hours is None else max(1, int(margin + 2 * 60 * hours / max(self.gpus, 1)))
 
 
 def write_plan(rows: list[dict], path) -> None:
