@@ -217,30 +217,23 @@ def test_the_schema_knows_the_kinds_of_the_registry_and_no_others():
 def test_the_settings_classes_have_the_schemas_keys_and_refuse_any_other():
     from dataclasses import FrozenInstanceError, fields
 
-    from peftcode.settings import (
-        DataSettings,
-        EvalSettings,
-        InferSettings,
-        MethodSettings,
-        ModelSettings,
-        TrainSettings,
-    )
+    from peftcode import settings as typed
 
     schema = read_yaml(SCHEMA)["$defs"]
 
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
 
-    assert names(ModelSettings) == set(schema["model"]["properties"])
-    assert names(DataSettings) == set(schema["dataset"]["properties"])
-    assert names(EvalSettings) == set(schema["evaluation"]["properties"])
+    assert names(typed.ModelSettings) == set(schema["model"]["properties"])
+    assert names(typed.DataSettings) == set(schema["dataset"]["properties"])
+    assert names(typed.EvalSettings) == set(schema["evaluation"]["properties"])
     by_kind = [rule["then"]["properties"] for rule in schema["method"]["allOf"]]
-    assert names(MethodSettings) == set().union(*by_kind)
-    assert set(schema["training"]["properties"]) | {"lr"} <= names(TrainSettings)
-    assert set(schema["generation"]["properties"]) <= names(InferSettings)
+    assert names(typed.MethodSettings) == set().union(*by_kind)
+    assert set(schema["training"]["properties"]) | {"lr"} <= names(typed.TrainSettings)
+    assert set(schema["generation"]["properties"]) <= names(typed.InferSettings)
     with pytest.raises(TypeError, match=r"models.m: ModelSettings has no field 'familly'"):
-        ModelSettings.of({"source": {"hub": "a/b"}, "familly": "causal"}, "models.m")
-    settings = ModelSettings(source={"hub": "a/b"}, family="causal")
+        typed.ModelSettings.of({"source": {"hub": "a/b"}, "familly": "causal"}, "models.m")
+    settings = typed.ModelSettings(source={"hub": "a/b"}, family="causal")
     with pytest.raises(AttributeError):
         settings.familly  # noqa: B018
     with pytest.raises(FrozenInstanceError):
