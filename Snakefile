@@ -30,7 +30,7 @@ if not workflow.overwrite_configfiles:
 # jobs read. Set before anything imports huggingface_hub, which reads it once.
 ONLINE_COMPUTE_NODES = config.get("resources", {}).get("online_compute_nodes", False)
 if workflow.remote_exec and not ONLINE_COMPUTE_NODES:
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.update(HF_HUB_OFFLINE="1")
 
 from peftcode.adapters import check_bases  # noqa: E402
 from peftcode.config import Study  # noqa: E402

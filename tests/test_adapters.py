@@ -164,3 +164,10 @@ def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_w
         "sha256": manifest["sha256"],
     }
     check_base_weights(fetched(tmp_path, {"sha256": manifest["sha256"]}), tmp_path / "prepared")
+    # The tiny study's own prepare_model job, on the same directory: no weights under results/models/.
+    study = lora_study(tmp_path / "results")
+    study["models"]["tiny-llama"] = {**local, "size_b": 0.003}
+    done = snakemake(write_study(study, tmp_path), "--cores", "1", "--until", "prepare_model")
+    assert done.returncode == 0, done.stderr[-3000:]
+    prepared = tmp_path / "results" / "models" / "tiny-llama"
+    assert [p.name for p in prepared.iterdir() if not p.name.startswith(".")] == ["peftcode_model.json"]
