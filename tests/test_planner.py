@@ -209,12 +209,15 @@ def test_a_retry_asks_for_more_memory_and_time_up_to_the_setting():
 
 def test_each_gpu_of_a_job_must_hold_its_share_not_the_pooled_sum():
     """CodeLlama-34B's LoRA fine-tune (a meta-device model of its config) over two GPUs: each holds half the
-    weights, gradients, optimizer state and activations, and CUDA's context and the logits whole."""
+    weights, gradients, optimizer state and activations and a layer's weights more, and CUDA's context and
+    the logits whole."""
     peak = finetune_peak(shape("codellama-34b"), settings_of("lora"), "cuda", "bf16")
     assert per_gpu_peak(peak, 1) == peak["total"]
     on_each = per_gpu_peak(peak, 2)
     whole = peak["runtime"] + peak["logits"]
-    assert on_each == pytest.approx((peak["total"] - whole) / 2 + whole)
+    layer = peak["weights"] / 48  # CodeLlama-34B's layers
+    assert peak["uneven"] == pytest.approx(layer)
+    assert on_each == pytest.approx((peak["total"] - whole) / 2 + layer + whole)
     assert peak["total"] / 2 < on_each < peak["total"]
 
     def plan(budget_mb: float) -> planner.Plan:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO, read_yaml
 from tests.slurm_cluster import SlurmCluster, missing_programs
-from tests.workflow import SNAKEMAKE, planned_jobs, snakemake, write_study
+from tests.workflow import SNAKEMAKE, planned_jobs, write_study
 
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"quantize_model", "finetune", "infer"}
@@ -53,27 +53,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("study")
-    config = read_yaml(REPO / "tests" / "tiny.yaml")
-    config["results"] = str(folder / "results")
-    config["resources"] = {"gpu": 1}
-    # One QLoRA cell has every kind of job (quantize_model among them); pass@k: model-written programs run
-    # in the sandbox inside a SLURM job.
-    config["study"] = [{"models": ["tiny-llama"], "methods": ["qlora-4bit"], "datasets": ["mbpp-style"]}]
-    configfile = write_study(config, folder)
-    planned = planned_jobs(configfile)
-    result = snakemake(
-        configfile,
-        "--profile", str(PROFILE),
-        # This cluster keeps no accounts: jobs are looked up in the controller's memory, and often.
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "1",
-        "--seconds-between-status-checks", "2",
-        env={"SLURM_CONF": str(cluster.conf)},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-5000:]
-    return config, configfile, planned, result
+def slurm_run(runs):
+    """The tiny study's QLoRA cell, which has every kind of job (quantize_model among them); pass@k:
+    model-written programs run in the sandbox inside a SLURM job."""
+    return runs["study"]
 
 
 def read_json(path: Path) -> dict:
@@ -90,17 +73,24 @@ def submitted_jobs(cluster) -> list[dict]:
     return sorted(jobs, key=lambda job: int(job["JobId"]))
 
 
+def study_jobs(cluster) -> list[dict]:
+    """The jobs of the QLoRA study, beside the others the cluster ran at the same time."""
+    return [
+        j for j in submitted_jobs(cluster) if {"mbpp-style", "qlora-4bit"} & set(j["wildcards"].split("_"))
+    ]
+
+
 def test_every_job_but_the_cheap_local_ones_ran_as_a_slurm_job(cluster, slurm_run):
-    _, _, planned, result = slurm_run
-    jobs = submitted_jobs(cluster)
+    _, _, planned, output = slurm_run
+    jobs = study_jobs(cluster)
     assert all(job["JobState"] == "COMPLETED" for job in jobs), [(j["rule"], j["JobState"]) for j in jobs]
-    local = Counter(re.findall(r"^localrule (\w+):", result.stderr, re.M))
+    local = Counter(re.findall(r"^localrule (\w+):", output, re.M))
     assert set(local) == LOCAL_RULES & set(planned)
     assert Counter(job["rule"] for job in jobs) + local == Counter(planned)
 
 
 def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
-    jobs = submitted_jobs(cluster)
+    jobs = submitted_jobs(cluster)  # every study's
     for job in jobs:
         wants_gpu = job.get("TresPerJob") == "gres:gpu:1"
         assert wants_gpu == (job["rule"] in GPU_RULES), (job["rule"], job.get("TresPerJob"))
@@ -115,7 +105,7 @@ def test_model_jobs_ask_for_the_memory_and_time_the_plan_estimates(cluster, slur
 
     plan = Plan(Study(validate_config(config)))
     checked = 0
-    for job in submitted_jobs(cluster):
+    for job in study_jobs(cluster):
         if job["rule"] in ("finetune", "infer"):
             model, method, dataset = job["wildcards"].split("_")  # the plugin joins the values with "_"
             assert job["MinMemoryNode"] == f"{plan.mem_mb(job['rule'], model, method, dataset)}M"
@@ -152,7 +142,7 @@ def test_jobs_on_compute_nodes_read_the_hub_cache_only(slurm_run):
     assert offline not in prepared.read_text()
 
 
-def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 300) -> str:
+def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 600) -> str:
     """The id of the running SLURM job of ``rule`` on ``dataset``, once ``ready()`` says it made progress."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -167,34 +157,47 @@ def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 300)
     raise AssertionError(f"no running {rule} job made progress in {timeout_s} s")
 
 
-def submit(
-    cluster, folder: Path, resources: dict, dataset: dict, epochs: int, *args: str
-) -> subprocess.Popen:
-    """The tiny study's LoRA cell on ``dataset``, conala-style's rows, submitted through the profile."""
-    config = read_yaml(REPO / "tests" / "tiny.yaml")
-    config["results"] = str(folder / "results")
-    config["resources"] = resources
-    config["datasets"] = {folder.name: {**config["datasets"]["conala-style"], **dataset}}
-    config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": epochs}}
-    config["study"] = [{"models": ["tiny-llama"], "methods": ["lora"], "datasets": [folder.name]}]
-    configfile = write_study(config, folder)
+def submitted(cluster, configfile: Path, *args: str) -> subprocess.Popen:
+    """A study submitted through the profile, running in the background."""
     return subprocess.Popen(
-        [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE), "--slurm-status-command",
-         "squeue", "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-         *args],
+        [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE),
+         # This cluster keeps no accounts: jobs are looked up in the controller's memory, and often.
+         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+         "--seconds-between-status-checks", "2", *args],
         cwd=REPO, env={**os.environ, "SLURM_CONF": str(cluster.conf)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
+def tiny_study(folder: Path, resources: dict, method: str, dataset: str) -> dict:
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(folder / "results")
+    config["resources"] = resources
+    config["study"] = [{"models": ["tiny-llama"], "methods": [method], "datasets": [dataset]}]
+    return config
+
+
+def lora_study(folder: Path, resources: dict, dataset: dict, epochs: int) -> Path:
+    """The tiny study's LoRA cell on a dataset of conala-style's rows named after ``folder``."""
+    config = tiny_study(folder, resources, "lora", folder.name)
+    config["datasets"] = {folder.name: {**config["datasets"]["conala-style"], **dataset}}
+    config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": epochs}}
+    return write_study(config, folder)
+
+
 @pytest.fixture(scope="module")
-def stopped_runs(cluster, tmp_path_factory):
-    """Two studies side by side on the cluster (two GPUs):
+def runs(cluster, tmp_path_factory):
+    """Three studies at once on the cluster's two GPUs (their jobs queue for its cores):
+    - "study": the tiny study's QLoRA cell (see ``slurm_run``);
     - "preempted": a fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
       preemptions stop them (scancel --signal=TERM here), and retried by the profile; long enough to be
       stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples;
     - "timed-out": a fine-tune of about two minutes given a time limit of one (no margin over a tiny
       estimate), up to its end."""
+    base = tmp_path_factory.mktemp("study")
+    config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style")
+    configfile = write_study(config, base)
+    planned = planned_jobs(configfile)
     preempted, timed_out = tmp_path_factory.mktemp("preempted"), tmp_path_factory.mktemp("timed-out")
     everything = {"train": 287, "validation": 8, "test": 287}
     long_test = {
@@ -202,12 +205,14 @@ def stopped_runs(cluster, tmp_path_factory):
         "limit": everything,
     }
     short_limit = {"gpu": 1, "runtime_margin_min": 0, "throughput_tflops": 1000.0}
-    runs = [
-        submit(
-            cluster, timed_out, short_limit, {"limit": {**everything, "test": 4}}, 90, "--until", "finetune"
+    started = {
+        "timed-out": submitted(
+            cluster, lora_study(timed_out, short_limit, {"limit": {**everything, "test": 4}}, 90),
+            "--until", "finetune",
         ),
-        submit(cluster, preempted, {"gpu": 1}, long_test, 12),
-    ]
+        "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 12)),
+        "study": submitted(cluster, configfile),
+    }  # fmt: skip
     try:
         results = preempted / "results"
         saved = results / "resume" / "finetune" / "tiny-llama" / "lora" / preempted.name / "resume.pt"
@@ -216,21 +221,25 @@ def stopped_runs(cluster, tmp_path_factory):
         chunks = results / "resume" / "infer" / "tiny-llama" / "lora" / preempted.name
         job = running_job(cluster, "infer", preempted.name, lambda: any(chunks.glob("candidates-*.json")))
         cluster.run("scancel", "--signal=TERM", job)
-        outputs = [run.communicate(timeout=900)[0] for run in runs]
+        outputs = {name: run.communicate(timeout=900)[0] for name, run in started.items()}
     finally:
-        for run in runs:
+        for run in started.values():
             run.kill()
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, output[-5000:]
-    return {"preempted": preempted, "timed-out": timed_out}
+    for name, run in started.items():
+        assert run.returncode == 0, (name, outputs[name][-5000:])
+    return {
+        "study": (config, configfile, planned, outputs["study"]),
+        "preempted": preempted,
+        "timed-out": timed_out,
+    }
 
 
 def jobs_of(cluster, rule: str, folder: Path) -> list[dict]:
     return [j for j in submitted_jobs(cluster) if j["rule"] == rule and folder.name in j["wildcards"]]
 
 
-def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, stopped_runs):
-    folder = stopped_runs["preempted"]
+def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, runs):
+    folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "finetune", folder)] == ["FAILED", "COMPLETED"]
     tune = folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name
     record = read_json(tune / "memory.json")
@@ -240,14 +249,14 @@ def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster
 
 
 def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterrupted_run_does(
-    cluster, stopped_runs, tmp_path
+    cluster, runs, tmp_path
 ):
     from peftcode.config import Study
     from peftcode.infer import infer
     from peftcode.planner import Plan
     from peftcode.validation import validate_config
 
-    folder = stopped_runs["preempted"]
+    folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "infer", folder)] == ["FAILED", "COMPLETED"]
     results, cell = folder / "results", ("tiny-llama", "lora", folder.name)
     generations = results / "generations" / "tiny-llama" / "lora" / f"{folder.name}.parquet"
@@ -259,8 +268,8 @@ def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterru
     pd.testing.assert_frame_equal(pd.read_parquet(generations), reference)
 
 
-def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(cluster, stopped_runs):
-    folder = stopped_runs["timed-out"]
+def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(cluster, runs):
+    folder = runs["timed-out"]
     tunes = jobs_of(cluster, "finetune", folder)
     states = [j["JobState"] for j in tunes]
     assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", states

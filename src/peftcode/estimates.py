@@ -153,7 +153,16 @@ def finetune_peak(
     }
     parts = {name: value / MIB for name, value in parts.items()}
     total = max(sum(parts.values()), loading / MIB)
-    return {**parts, "loading": loading / MIB, "total": total, "trainable_params": trainable}
+    # With checkpointing, the layer being recomputed holds its activations whole, on one GPU.
+    recomputed = tokens * per_layer if settings.gradient_checkpointing else 0.0
+    uneven = (recomputed + weights / layers) / MIB
+    return {
+        **parts,
+        "loading": loading / MIB,
+        "total": total,
+        "trainable_params": trainable,
+        "uneven": uneven,
+    }
 
 
 def inference_peak(
@@ -192,12 +201,14 @@ def inference_peak(
         "runtime": RUNTIME_MIB[device] * MIB,
     }
     parts = {name: value / MIB for name, value in parts.items()}
-    return {**parts, "total": sum(parts.values())}
+    return {**parts, "total": sum(parts.values()), "uneven": weights / max(shape.layers, 1) / MIB}
 
 
 # Parts of a peak that are spread with the model's layers over a job's GPUs; each GPU holds the others
 # whole at worst: CUDA's context, and the logits and scores, and one layer's pass over the prompts, on the
-# GPU that computes them.
+# GPU that computes them. A peak's ``uneven`` is what a GPU may hold beyond an even share of the spread
+# parts: a layer's weights more (the split is whole layers, each GPU filled up to its share and a layer),
+# and with gradient checkpointing the activations of the layer being recomputed.
 SPREAD_PARTS = ("weights", "gradients", "optimizer", "activations", "cache")
 WHOLE_PARTS = ("runtime", "logits", "scores", "prompt")
 
@@ -208,7 +219,7 @@ def per_gpu_peak(peak: dict, gpus: int) -> float:
     if gpus <= 1:
         return peak["total"]
     spread = sum(peak.get(part, 0.0) for part in SPREAD_PARTS)
-    return spread / gpus + sum(peak.get(part, 0.0) for part in WHOLE_PARTS)
+    return spread / gpus + peak["uneven"] + sum(peak.get(part, 0.0) for part in WHOLE_PARTS)
 
 
 def training_flops(shape: Shape, settings: TrainSettings, tokens: float) -> float:

@@ -4,7 +4,6 @@ of every test example, batched across examples."""
 from __future__ import annotations
 
 import contextlib
-import time
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from peftcode.placement import job_device
 from peftcode.precision import Precision
 from peftcode.precision import resolve as resolve_precision
 from peftcode.probe import PROBE_FILE, probe_agreement
-from peftcode.progress import Progress, stamps
+from peftcode.progress import Progress, generation_key
 from peftcode.prompts import inference_prompts, prompt_ids, prompt_style
 from peftcode.retrieval import nearest
 from peftcode.sampling import sample
@@ -317,8 +316,9 @@ def infer(
         nearest(embeddings_path, settings.shots) if embeddings_path else None,
     )
     prefixes = list(test["prefix"])
-    inputs = [model_dir, adapter, Path(data_dir) / "test.parquet", embeddings_path]
-    progress = Progress(resume_dir, {"settings": settings.as_dict(), "inputs": stamps(inputs)})
+    splits = [Path(data_dir) / f"{split}.parquet" for split in ("test", "train")[: 1 + bool(settings.shots)]]
+    inputs = [model_dir, adapter, *splits, embeddings_path]
+    progress = Progress(resume_dir, generation_key(settings.as_dict(), inputs, precision.name, model))
 
     def generated(stage: str, sampling: dict | None) -> list[list[str]]:
         return progress.generated(
@@ -336,9 +336,8 @@ def infer(
             ),
         )
 
-    started = time.perf_counter()
     candidates = generated("candidates", None)
-    generation_time = time.perf_counter() - started
+    generation_time = progress.seconds["candidates"]  # this run's chunks and any resumed ones
     candidate_tokens = sum(
         len(tokenizer(c[len(prefix) :])["input_ids"])
         for row, prefix in zip(candidates, prefixes, strict=True)
@@ -377,7 +376,7 @@ def infer(
         checkpoint_probe_agreement=agreement,
         examples=len(test),
         resumed_examples=progress.resumed["candidates"],
-        examples_per_s=round((len(test) - progress.resumed["candidates"]) / generation_time, 3),
+        examples_per_s=round(len(test) / generation_time, 3),
         candidate_tokens=candidate_tokens,
         tokens_per_s=round(candidate_tokens / generation_time, 1),
     )

@@ -13,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed
 from pathlib import Path
 
 from peftcode.cache import write_atomically
+from peftcode.versions import code_version
 
 # Examples a chunk: what a stopped job may lose, against a file and a batch's padding more per chunk.
 CHUNK = 32
@@ -30,13 +34,15 @@ class Progress:
 
     def __init__(self, folder: str | Path | None, key: dict):
         self.folder = Path(folder) if folder else None
-        # Examples read back from chunks, by stage (the candidates, pass@k's samples).
+        # Examples read back from chunks, and the seconds every chunk took to generate (in this run or an
+        # earlier one), by stage (the candidates, pass@k's samples).
         self.resumed: dict[str, int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
         if self.folder is None:
             return
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
         key_file = self.folder / KEY_FILE
-        if key_file.is_file() and json.loads(key_file.read_text()) != digest:
+        if self.folder.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != digest):
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomically(key_file, json.dumps(digest))
@@ -53,20 +59,41 @@ class Progress:
         for first in range(0, count, CHUNK):
             last = min(first + CHUNK, count)
             path = self._chunk(stage, first) if self.folder else None
-            if path is not None and path.is_file():
-                chunk = json.loads(path.read_text())
-                self.resumed[stage] += len(chunk)
+            saved = json.loads(path.read_text()) if path is not None and path.is_file() else None
+            if saved is not None and len(saved["candidates"]) == last - first:
+                self.resumed[stage] += last - first
             else:
-                chunk = generate(first, last)
+                started = time.perf_counter()
+                saved = {"candidates": generate(first, last), "seconds": time.perf_counter() - started}
                 if path is not None:
-                    write_atomically(path, json.dumps(chunk))
-            candidates.extend(chunk)
+                    write_atomically(path, json.dumps(saved))
+            self.seconds[stage] += saved["seconds"]
+            candidates.extend(saved["candidates"])
         return candidates
 
     def finish(self) -> None:
         """The job's outputs are written: its chunks are no longer needed."""
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def generation_key(settings: dict, inputs: list[str | Path | None], precision: str, model) -> dict:
+    """All an inference's generations depend on: its settings, its input files as they are now
+    (:func:`stamps`), the code and libraries it runs, the precision and devices it computes in; a rerun
+    that differs in any starts over."""
+    import torch
+
+    return {
+        "settings": settings,
+        "inputs": stamps(inputs),
+        "code": code_version("infer"),
+        "libraries": [
+            version(name) for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
+        ],
+        "precision": precision,
+        "devices": sorted({str(parameter.device) for parameter in model.parameters()}),
+        "gpus": [torch.cuda.get_device_name(device) for device in range(torch.cuda.device_count())],
+    }
 
 
 def stamps(paths: list[str | Path | None]) -> list:
@@ -78,3 +105,10 @@ def stamps(paths: list[str | Path | None]) -> list:
         files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
         found += [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     return found
+
+
+def version(package: str) -> str | None:
+    try:
+        return installed(package)
+    except PackageNotFoundError:
+        return None
