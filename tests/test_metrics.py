@@ -1,6 +1,9 @@
 import gzip
 import json
 import math
+import os
+import subprocess
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -170,3 +173,40 @@ def test_an_unsafe_run_is_explicit_and_recorded(monkeypatch):
     monkeypatch.setattr(sandbox, "isolation_problem", lambda: "no user namespaces")
     metrics = execution_metrics(*_tiny_execution(unsafe=True), workers=1)
     assert metrics["pass@1"] == 1.0 and metrics["sandbox"].startswith("UNSAFE")
+
+
+def test_codebleu_of_the_same_code_is_the_same_in_every_process(tmp_path):
+    """The package numbers a variable's merged sources in set() order, which Python's string hashing sets
+    anew in each process: two HumanEval predictions of the default study whose data-flow match moved from
+    run to run, scored under several hash seeds."""
+    pairs = [
+        (
+            "def parse_paren_group(s):\n        depth = 0\n        max_depth = 0\n        for c in s:\n"
+            "            if c == '(':\n                depth += 1\n                max_depth = max(depth, "
+            "max_depth)\n            else:\n                depth -= 1\n\n        return max_depth\n\n"
+            "    return [parse_paren_group(x) for x in paren_string.split(' ') if x]",
+            "def parse_nested_parens(paren_string: str) -> List[int]:\n    result = []\n    for pair in "
+            "paren_string.split(','):\n        if pair:\n            pair = pair.strip()\n            if "
+            "len(pair) == 2:\n                result.append(pair)\n    return result",
+        ),
+        (
+            "result = []\n\n    for i in range(len(string)):\n        result.append(string[:i+1])\n"
+            "    return result",
+            "def all_prefixes(string: str) -> List[str]:\n    return [string[i:i+2] for i in range(0, "
+            "len(string), 2)]",
+        ),
+    ]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    script = (
+        "import json, sys\nfrom peftcode.codebleu_sums import CodebleuSums\n"
+        "pairs = json.load(open(sys.argv[1]))\n"
+        "print(CodebleuSums(*map(list, zip(*pairs))).score()['codebleu_dataflow'])"
+    )
+    scores = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "pairs.json")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True, text=True, check=True,
+        ).stdout
+        for seed in range(6)
+    }  # fmt: skip
+    assert len(scores) == 1, scores

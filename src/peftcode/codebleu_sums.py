@@ -88,9 +88,12 @@ class CodebleuSums:
 
     def _dataflow(self, reference: str, prediction: str) -> tuple[int, int]:
         def flows(code: str) -> list:
-            return dataflow_match.normalize_dataflow(
-                dataflow_match.get_data_flow(_without_comments(code), self.flow_parser)
-            )
+            graph = dataflow_match.get_data_flow(_without_comments(code), self.flow_parser)
+            # The package merges a variable's sources through set(), whose order follows Python's string
+            # hashing, which differs from process to process: the names it then numbers in that order
+            # made the score of the same code vary between runs. Sorted, they number the same every run.
+            graph = [(*flow[:3], sorted(flow[3]), sorted(flow[4])) for flow in graph]
+            return dataflow_match.normalize_dataflow(graph)
 
         candidate, matched = flows(prediction), 0
         reference_flows = flows(reference)

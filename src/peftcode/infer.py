@@ -334,6 +334,7 @@ def infer(
                 prefixes[first:last],
                 first,
             ),
+            settings.batch_size,
         )
 
     candidates = generated("candidates", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections import defaultdict
@@ -23,7 +24,8 @@ from pathlib import Path
 from peftcode.cache import write_atomically
 from peftcode.versions import code_version
 
-# Examples a chunk: what a stopped job may lose, against a file and a batch's padding more per chunk.
+# The fewest examples a chunk: what a stopped job may lose, against a file more per chunk. A chunk is a
+# whole number of the inference's batches, so that every batch is full.
 CHUNK = 32
 KEY_FILE = "key.json"
 
@@ -51,13 +53,15 @@ class Progress:
         return self.folder / f"{stage}-{first:07d}.json"
 
     def generated(
-        self, stage: str, count: int, generate: Callable[[int, int], list[list[str]]]
+        self, stage: str, count: int, generate: Callable[[int, int], list[list[str]]], batch: int = 1
     ) -> list[list[str]]:
         """Each of ``count`` examples' candidates for ``stage``: the saved chunks', and the others from
-        ``generate(first, last)`` (examples first to last - 1), saved as each chunk finishes."""
+        ``generate(first, last)`` (examples first to last - 1, batches of ``batch``), saved as each chunk
+        finishes."""
+        size = batch * math.ceil(CHUNK / batch)
         candidates: list[list[str]] = []
-        for first in range(0, count, CHUNK):
-            last = min(first + CHUNK, count)
+        for first in range(0, count, size):
+            last = min(first + size, count)
             path = self._chunk(stage, first) if self.folder else None
             saved = json.loads(path.read_text()) if path is not None and path.is_file() else None
             if saved is not None and len(saved["candidates"]) == last - first:
