@@ -4,7 +4,7 @@ CORES ?= 2
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: study test test-fast test-cluster lint clean sandbox-tools
+.PHONY: study test test-fast lint clean sandbox-tools
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,12 +32,7 @@ study: $(INSTALLED) sandbox-tools
 # A test worker per core, each taking a whole module at a time, so that a module-wide fixture (a whole study)
 # runs once.
 test: lint sandbox-tools
-	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile -m "not cluster"
-
-# The SLURM cluster's preemption and time-limit scenarios: a fine-tune and an inference stopped by SIGTERM,
-# a fine-tune past its time limit (about five minutes, most of it the scheduler's).
-test-cluster: $(INSTALLED) sandbox-tools
-	$(PYTHON) -m pytest -q -rs -m cluster tests/test_slurm.py
+	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile
 
 # The fast tier: every module's unit tests, without the whole studies and real-model runs (marked slow).
 test-fast: $(INSTALLED) sandbox-tools

@@ -53,17 +53,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(runs):
     """The tiny study's QLoRA cell, which has every kind of job (quantize_model among them); pass@k:
     model-written programs run in the sandbox inside a SLURM job."""
-    base = tmp_path_factory.mktemp("study")
-    config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style")
-    configfile = write_study(config, base)
-    planned = planned_jobs(configfile)
-    run = submitted(cluster, configfile)
-    output = run.communicate(timeout=900)[0]
-    assert run.returncode == 0, output[-5000:]
-    return config, configfile, planned, output
+    return runs["study"]
 
 
 def read_json(path: Path) -> dict:
@@ -193,13 +186,18 @@ def lora_study(folder: Path, resources: dict, dataset: dict, epochs: int) -> Pat
 
 
 @pytest.fixture(scope="module")
-def stopped_runs(cluster, tmp_path_factory):
-    """Two studies at once on the cluster's two GPUs:
+def runs(cluster, tmp_path_factory):
+    """Three studies at once on the cluster's two GPUs (their jobs queue for its cores):
+    - "study": the tiny study's QLoRA cell (see ``slurm_run``);
     - "preempted": a fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
       preemptions stop them (scancel --signal=TERM here), and retried by the profile; long enough to be
       stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples;
     - "timed-out": a fine-tune of about two minutes given a time limit of one (no margin over a tiny
       estimate), up to its end."""
+    base = tmp_path_factory.mktemp("study")
+    config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style")
+    configfile = write_study(config, base)
+    planned = planned_jobs(configfile)
     preempted, timed_out = tmp_path_factory.mktemp("preempted"), tmp_path_factory.mktemp("timed-out")
     everything = {"train": 287, "validation": 8, "test": 287}
     long_test = {
@@ -213,6 +211,7 @@ def stopped_runs(cluster, tmp_path_factory):
             "--until", "finetune",
         ),
         "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 12)),
+        "study": submitted(cluster, configfile),
     }  # fmt: skip
     try:
         results = preempted / "results"
@@ -228,16 +227,19 @@ def stopped_runs(cluster, tmp_path_factory):
             run.kill()
     for name, run in started.items():
         assert run.returncode == 0, (name, outputs[name][-5000:])
-    return {"preempted": preempted, "timed-out": timed_out}
+    return {
+        "study": (config, configfile, planned, outputs["study"]),
+        "preempted": preempted,
+        "timed-out": timed_out,
+    }
 
 
 def jobs_of(cluster, rule: str, folder: Path) -> list[dict]:
     return [j for j in submitted_jobs(cluster) if j["rule"] == rule and folder.name in j["wildcards"]]
 
 
-@pytest.mark.cluster  # minutes of waiting on the scheduler: make test-cluster
-def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, stopped_runs):
-    folder = stopped_runs["preempted"]
+def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster, runs):
+    folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "finetune", folder)] == ["FAILED", "COMPLETED"]
     tune = folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name
     record = read_json(tune / "memory.json")
@@ -246,16 +248,15 @@ def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster
     assert steps == list(range(record["steps"] + 1))  # no step repeated or missing
 
 
-@pytest.mark.cluster  # minutes of waiting on the scheduler: make test-cluster
 def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterrupted_run_does(
-    cluster, stopped_runs, tmp_path
+    cluster, runs, tmp_path
 ):
     from peftcode.config import Study
     from peftcode.infer import infer
     from peftcode.planner import Plan
     from peftcode.validation import validate_config
 
-    folder = stopped_runs["preempted"]
+    folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "infer", folder)] == ["FAILED", "COMPLETED"]
     results, cell = folder / "results", ("tiny-llama", "lora", folder.name)
     generations = results / "generations" / "tiny-llama" / "lora" / f"{folder.name}.parquet"
@@ -267,9 +268,8 @@ def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterru
     pd.testing.assert_frame_equal(pd.read_parquet(generations), reference)
 
 
-@pytest.mark.cluster  # minutes of waiting on the scheduler: make test-cluster
-def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(cluster, stopped_runs):
-    folder = stopped_runs["timed-out"]
+def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(cluster, runs):
+    folder = runs["timed-out"]
     tunes = jobs_of(cluster, "finetune", folder)
     states = [j["JobState"] for j in tunes]
     assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", states
