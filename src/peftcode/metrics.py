@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from peftcode.codebleu_sums import CodebleuSums
-from peftcode.sandbox import Limits, require_isolation
+from peftcode.programs import task_names
+from peftcode.sandbox import PACKAGES, Limits, require_isolation
 from peftcode.scores import exact_match_at_k, match_ranks, pass_at_k
 from peftcode.settings import EvalSettings
 from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci
@@ -28,13 +29,21 @@ def execution_metrics(generations: pd.DataFrame, settings: EvalSettings, workers
     each problem's count of passing samples."""
     samples = [list(s) for s in generations["samples"]]
     tests = generations["tests"]
-    programs = [Submission(sample, test) for row, test in zip(samples, tests, strict=True) for sample in row]
+    # The names each task asks for, from its reference: the program's wherever the tests use them.
+    references = generations["reference"] if "reference" in generations.columns else [""] * len(tests)
+    asked = [tuple(task_names(r, t)) for r, t in zip(references, tests, strict=True)]
+    programs = [
+        Submission(sample, test, names)
+        for row, test, names in zip(samples, tests, asked, strict=True)
+        for sample in row
+    ]
     execution = settings.execution
     isolated = not execution["unsafe_without_isolation"]
+    packages = tuple(execution.get("packages", PACKAGES))
     if isolated:
         require_isolation()
     limits = Limits(timeout_s=execution["timeout_s"], memory_mb=execution["memory_mb"])
-    outcomes = iter(run_submissions(programs, workers, limits, isolated))
+    outcomes = iter(run_submissions(programs, workers, limits, isolated, packages))
     passes = [sum(next(outcomes).passed for _ in row) for row in samples]
     drawn = min(len(row) for row in samples)
     metrics = {

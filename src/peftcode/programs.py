@@ -5,9 +5,29 @@ The tests run in the judge (:mod:`peftcode.judge`), the program in the sandbox; 
 Only the standard library: the judge imports it by path.
 """
 
+import ast
 import json
 
 IO_TESTS = "# input/output tests\n"
+# What APPS' own harness (testing_util.py) prepends to every solution it runs, both kinds: solutions use
+# its names without importing them (``List[int]`` in a starter code's signature, ``sqrt``, ``deque``).
+APPS_PRELUDE = """import sys
+import time
+import itertools
+from itertools import accumulate, product, permutations, combinations
+import collections
+from collections import Counter, OrderedDict, deque, defaultdict, ChainMap
+from functools import lru_cache
+import math
+from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2
+import fractions
+from typing import List, Tuple
+import numpy as np
+import random
+import heapq
+from heapq import *
+"""
+PRELUDES = {"apps": APPS_PRELUDE, "none": ""}
 
 
 def io_tests(pairs: list, fn_name: str | None = None) -> str:
@@ -28,3 +48,24 @@ def serve_mode(tests: str) -> str:
     """How the sandbox runs the program: loaded once as a module whose functions the tests call, or, for
     standard input/output cases, anew as a script for each case."""
     return "script" if is_io_tests(tests) and not io_spec(tests)["fn_name"] else "module"
+
+
+def prelude(tests: str) -> str:
+    """The name of what runs before the program, in its namespace: APPS' imports for its cases."""
+    return "apps" if is_io_tests(tests) else "none"
+
+
+def task_names(reference: str, tests: str) -> list[str]:
+    """The names the task asks the program to write: the reference solution's top-level functions and
+    classes that the tests use (MBPP's ``max_chain_length`` and its ``Pair``); empty where the reference
+    does not parse."""
+    try:
+        defined = [
+            node.name
+            for node in ast.parse(reference).body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
+        used = {node.id for node in ast.walk(ast.parse(tests)) if isinstance(node, ast.Name)}
+    except (SyntaxError, ValueError):
+        return []
+    return [name for name in defined if name in used]

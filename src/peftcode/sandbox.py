@@ -9,8 +9,10 @@ enforced by the kernel, set up in three steps, each in a process of its own:
    limits: CPU seconds, address space, file size, open files, threads (RLIMIT_NPROC, per uid), no core
    dumps.
 2. bubblewrap adds user, PID, IPC and UTS namespaces with no capabilities and no_new_privs, and a root of
-   its own: read-only, holding only the Python installation and system libraries, with a size-limited
-   tmpfs as the program's folder, its only writable place. It dies with the evaluator.
+   its own: read-only, holding only the program's runtime (the interpreter, the standard library, the
+   packages the study allows and the shared libraries these load: never the evaluator's virtual
+   environment, a dataset or a cache, see :class:`peftcode.sandbox_namespaces.Runtime`), with a
+   size-limited tmpfs as the program's folder, its only writable place. It dies with the evaluator.
 3. :mod:`peftcode.sandbox_guard` (trusted, inside) loads a seccomp filter
    (:mod:`peftcode.sandbox_filter`) that forbids new processes and programs, tracing, namespaces, mounts,
    non-Unix sockets and kernel memory outside the limits, then runs the program.
@@ -48,7 +50,17 @@ from functools import cache, partial
 from pathlib import Path
 
 from peftcode.sandbox_filter import seccomp_filter
-from peftcode.sandbox_namespaces import GUARD, SandboxUnavailable, identity, start_isolated
+from peftcode.sandbox_namespaces import (
+    GUARD,
+    HASH_SEED,
+    SandboxUnavailable,
+    identity,
+    runtime,
+    start_isolated,
+)
+
+# The packages a program may import beside the standard library, by default (evaluation.execution.packages).
+PACKAGES = ("numpy",)
 
 UNSAFE_HINT = (
     "or set evaluation.execution.unsafe_without_isolation: true to run model-written programs without "
@@ -107,14 +119,20 @@ def _confine(limits: Limits) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _start_unisolated(source: str, limits: Limits, open_fds, guard_args, pass_fds) -> subprocess.Popen:
+def _start_unisolated(source: str, limits: Limits, open_fds, guard_args, pass_fds, packages) -> subprocess.Popen:
     workdir = open_fds.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-unsafe-"))
     (Path(workdir) / "program.py").write_text(source)
     (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
+    site = Path(workdir) / "site"
+    site.mkdir()
+    for name, path in runtime(tuple(packages)).packages:
+        (site / name).symlink_to(path)
+    environment = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+    environment.update(PYTHONHASHSEED=HASH_SEED, PYTHONPATH=str(site))
     return subprocess.Popen(
-        [sys.executable, "-I", str(GUARD), "filter.bpf", "program.py", *guard_args],
+        [sys.executable, "-s", "-B", str(GUARD), "filter.bpf", "program.py", *guard_args],
         cwd=workdir,
-        env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
+        env=environment,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,19 +143,24 @@ def _start_unisolated(source: str, limits: Limits, open_fds, guard_args, pass_fd
 
 
 class Sandbox:
-    """A program started in the sandbox, its output read as it comes (at most ``output_bytes``); with
-    ``serve``, the guard's arguments of a tested run (see :mod:`peftcode.sandbox_guard`). Leaving the
-    ``with`` block kills it, and everything it started, and reaps them."""
+    """A program started in the sandbox, its output read as it comes (the first ``output_bytes`` kept, the
+    rest read and let go, so that a program that prints much is not held up); with ``serve``, the guard's
+    arguments of a tested run (see :mod:`peftcode.sandbox_guard`). Leaving the ``with`` block kills it, and
+    everything it started, and reaps them."""
 
-    def __init__(self, source: str, limits: Limits, isolated: bool, guard_args: list[str], pass_fds=()):
+    def __init__(
+        self, source: str, limits: Limits, isolated: bool, guard_args: list[str], pass_fds=(), packages=PACKAGES
+    ):
         self.limits, self.open_fds = limits, contextlib.ExitStack()
         try:
             if isolated:
                 folder = {"size": limits.disk_mb * 2**20, "nr_inodes": limits.folder_entries}
                 rlimits = _rlimits(limits)
-                self.process = start_isolated(source, rlimits, folder, self.open_fds, guard_args, pass_fds)
+                self.process = start_isolated(
+                    source, rlimits, folder, self.open_fds, guard_args, pass_fds, packages
+                )
             else:
-                self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds)
+                self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds, packages)
         except BaseException:
             self.open_fds.close()  # the program's files, should it not start
             raise
@@ -147,11 +170,12 @@ class Sandbox:
         self.reader.start()
 
     def _read(self) -> None:
-        while self.received <= self.limits.output_bytes:
+        while True:
             chunk = self.process.stdout.read1(1 << 16)
             if not chunk:
                 return
-            self.chunks.append(chunk)
+            if self.received <= self.limits.output_bytes:
+                self.chunks.append(chunk)
             self.received += len(chunk)
 
     def over_output_limit(self) -> bool:
@@ -207,14 +231,14 @@ def _descendants(pid: int) -> list[int]:
 FINISHED = b"finished"
 
 
-def run_program(source: str, limits: Limits = Limits(), isolated: bool = True) -> Outcome:
-    """Run one program to completion, or until a limit stops it."""
+def run_program(source: str, limits: Limits = Limits(), isolated: bool = True, packages=PACKAGES) -> Outcome:
+    """Run one program to completion, or until a limit stops it (its output past ``output_bytes`` too)."""
     read, write = os.pipe()
     with contextlib.ExitStack() as open_fds:
         open_fds.callback(os.close, read)
         open_fds.callback(os.close, write)
         os.set_blocking(read, False)
-        sandbox = open_fds.enter_context(Sandbox(source, limits, isolated, [str(write)], [write]))
+        sandbox = open_fds.enter_context(Sandbox(source, limits, isolated, [str(write)], [write], packages))
         deadline = time.monotonic() + limits.timeout_s
         status = code = None
         while status is None:
@@ -240,11 +264,12 @@ def _said_finished(read: int) -> bool:
 
 
 def run_programs(
-    sources: list[str], workers: int = 2, limits: Limits = Limits(), isolated: bool = True
+    sources: list[str], workers: int = 2, limits: Limits = Limits(), isolated: bool = True, packages=PACKAGES
 ) -> list[Outcome]:
     """Run programs in parallel, ``workers`` at a time; outcomes in the order of ``sources``."""
+    run = partial(run_program, limits=limits, isolated=isolated, packages=packages)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(partial(run_program, limits=limits, isolated=isolated), sources))
+        return list(pool.map(run, sources))
 
 
 def _static_problem() -> str | None:

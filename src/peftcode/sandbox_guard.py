@@ -1,8 +1,11 @@
 """The last trusted code of a sandboxed run, inside bubblewrap: it loads the seccomp filter, then
-- ``python -I sandbox_guard.py FILTER PROGRAM FD`` runs the program and writes ``finished`` to the pipe FD
+- ``python -s -S sandbox_guard.py FILTER PROGRAM FD`` runs the program and writes ``finished`` to the pipe FD
   once the program's last line has run (a program that exits on the way never gets there);
-- ``python -I sandbox_guard.py FILTER PROGRAM serve MODE REQUESTS ANSWERS``, a tested run, hands the
-  program to :mod:`peftcode.sandbox_serve`, which answers the judge's requests on those pipes.
+- ``python -s -S sandbox_guard.py FILTER PROGRAM serve MODE PRELUDE REQUESTS ANSWERS``, a tested run,
+  hands the program to :mod:`peftcode.sandbox_serve`, which answers the judge's requests on those pipes.
+
+The interpreter runs without ``site`` (``-S``): what a program may import is the standard library and the
+packages bound under ``SITE`` (see :mod:`peftcode.sandbox_namespaces`), which the guard adds to the path.
 
 The program runs as a module named ``program``, not ``__main__``: a candidate's ``if __name__ ==
 "__main__":`` block (a demo, ``unittest.main()``, ``sys.exit(main())``) does not run, as in HumanEval's
@@ -25,6 +28,7 @@ import os
 import posix
 import sys
 
+SITE = "/run/peftcode/site"  # the packages a study allows its programs (see peftcode.sandbox_namespaces)
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 38, 22, 2
 
 
@@ -71,6 +75,40 @@ def friendly_errors() -> None:
     subprocess.check_call = subprocess.check_output = subprocess.getoutput = refuse
 
 
+class ThreadsForProcesses:
+    """``multiprocessing`` and ``ProcessPoolExecutor`` on threads, installed as the program imports them:
+    a program may not start processes, and one that maps a function over a pool gets the same results
+    from threads (``multiprocessing.dummy``), as it would from processes in plain Python."""
+
+    PATCHED = ("multiprocessing", "concurrent.futures")
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.PATCHED:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                self.patch(name, module)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+    @staticmethod
+    def patch(name, module) -> None:
+        if name == "concurrent.futures":
+            module.ProcessPoolExecutor = module.ThreadPoolExecutor
+            return
+        from multiprocessing import dummy
+
+        for attribute in dummy.__all__:
+            setattr(module, attribute, getattr(dummy, attribute))
+
+
 def main() -> None:
     filter_path, path, *run = sys.argv[1:]
     try:
@@ -80,16 +118,19 @@ def main() -> None:
         sys.exit(125)
     with open(path) as handle:
         source = handle.read()
+    if os.path.isdir(SITE):
+        sys.path.append(SITE)
     write = os.write  # the program may replace the module's
     friendly_errors()
+    sys.meta_path.insert(0, ThreadsForProcesses())
     sys.argv = [path]
     if run[0] == "serve":
         # The program's side of the wire lies beside this file (bound there in the sandbox).
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import sandbox_serve
 
-        mode, requests, answers = run[1:]
-        sandbox_serve.serve(source, path, mode, int(requests), int(answers))
+        mode, prelude, requests, answers = run[1:]
+        sandbox_serve.serve(source, path, mode, prelude, int(requests), int(answers))
         return
     exec(compile(source, path, "exec"), {"__name__": "program", "__builtins__": builtins})
     write(int(run[0]), b"finished")

@@ -4,12 +4,16 @@ see, and the stage and bubblewrap that make its namespaces."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import pwd
 import secrets
 import subprocess
 import sys
+import sysconfig
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from peftcode.sandbox_filter import seccomp_filter
@@ -18,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 STAGE, GUARD = HERE / "sandbox_stage.py", HERE / "sandbox_guard.py"
 # Paths inside the sandbox; the program's side of a tested run lies beside the guard.
 WORKDIR, GUARD_INSIDE, FILTER_INSIDE = "/sandbox", "/run/peftcode/guard.py", "/run/peftcode/filter.bpf"
-SERVING = ("sandbox_serve.py", "wire.py")
+SERVING = ("sandbox_serve.py", "peer.py", "wire.py", "layouts.py", "programs.py")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 # Where the stage lays the tmpfs of paths to bind, in its own mount namespace only (see sandbox_stage).
 STAGING = "/dev/shm"
@@ -69,21 +73,90 @@ def identity() -> dict:
     return {"uid": INNER_ID, "gid": INNER_ID, "subordinate": subordinate}
 
 
-def _visible_paths() -> tuple[list[str], list[tuple[str, str]]]:
-    """What the program may read: the Python installation and system libraries (as read-only paths) and
-    the top-level library links into them (/lib -> usr/lib on merged-/usr systems)."""
-    wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/usr", "/etc/ld.so.cache"}
-    wanted.add(os.path.dirname(os.path.realpath(sys.executable)))
-    links = []
-    for top in ("/lib", "/lib64", "/lib32"):
-        if os.path.islink(top):
-            links.append((os.readlink(top), top))
-        elif os.path.isdir(top):
-            wanted.add(top)
-    real = sorted({os.path.realpath(p) for p in wanted if os.path.exists(p)})
+@dataclass(frozen=True)
+class Runtime:
+    """What a program's sandbox holds of this machine, all read-only: the interpreter, the standard
+    library (its site-packages masked by an empty folder), the shared libraries these and the allowed
+    packages load (found by ``ldd``), the dynamic linker's cache, and each allowed package (with its
+    ``NAME.libs`` folder of vendored libraries) under ``SITE``. No virtual environment, no other package,
+    no dataset, no cache, no file of the evaluator's: nothing that holds a benchmark's answers."""
+
+    interpreter: str
+    paths: tuple[str, ...]  # bound at the same path inside
+    links: tuple[tuple[str, str], ...]  # top-level links (/lib -> usr/lib on merged-/usr systems)
+    masked: tuple[str, ...]  # folders inside those paths that the program sees empty
+    packages: tuple[tuple[str, str], ...]  # (name inside SITE, path outside)
+
+
+SITE = "/run/peftcode/site"
+
+
+def _package_paths(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each allowed package's folder (or module file) and its vendored libraries' folder, where this
+    evaluator finds them; one line naming what is missing."""
+    found = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise SandboxUnavailable(
+                f"evaluation.execution.packages names {name!r}, which the evaluator cannot import"
+            )
+        if spec.submodule_search_locations:
+            path = os.path.realpath(list(spec.submodule_search_locations)[0])
+        else:
+            path = os.path.realpath(spec.origin)
+        found.append((os.path.basename(path), path))
+        libs = os.path.join(os.path.dirname(path), f"{name}.libs")
+        if os.path.isdir(libs):
+            found.append((os.path.basename(libs), os.path.realpath(libs)))
+    return found
+
+
+def _shared_objects(folders: list[str]) -> list[str]:
+    return [
+        os.path.join(root, name)
+        for folder in folders
+        if os.path.isdir(folder)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if ".so" in name
+    ]
+
+
+def _libraries(files: list[str]) -> set[str]:
+    """The shared libraries ``files`` load, by ``ldd``, each at the path the loader asks for it (its
+    folder's real path) and at its own real path."""
+    try:
+        listed = subprocess.run(["ldd", *files], capture_output=True, text=True, check=False).stdout
+    except FileNotFoundError:
+        raise SandboxUnavailable("ldd is not installed (it comes with the C library's tools)") from None
+    found = set()
+    for line in listed.splitlines():
+        path = line.split("=>")[-1].strip().split(" (")[0]
+        if path.startswith("/") and os.path.exists(path):
+            found.add(os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path)))
+            found.add(os.path.realpath(path))
+    return found
+
+
+@cache
+def runtime(packages: tuple[str, ...] = ()) -> Runtime:
+    interpreter = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    stdlib = {os.path.realpath(sysconfig.get_path(key)) for key in ("stdlib", "platstdlib")}
+    masked = sorted(
+        os.path.join(folder, name) for folder in stdlib for name in ("site-packages", "dist-packages")
+        if os.path.isdir(os.path.join(folder, name))
+    )  # fmt: skip
+    allowed = _package_paths(packages)
+    inside = [path for _, path in allowed]
+    elf = [interpreter, *_shared_objects([os.path.join(f, "lib-dynload") for f in stdlib] + inside)]
+    libraries = {p for p in _libraries(elf) if not any(p.startswith(f + os.sep) for f in inside)}
+    wanted = {interpreter, *stdlib, *libraries, "/etc/ld.so.cache"}
+    links = tuple((os.readlink(top), top) for top in ("/lib", "/lib64", "/lib32") if os.path.islink(top))
+    real = sorted(p for p in wanted if os.path.exists(p))
     # A path inside another is already there.
     paths = [p for p in real if not any(p.startswith(other + os.sep) for other in real if other != p)]
-    return paths, links
+    return Runtime(interpreter, tuple(paths), links, tuple(masked), tuple(allowed))
 
 
 def _data_fd(data: bytes, open_fds: contextlib.ExitStack) -> int:
@@ -97,10 +170,15 @@ def _data_fd(data: bytes, open_fds: contextlib.ExitStack) -> int:
 
 
 NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
-ENVIRONMENT = {"PATH": "/usr/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8"}
+# The same hash seed as the judge's (see peftcode.layouts): a set the tests pass iterates in the program as
+# it does in the tests, and a verdict is the same on every run.
+HASH_SEED = "0"
+ENVIRONMENT = {
+    "PATH": "/usr/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8", "PYTHONHASHSEED": HASH_SEED,
+}  # fmt: skip
 
 
-def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int], guard_args) -> list[str]:
+def _bubblewrap_argv(staging: str, runtime: Runtime, fds: dict[str, int], guard_args) -> list[str]:
     argv = [
         "bwrap",
         *NAMESPACES,
@@ -113,35 +191,34 @@ def _bubblewrap_argv(staging: str, paths: list[str], links, fds: dict[str, int],
     argv += ["--uid", str(INNER_ID), "--gid", str(INNER_ID), "--clearenv"]
     for name, value in ENVIRONMENT.items():
         argv += ["--setenv", name, value]
-    for index, path in enumerate(paths):
+    inside = [*runtime.paths, *(f"{SITE}/{name}" for name, _ in runtime.packages)]
+    for index, path in enumerate(inside):
         argv += ["--ro-bind", f"{staging}/{index}", path]
-    for target, link in links:
+    for folder in runtime.masked:
+        argv += ["--tmpfs", folder, "--remount-ro", folder]
+    for target, link in runtime.links:
         argv += ["--symlink", target, link]
     for device in DEVICES:
         argv += ["--dev-bind", device, device]
-    argv += ["--bind", f"{staging}/work", WORKDIR]
+    argv += ["--bind", f"{staging}/work", WORKDIR, "--bind", f"{staging}/work/.shm", "/dev/shm"]
     argv += ["--file", str(fds["program"]), f"{WORKDIR}/program.py"]
     argv += ["--ro-bind-data", str(fds["guard"]), GUARD_INSIDE]
     argv += ["--ro-bind-data", str(fds["filter"]), FILTER_INSIDE]
     for name in SERVING:
         argv += ["--ro-bind-data", str(fds[name]), f"{os.path.dirname(GUARD_INSIDE)}/{name}"]
     argv += ["--chdir", WORKDIR, "--remount-ro", "/"]
-    return [*argv, _interpreter(), "-I", GUARD_INSIDE, FILTER_INSIDE, "program.py", *guard_args]
-
-
-def _interpreter() -> str:
-    """This interpreter by the real path of its folder, where the sandbox has it (a virtual environment
-    reached through a symbolic link is bound at its target), under its own name: a virtual environment's
-    ``bin/python`` is itself a link, and Python finds the environment from the name it was started by."""
-    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+    flags = ["-s", "-B"]  # no user site, no bytecode files; bwrap cleared the environment
+    return [*argv, runtime.interpreter, *flags, GUARD_INSIDE, FILTER_INSIDE, "program.py", *guard_args]
 
 
 def start_isolated(
-    source: str, rlimits: dict, workdir: dict, open_fds: contextlib.ExitStack, guard_args: list[str], pass_fds
+    source: str, rlimits: dict, workdir: dict, open_fds: contextlib.ExitStack, guard_args: list[str], pass_fds,
+    packages: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """The program, started through the stage and bubblewrap; its output on the process's stdout, and its
     file descriptors closed when ``open_fds`` closes."""
-    paths, links = _visible_paths()
+    found = runtime(tuple(packages))
+    paths = [*found.paths, *(path for _, path in found.packages)]
     fds = {
         "program": _data_fd(source.encode(), open_fds),
         "guard": _data_fd(GUARD.read_bytes(), open_fds),
@@ -154,7 +231,7 @@ def start_isolated(
         "read_only": paths,
         "workdir": workdir,
         "rlimits": rlimits,
-        "argv": _bubblewrap_argv(STAGING, paths, links, fds, guard_args),
+        "argv": _bubblewrap_argv(STAGING, found, fds, guard_args),
     }
     return subprocess.Popen(
         [sys.executable, "-I", "-S", str(STAGE), json.dumps(spec)],

@@ -32,6 +32,7 @@ import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
+SHM = ".shm"  # in the program's folder, bound at /dev/shm (see peftcode.sandbox_namespaces)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -104,6 +105,10 @@ def stage(spec: dict) -> None:
     os.mkdir(workdir)
     options = "size={size},nr_inodes={nr_inodes},mode=0700".format(**spec["workdir"])
     mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"{options},uid={spec['uid']},gid={spec['gid']}")
+    # POSIX semaphores and shared memory (multiprocessing's locks) live in /dev/shm: a folder of the
+    # program's own tmpfs, within its size.
+    os.mkdir(os.path.join(workdir, SHM), 0o700)
+    os.chown(os.path.join(workdir, SHM), spec["uid"], spec["gid"])
     mount(None, staging, None, MS_REMOUNT | MS_RDONLY)
     os.setgroups([])
     os.setresgid(spec["gid"], spec["gid"], spec["gid"])

@@ -23,23 +23,29 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from peftcode.programs import serve_mode
-from peftcode.sandbox import Limits, Outcome, Sandbox
+from peftcode.programs import prelude, serve_mode
+from peftcode.sandbox import PACKAGES, Limits, Outcome, Sandbox
+from peftcode.sandbox_namespaces import HASH_SEED
 
 JUDGE = Path(__file__).resolve().parent / "judge.py"
 
 
 @dataclass(frozen=True)
 class Submission:
-    """A program and the tests it must meet (a dataset's ``tests`` column, see :mod:`peftcode.programs`)."""
+    """A program and the tests it must meet (a dataset's ``tests`` column, see :mod:`peftcode.programs`),
+    and the names the task asks it to write (:func:`peftcode.programs.task_names`), which are the
+    program's wherever the tests use them."""
 
     code: str
     tests: str
+    names: tuple[str, ...] = ()
 
 
-def _start_judge(tests: str, limits: Limits, requests: int, answers: int) -> subprocess.Popen:
+def _start_judge(submission: Submission, limits: Limits, packages, requests: int, answers: int):
+    # The environment is this one, cleared: the hash seed is the program's (see peftcode.layouts).
     judge = subprocess.Popen(
-        [sys.executable, "-I", str(JUDGE), str(requests), str(answers)],
+        [sys.executable, "-s", str(JUDGE), str(requests), str(answers)],
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": HASH_SEED},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -48,7 +54,8 @@ def _start_judge(tests: str, limits: Limits, requests: int, answers: int) -> sub
     )
     cpu = int(limits.timeout_s) + 1
     rlimits = {"RLIMIT_AS": max(limits.memory_mb, 1024) * 2**20, "RLIMIT_CPU": cpu, "RLIMIT_CORE": 0}
-    spec = {"tests": tests, "timeout_s": limits.timeout_s, "rlimits": rlimits}
+    spec = {"tests": submission.tests, "names": list(submission.names), "packages": list(packages)}
+    spec.update(timeout_s=limits.timeout_s, rlimits=rlimits)
     with contextlib.suppress(BrokenPipeError):
         judge.stdin.write(json.dumps(spec).encode())
         judge.stdin.close()
@@ -63,28 +70,29 @@ def _verdict(judge: subprocess.Popen) -> dict:
     return {"status": "failed", "reason": f"the judge gave no verdict (exit status {judge.returncode})"}
 
 
-def run_submission(submission: Submission, limits: Limits = Limits(), isolated: bool = True) -> Outcome:
-    """Run the program against its tests: passed, failed (with the judge's reason), timeout, or output
-    limit (the program's output past ``output_bytes``)."""
+def run_submission(
+    submission: Submission, limits: Limits = Limits(), isolated: bool = True, packages=PACKAGES
+) -> Outcome:
+    """Run the program against its tests: passed, failed (with the judge's reason) or timeout. What it
+    prints is kept up to ``output_bytes`` and decides nothing: plain Python lets a program print."""
     requests_read, requests_write = os.pipe()
     answers_read, answers_write = os.pipe()
     program_ends, judge_ends = (requests_read, answers_write), (requests_write, answers_read)
     with contextlib.ExitStack() as stack:
         try:
-            guard_args = ["serve", serve_mode(submission.tests), *map(str, program_ends)]
-            sandbox = Sandbox(submission.code, limits, isolated, guard_args, program_ends)
+            tests = submission.tests
+            guard_args = ["serve", serve_mode(tests), prelude(tests), *map(str, program_ends)]
+            sandbox = Sandbox(submission.code, limits, isolated, guard_args, program_ends, packages)
             stack.enter_context(sandbox)
-            judge = _start_judge(submission.tests, limits, *judge_ends)
+            judge = _start_judge(submission, limits, packages, *judge_ends)
             stack.callback(_kill, judge)
         finally:
             # Only the two processes hold the pipes' ends, so that each sees the other's go.
             for fd in (*program_ends, *judge_ends):
                 os.close(fd)
         deadline = time.monotonic() + limits.timeout_s
-        while judge.poll() is None and not sandbox.over_output_limit() and time.monotonic() < deadline:
+        while judge.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        if sandbox.over_output_limit():
-            return Outcome("output limit", sandbox.output(), sandbox.process.poll())
         if judge.poll() is None:
             return Outcome("timeout", sandbox.output(), sandbox.process.poll())
         verdict = _verdict(judge)
@@ -102,8 +110,13 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 def run_submissions(
-    submissions: list[Submission], workers: int = 2, limits: Limits = Limits(), isolated: bool = True
+    submissions: list[Submission],
+    workers: int = 2,
+    limits: Limits = Limits(),
+    isolated: bool = True,
+    packages=PACKAGES,
 ) -> list[Outcome]:
     """Run programs against their tests, ``workers`` at a time; outcomes in the order of ``submissions``."""
+    run = partial(run_submission, limits=limits, isolated=isolated, packages=packages)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(partial(run_submission, limits=limits, isolated=isolated), submissions))
+        return list(pool.map(run, submissions))

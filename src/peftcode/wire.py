@@ -1,107 +1,382 @@
-"""Plain Python values across a pipe, between a model-written program and the tests that judge it.
+"""Values across a pipe, between a model-written program and the tests that judge it.
 
-A value crosses as JSON with a tag per type: None, bools, ints, floats (special ones included), complex
-numbers, fractions and decimals, strings, bytes, and lists, tuples, dicts, sets and frozensets of them;
-ints and floats in hex, so that they cross exactly and at any size. Nothing else crosses: no object of the
-program's own classes, no function, no generator. The receiving side rebuilds the value itself, under
-limits of depth and size, so what arrives is a value of these builtin types and nothing more, whatever
-the sender wrote.
+A value crosses as JSON with a tag per type, and arrives as the same type with the same contents: None,
+bools, ints and floats (in hex, exact at any size), complex numbers, fractions, decimals, strings, bytes,
+bytearrays; lists, tuples, dicts, sets and frozensets (a set in the order it iterates, see
+:mod:`peftcode.layouts`); named tuples, Counters, OrderedDicts, defaultdicts and deques; ranges, slices,
+dates, times, datetimes, timedeltas and fixed time zones; Enum members; numpy's scalars and arrays of
+plain dtypes; builtin and standard-library types, functions and modules, by name. Anything else (a
+function of the program's own, a generator, an object of its own class, a lambda of the tests) stays
+where it lives and crosses as a handle: the other side gets a stand-in (:mod:`peftcode.peer`).
+
+The receiving side rebuilds every value itself, from the tags, under limits of depth and size: a
+subclass of a builtin type crosses as its base type (an ``int`` whose ``__eq__`` says yes to everything
+arrives as the int it holds), and a named tuple or an Enum of the program's own arrives as one the
+receiver made from its name, fields and values.
 
 One message is one line of JSON on a file descriptor. Only the standard library: this module runs inside
 the sandbox (see :mod:`peftcode.sandbox_serve`) as well as in the judge (:mod:`peftcode.judge`).
 """
 
+import collections
+import datetime
+import enum
 import json
 import os
 import select
+import sys
 import time
+import types
 from decimal import Decimal
 from fractions import Fraction
 
+import layouts
+
 MAX_DEPTH = 100
 MAX_MESSAGE = 16 << 20  # bytes of one line
+# Standard-library modules that do something when imported (open a browser, print): never imported by name.
+IMPORT_EFFECTS = frozenset({"antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser", "__main__"})
+ENUM_BASES = {"Enum": enum.Enum, "IntEnum": enum.IntEnum, "Flag": enum.Flag, "IntFlag": enum.IntFlag}
+NAMED_FUNCTIONS = (types.BuiltinFunctionType, types.BuiltinMethodType)
 
 
 class CannotCross(TypeError):
-    """A value that is not one of the plain types above (or is nested too deep)."""
+    """A value nested too deep, or a name that does not resolve."""
 
 
-def encode(value, depth: int = 0):
-    """``value`` as tagged JSON. Subclasses of the builtin types cross as their base type (a Counter as a
-    dict, a numpy float64 as a float), and numpy's scalars as the Python value they hold."""
-    if depth > MAX_DEPTH:
-        raise CannotCross(f"a value nested deeper than {MAX_DEPTH}")
-    inner = depth + 1
-    if value is None:
-        return ["none"]
-    if isinstance(value, bool):
-        return ["bool", bool(value)]
-    if isinstance(value, int):
-        return ["int", format(int.__index__(value), "x")]
-    if isinstance(value, float):
-        return ["float", float.hex(float.__float__(value))]
-    if isinstance(value, Fraction):
-        return ["fraction", format(value.numerator, "x"), format(value.denominator, "x")]
-    if isinstance(value, Decimal):
-        return ["decimal", str(Decimal.__str__(value))]
-    if isinstance(value, complex):
-        number = complex.__complex__(value)
-        return ["complex", float.hex(number.real), float.hex(number.imag)]
-    if isinstance(value, str):
-        return ["str", str.__str__(value)]
-    if isinstance(value, bytes | bytearray):
-        return ["bytearray" if isinstance(value, bytearray) else "bytes", bytes(value).hex()]
-    if isinstance(value, dict):
-        return ["dict", [[encode(k, inner), encode(v, inner)] for k, v in dict.items(value)]]
-    for kind, tag in ((list, "list"), (tuple, "tuple"), (frozenset, "frozenset"), (set, "set")):
-        if isinstance(value, kind):
-            return [tag, [encode(item, inner) for item in kind.__iter__(value)]]
-    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return encode(value.item(), depth)
-    raise CannotCross(f"a value of type {type(value).__name__} cannot be passed as a plain value")
+def hex_int(value) -> str:
+    return format(int.__index__(value), "x")
 
 
-SCALARS = {
-    "int": lambda text: int(text, 16),
-    "float": float.fromhex,
-    "str": str,
-    "bytes": bytes.fromhex,
-    "bytearray": lambda text: bytearray.fromhex(text),
-    "decimal": Decimal,
-}
-COLLECTIONS = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
+def importable(module: str, allowed=frozenset()) -> bool:
+    top = module.split(".")[0]
+    return (top in sys.stdlib_module_names or top in allowed) and top not in IMPORT_EFFECTS
 
 
-def decode(tagged, depth: int = 0):
-    """The value that ``tagged`` (from :func:`encode`, or from anyone) stands for; ValueError for anything
-    that is not a well-formed value."""
-    if depth > MAX_DEPTH or not isinstance(tagged, list) or not tagged or not isinstance(tagged[0], str):
-        raise ValueError("not a plain value")
-    tag, rest, inner = tagged[0], tagged[1:], depth + 1
-    if tag == "none" and not rest:
+def named(value) -> tuple[str, str] | None:
+    """(module, qualified name) under which ``value`` (a type or builtin function) is found again, if it
+    is the standard library's or Python's own."""
+    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(name, str) or not importable(module):
         return None
-    if tag == "bool" and len(rest) == 1 and isinstance(rest[0], bool):
-        return rest[0]
-    if tag in SCALARS and len(rest) == 1 and isinstance(rest[0], str):
-        return SCALARS[tag](rest[0])
-    if tag in ("complex", "fraction") and len(rest) == 2 and all(isinstance(part, str) for part in rest):
-        if tag == "complex":
-            return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
-        return Fraction(int(rest[0], 16), int(rest[1], 16))
-    if tag in COLLECTIONS and len(rest) == 1 and isinstance(rest[0], list):
-        try:
-            return COLLECTIONS[tag](decode(item, inner) for item in rest[0])
-        except TypeError as error:  # an unhashable member of a set
-            raise ValueError(str(error)) from None
-    if tag == "dict" and len(rest) == 1 and isinstance(rest[0], list):
-        pairs = rest[0]
-        if not all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
+    found = sys.modules.get(module)
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return (module, name) if found is value else None
+
+
+def look_up(module: str, name: str, allowed=frozenset()):
+    if not (isinstance(module, str) and isinstance(name, str) and importable(module, allowed)):
+        raise ValueError(f"not a name to look up: {module!r:.60} {name!r:.60}")
+    import importlib
+
+    found = importlib.import_module(module)
+    for part in name.split("."):
+        if part.startswith("__"):
+            raise ValueError(f"not a name to look up: {name!r:.60}")
+        found = getattr(found, part)
+    return found
+
+
+class Codec:
+    """Values to tags and back for one side (``judge`` or ``program``). ``handles`` keeps what this side
+    lends as handles and makes stand-ins for the other side's (see :class:`peftcode.peer.Peer`)."""
+
+    def __init__(self, handles, allowed=frozenset()):
+        self.handles, self.allowed = handles, frozenset(allowed)
+        self.rebuilt_classes: dict = {}  # the other side's named tuples and Enums, made here once each
+        self.origins: dict = {}  # a class made here -> its handle on the other side
+
+    def encode(self, value, depth: int = 0):
+        if depth > MAX_DEPTH:
+            raise CannotCross(f"a value nested deeper than {MAX_DEPTH}")
+        inner = depth + 1
+        ref = self.handles.reference(value)
+        if ref is not None:
+            return ref
+        if value is None:
+            return ["none"]
+        if isinstance(value, bool):
+            return ["bool", bool(value)]
+        if isinstance(value, enum.Enum):
+            return self.encode_member(value, inner)
+        if isinstance(value, int):
+            return ["int", hex_int(value)]
+        if isinstance(value, float):
+            return ["float", float.hex(float.__float__(value))]
+        if isinstance(value, Fraction):
+            return ["fraction", hex_int(value.numerator), hex_int(value.denominator)]
+        if isinstance(value, Decimal):
+            return ["decimal", str(Decimal.__str__(value))]
+        if isinstance(value, complex):
+            number = complex.__complex__(value)
+            return ["complex", float.hex(number.real), float.hex(number.imag)]
+        if isinstance(value, str):
+            return ["str", str.__str__(value)]
+        if isinstance(value, bytes | bytearray):
+            return ["bytearray" if isinstance(value, bytearray) else "bytes", bytes(value).hex()]
+        found = self.encode_container(value, inner)
+        if found is not None:
+            return found
+        found = self.encode_other(value, inner)
+        return found if found is not None else self.handles.lend(value)
+
+    def items(self, values, depth: int) -> list:
+        return [self.encode(item, depth) for item in values]
+
+    def pairs(self, mapping, depth: int) -> list:
+        return [[self.encode(k, depth), self.encode(v, depth)] for k, v in dict.items(mapping)]
+
+    def encode_container(self, value, inner: int):
+        if isinstance(value, tuple) and is_named_tuple(type(value)):
+            kind = type(value)
+            return ["namedtuple", self.class_key(kind), kind.__name__, list(kind._fields),
+                    self.items(tuple.__iter__(value), inner)]  # fmt: skip
+        if isinstance(value, collections.Counter):
+            return ["counter", self.pairs(value, inner)]
+        if isinstance(value, collections.OrderedDict):
+            return ["ordereddict", self.pairs(value, inner)]
+        if isinstance(value, collections.defaultdict):
+            return ["defaultdict", self.encode(value.default_factory, inner), self.pairs(value, inner)]
+        if isinstance(value, dict):
+            return ["dict", self.pairs(value, inner)]
+        if isinstance(value, collections.deque):
+            return ["deque", value.maxlen, self.items(collections.deque.__iter__(value), inner)]
+        for kind, tag in ((list, "list"), (tuple, "tuple")):
+            if isinstance(value, kind):
+                return [tag, self.items(kind.__iter__(value), inner)]
+        if isinstance(value, set | frozenset):
+            tag = "frozenset" if isinstance(value, frozenset) else "set"
+            kind = frozenset if tag == "frozenset" else set
+            size, slots = layouts.read(value)
+            return [tag, size, slots, self.items(kind.__iter__(value), inner)]
+        return None
+
+    def encode_other(self, value, inner: int):
+        if isinstance(value, range):
+            return ["range", *(hex_int(v) for v in (value.start, value.stop, value.step))]
+        if isinstance(value, slice):
+            return ["slice", self.items((value.start, value.stop, value.step), inner)]
+        if type(value) in (datetime.date, datetime.datetime, datetime.time):
+            return [type(value).__name__, value.isoformat()]
+        if type(value) is datetime.timedelta:
+            return ["timedelta", value.days, value.seconds, value.microseconds]
+        if type(value) is datetime.timezone:
+            return ["timezone", self.encode(value.utcoffset(None), inner), value.tzname(None)]
+        if type(value).__module__ == "numpy":
+            return self.encode_numpy(value, inner)
+        if isinstance(value, types.ModuleType) and sys.modules.get(value.__name__) is value:
+            return ["module", value.__name__]
+        if isinstance(value, (type, *NAMED_FUNCTIONS)):
+            where = named(value)
+            return None if where is None else ["name", *where]
+        return None
+
+    def encode_member(self, member, inner: int):
+        kind = type(member)
+        origin = self.origins.get(kind)
+        if origin is not None:  # the other side's Enum, made here: its own member, by name
+            return ["member", origin, member.name]
+        where = named(kind)
+        if where is not None:
+            return ["member", ["name", *where], member.name]
+        base = next((name for name, cls in ENUM_BASES.items() if issubclass(kind, cls)), "Enum")
+        base = "IntFlag" if issubclass(kind, enum.IntFlag) else base
+        members = [[name, self.encode(m.value, inner)] for name, m in kind.__members__.items()]
+        return ["enum", self.class_key(kind), kind.__name__, base, members, member.name]
+
+    def encode_numpy(self, value, inner: int):
+        kind = getattr(value, "dtype", None)
+        if kind is None or kind.hasobject or kind.kind not in "biufcmMSU":
+            return None
+        if getattr(value, "shape", None) == ():
+            return ["numpy", kind.str, value.tobytes().hex()]
+        if type(value).__name__ == "ndarray":
+            return ["ndarray", kind.str, list(value.shape), value.tobytes(order="C").hex()]
+        return None
+
+    def class_key(self, kind: type):
+        """How the other side tells this side's class from another of the same name: its handle."""
+        return self.handles.lend(kind)
+
+    # Decoding: only builtin values, the standard library's, classes made here, and handles.
+
+    def decode(self, tagged, depth: int = 0):
+        if depth > MAX_DEPTH or not isinstance(tagged, list) or not tagged or not isinstance(tagged[0], str):
             raise ValueError("not a plain value")
+        tag, rest = tagged[0], tagged[1:]
+        decoder = DECODERS.get(tag)
+        if decoder is None:
+            raise ValueError(f"not a plain value (tag {tag[:20]!r})")
         try:
-            return {decode(k, inner): decode(v, inner) for k, v in pairs}
-        except TypeError as error:
-            raise ValueError(str(error)) from None
-    raise ValueError(f"not a plain value (tag {tag[:20]!r})")
+            return decoder(self, rest, depth + 1)
+        except (TypeError, KeyError, IndexError, AttributeError, OverflowError, ArithmeticError) as error:
+            raise ValueError(f"not a plain value ({tag[:20]}): {error!r:.200}") from None
+
+    def decoded_items(self, items, depth: int) -> list:
+        if not isinstance(items, list):
+            raise ValueError("not a list of values")
+        return [self.decode(item, depth) for item in items]
+
+    def decoded_pairs(self, pairs, depth: int) -> list:
+        return [(self.decode(k, depth), self.decode(v, depth)) for k, v in self.raw_pairs(pairs)]
+
+    def fail(self):
+        raise ValueError("not a plain value")
+
+    def raw_pairs(self, pairs) -> list:
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise ValueError("not a list of pairs")
+        return pairs
+
+    def rebuilt_class(self, key, make):
+        """The class this side made for the other side's class ``key`` (a handle), made once."""
+        ident = json.dumps(key)
+        if ident not in self.rebuilt_classes:
+            made = make()
+            self.rebuilt_classes[ident], self.origins[made] = made, key
+        return self.rebuilt_classes[ident]
+
+
+def is_named_tuple(kind: type) -> bool:
+    fields = getattr(kind, "_fields", None)
+    return kind is not tuple and isinstance(fields, tuple) and all(isinstance(f, str) for f in fields)
+
+
+def identifier(text) -> str:
+    if not isinstance(text, str) or not text.isidentifier() or text.startswith("_"):
+        raise ValueError(f"not a name: {text!r:.60}")
+    return text
+
+
+def _scalar(parse):
+    def decode(codec, rest, depth):
+        (text,) = rest
+        if not isinstance(text, str):
+            raise ValueError("not a plain value")
+        return parse(text)
+
+    return decode
+
+
+def _named_tuple(codec, rest, depth):
+    key, name, fields, items = rest
+    fields = [identifier(field) for field in fields]
+    kind = codec.rebuilt_class(key, lambda: collections.namedtuple(identifier(name), fields))
+    return kind(*codec.decoded_items(items, depth))
+
+
+def _enum(codec, rest, depth):
+    key, name, base, members, member = rest
+    values = [(identifier(n), codec.decode(v, depth)) for n, v in codec.raw_pairs(members)]
+    kind = codec.rebuilt_class(key, lambda: ENUM_BASES[base](identifier(name), values))
+    return kind[identifier(member)]
+
+
+def _member(codec, rest, depth):
+    where, name = rest
+    kind = codec.decode(where, depth)
+    if not (isinstance(kind, type) and issubclass(kind, enum.Enum)):
+        raise ValueError("not an Enum")
+    return kind[identifier(name)]
+
+
+def _set(kind):
+    def decode(codec, rest, depth):
+        size, slots, items = rest
+        return layouts.rebuild(kind, codec.decoded_items(items, depth), size, slots)
+
+    return decode
+
+
+def _numpy(codec, rest, depth, array=False):
+    import numpy
+
+    if array:
+        dtype, shape, data = rest
+        kind = numpy.dtype(dtype)
+        if kind.hasobject or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError("not a plain array")
+        return numpy.frombuffer(bytes.fromhex(data), dtype=kind).reshape(shape).copy()
+    dtype, data = rest
+    kind = numpy.dtype(dtype)
+    if kind.hasobject:
+        raise ValueError("not a plain scalar")
+    return numpy.frombuffer(bytes.fromhex(data), dtype=kind)[0]
+
+
+def _name(codec, rest, depth):
+    found = look_up(*rest, codec.allowed)
+    if not isinstance(found, (type, *NAMED_FUNCTIONS)):
+        raise ValueError("a name that is not a type or builtin function")
+    return found
+
+
+def _module(codec, rest, depth):
+    (name,) = rest
+    if not importable(name, codec.allowed):
+        raise ValueError(f"a module that cannot be passed: {name!r:.60}")
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _deque(codec, rest, depth):
+    maxlen, items = rest
+    if maxlen is not None and not isinstance(maxlen, int):
+        raise ValueError("not a deque")
+    return collections.deque(codec.decoded_items(items, depth), maxlen)
+
+
+def _defaultdict(codec, rest, depth):
+    factory, pairs = rest
+    made = collections.defaultdict(codec.decode(factory, depth))
+    made.update(codec.decoded_pairs(pairs, depth))
+    return made
+
+
+def _timezone(codec, rest, depth):
+    offset, name = rest
+    offset = codec.decode(offset, depth)
+    return datetime.timezone(offset) if name is None else datetime.timezone(offset, str(name))
+
+
+DECODERS = {
+    "none": lambda codec, rest, depth: None if not rest else codec.fail(),
+    "bool": lambda codec, rest, depth: rest[0] if len(rest) == 1 and isinstance(rest[0], bool) else codec.fail(),
+    "int": _scalar(lambda text: int(text, 16)),
+    "float": _scalar(float.fromhex),
+    "str": _scalar(str),
+    "bytes": _scalar(bytes.fromhex),
+    "bytearray": _scalar(bytearray.fromhex),
+    "decimal": _scalar(Decimal),
+    "complex": lambda codec, rest, depth: complex(float.fromhex(rest[0]), float.fromhex(rest[1])),
+    "fraction": lambda codec, rest, depth: Fraction(int(rest[0], 16), int(rest[1], 16)),
+    "list": lambda codec, rest, depth: codec.decoded_items(rest[0], depth),
+    "tuple": lambda codec, rest, depth: tuple(codec.decoded_items(rest[0], depth)),
+    "set": _set(set),
+    "frozenset": _set(frozenset),
+    "dict": lambda codec, rest, depth: dict(codec.decoded_pairs(rest[0], depth)),
+    "counter": lambda codec, rest, depth: collections.Counter(dict(codec.decoded_pairs(rest[0], depth))),
+    "ordereddict": lambda codec, rest, depth: collections.OrderedDict(codec.decoded_pairs(rest[0], depth)),
+    "defaultdict": _defaultdict,
+    "deque": _deque,
+    "namedtuple": _named_tuple,
+    "enum": _enum,
+    "member": _member,
+    "range": lambda codec, rest, depth: range(*(int(part, 16) for part in rest)),
+    "slice": lambda codec, rest, depth: slice(*codec.decoded_items(rest[0], depth)),
+    "date": _scalar(datetime.date.fromisoformat),
+    "datetime": _scalar(datetime.datetime.fromisoformat),
+    "time": _scalar(datetime.time.fromisoformat),
+    "timedelta": lambda codec, rest, depth: datetime.timedelta(*(int(part) for part in rest)),
+    "timezone": _timezone,
+    "numpy": _numpy,
+    "ndarray": lambda codec, rest, depth: _numpy(codec, rest, depth, array=True),
+    "name": _name,
+    "module": _module,
+    "ref": lambda codec, rest, depth: codec.handles.resolve(rest),
+}
 
 
 def send(fd: int, message: dict, write=os.write) -> None:

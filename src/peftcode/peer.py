@@ -1,0 +1,277 @@
+"""One side of a tested run's conversation (the judge's, or the program's): requests and answers on two
+pipes, values as :mod:`peftcode.wire` encodes them, and handles for what cannot be copied.
+
+A handle is a value that stays where it lives (the program's function, generator or object of its own
+class; a lambda, type or generator the tests pass): the other side gets a :class:`Remote` for it, and
+each use of that stand-in is a request to the side that holds it, which may itself ask back before it
+answers (a program's ``sorted(xs, key=k)`` calls the tests' lambda ``k`` while the judge waits for the
+sort). A handle lent and sent back arrives as the object itself.
+
+What a stand-in forwards is what reveals nothing of the asking side: a call (with its arguments, as in
+plain Python), iteration, an attribute, an item, ``len``, ``bool``, ``str`` and ``repr``. It never forwards
+a comparison, a hash or arithmetic: a stand-in equals only itself, so an object of the program's whose
+``__eq__`` says yes to everything is never asked, and never sees the value it is compared with. Which of
+these requests a side answers about its own objects is its own choice (``serves``): the judge answers
+only calls, iteration, ``len``, ``bool``, ``str`` and ``repr`` about the tests' objects, never an attribute
+(a lambda's ``__globals__`` or a generator's frame would hold the tests).
+
+Only the standard library (see :mod:`peftcode.wire`).
+"""
+
+import builtins
+import wire
+
+ALL_OPERATIONS = frozenset({"call", "getattr", "getitem", "iter", "next", "len", "bool", "str", "repr"})
+# Exceptions a side may raise to the other, rebuilt by the names of its class and bases; not those that
+# steer iteration (a StopIteration raised into map() or all() would end it as if it were done).
+NOT_REBUILT = (StopIteration, StopAsyncIteration, BaseExceptionGroup)
+
+
+class Failed(BaseException):
+    """The other side could not answer: it ended, answered out of turn, too late, or not with a value.
+    Not an Exception, so that no ``except Exception`` in the tests swallows it."""
+
+
+def error(exception: BaseException) -> dict:
+    """An exception as the other side rebuilds it: its class's name, its message, its bases' names."""
+    bases = [kind.__name__ for kind in type(exception).__mro__[1:]]
+    return {"error": [type(exception).__name__, str(exception)[:1000], bases]}
+
+
+class RemoteError(Exception):
+    """An exception the other side raised, of a class that is not a builtin one."""
+
+
+def rebuilt(error) -> Exception:
+    """The other side's exception, of a class named as its own, subclassing the first builtin exception
+    among its bases, with its message."""
+    kind, message, bases = (list(error) + ["", "", []])[:3] if isinstance(error, list) else ("", "", [])
+    kind, message = str(kind)[:100], str(message)
+    base = RemoteError
+    for name in [kind, *(bases if isinstance(bases, list) else [])]:
+        found = getattr(builtins, str(name), None)
+        if isinstance(found, type) and issubclass(found, Exception) and not issubclass(found, NOT_REBUILT):
+            base = found
+            break
+    name = kind if kind.isidentifier() else "RemoteError"
+    cls = type(name, (base,), {"__init__": Exception.__init__, "__str__": lambda self: self.args[0]})
+    exception = cls(message)
+    exception.add_note(f"raised on the other side as {kind}")
+    return exception
+
+
+class Remote:
+    """The other side's object. Equal to itself only, hashed by identity; every other use is a request."""
+
+    __slots__ = ("_peer", "_ref", "__weakref__")
+
+    def __init__(self, peer, ref):
+        object.__setattr__(self, "_peer", peer)
+        object.__setattr__(self, "_ref", ref)
+
+    def _ask(self, op: str, **fields):
+        return self._peer.ask(op, target=self._ref, **fields)
+
+    def __call__(self, *args, **kwargs):
+        return self._peer.call(self._ref, args, kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._ask("getattr", name=name)
+
+    def __getitem__(self, key):
+        return self._ask("getitem", key=self._peer.codec.encode(key))
+
+    def __iter__(self):
+        return self._ask("iter")
+
+    def __next__(self):
+        answer = self._peer.request("next", target=self._ref)
+        if answer.get("stop"):
+            raise StopIteration
+        return self._peer.value(answer)
+
+    def __len__(self) -> int:
+        length = self._ask("len")
+        if type(length) is not int:
+            raise Failed("a length that is not an int")
+        return length
+
+    def __bool__(self) -> bool:
+        return self._ask("bool") is True
+
+    def __str__(self) -> str:
+        return str(self._ask("str"))
+
+    def __repr__(self) -> str:
+        return str(self._ask("repr"))
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __ne__(self, other) -> bool:
+        return self is not other
+
+    __hash__ = object.__hash__
+
+
+class Handles:
+    """What one side lends (by number) and the stand-ins it holds for the other side's."""
+
+    def __init__(self, peer, side: str):
+        self.peer, self.side = peer, side
+        self.lent: dict[int, object] = {}
+        self.numbers: dict[int, int] = {}  # id() of a lent object -> its number
+        self.remotes: dict[str, Remote] = {}
+
+    def reference(self, value):
+        """A value that goes back as the handle it came as: the other side's stand-in, or None."""
+        if type(value) is Remote and object.__getattribute__(value, "_peer") is self.peer:
+            return object.__getattribute__(value, "_ref")
+        return None
+
+    def lend(self, value) -> list:
+        number = self.numbers.get(id(value))
+        if number is None or self.lent[number] is not value:
+            number = len(self.lent) + 1
+            self.lent[number], self.numbers[id(value)] = value, number
+        return ["ref", self.side, number]
+
+    def own(self, ref):
+        if not (isinstance(ref, list) and len(ref) == 3 and ref[1] == self.side and ref[2] in self.lent):
+            raise ValueError("not a handle this side lent")
+        return self.lent[ref[2]]
+
+    def resolve(self, rest):
+        side, number = rest
+        if side == self.side:
+            return self.own(["ref", side, number])
+        if not isinstance(side, str) or type(number) is not int:
+            raise ValueError("not a handle")
+        key = f"{side}:{number}"
+        if key not in self.remotes:
+            self.remotes[key] = Remote(self.peer, ["ref", side, number])
+        return self.remotes[key]
+
+
+class Peer:
+    """Requests to the other side, answered while this side answers the other's requests in turn."""
+
+    def __init__(self, side: str, reader, fd: int, serves=ALL_OPERATIONS, allowed=(), write=None):
+        self.reader, self.fd, self.serves, self.write = reader, fd, frozenset(serves), write
+        self.other = "the program" if side == "judge" else "the judge"
+        self.handles = Handles(self, side)
+        self.codec = wire.Codec(self.handles, allowed)
+        self.extra: dict = {}  # requests of this side's own (a program's ``get`` and ``main``)
+
+    def send(self, message: dict) -> None:
+        if self.write is None:
+            wire.send(self.fd, message)
+        else:
+            wire.send(self.fd, message, self.write)
+
+    def receive(self) -> dict:
+        try:
+            return self.reader.receive()
+        except (wire.Ended, BrokenPipeError):
+            raise Failed(f"{self.other} ended before its tests did") from None
+        except TimeoutError:
+            raise Failed(f"{self.other} did not answer in time") from None
+        except ValueError as problem:
+            raise Failed(f"{self.other}'s answer is not a message: {problem!s:.200}") from None
+
+    def request(self, op: str, **fields) -> dict:
+        """The other side's answer to a request, serving its own requests until it comes."""
+        try:
+            self.send({"op": op, **fields})
+        except BrokenPipeError:
+            raise Failed(f"{self.other} ended before its tests did") from None
+        while True:
+            message = self.receive()
+            if "answer" in message:
+                answer = message["answer"]
+                if not isinstance(answer, dict):
+                    raise Failed(f"{self.other}'s answer is not a message")
+                return answer
+            self.serve(message)
+
+    def serve(self, message: dict) -> None:
+        try:
+            answer = self.answer(message)
+        except Exception as exception:
+            answer = error(exception)
+        self.send({"answer": answer})
+
+    def serve_until_ended(self) -> None:
+        while True:
+            try:
+                message = self.reader.receive()
+            except wire.Ended:
+                return
+            self.serve(message)
+
+    def value(self, answer: dict):
+        if "error" in answer:
+            raise rebuilt(answer["error"])
+        if "value" not in answer:
+            raise Failed(f"{self.other}'s answer holds no value")
+        try:
+            return self.codec.decode(answer["value"])
+        except Exception as problem:  # whatever a malformed value raises
+            raise Failed(f"{self.other}'s answer is not a value: {problem!s:.200}") from None
+
+    def ask(self, op: str, **fields):
+        return self.value(self.request(op, **fields))
+
+    def call(self, ref, args, kwargs):
+        """The other side's function called (see :meth:`after_call`)."""
+        encode = self.codec.encode
+        request = {"target": ref, "args": [encode(a) for a in args], "back": self.arguments_back}
+        request["kwargs"] = {key: encode(value) for key, value in kwargs.items()}
+        answer = self.request("call", **request)
+        self.after_call([*args, *kwargs.values()], answer)
+        return self.value(answer)
+
+    arguments_back = False  # whether a call's answer holds its arguments as the call left them
+
+    def after_call(self, given: list, answer: dict) -> None:
+        """What this side does with the arguments a call of the other side's left (nothing here)."""
+
+    # This side's answers about its own objects.
+
+    def answer(self, message: dict) -> dict:
+        op = message.get("op")
+        if op in self.extra:
+            return self.extra[op](message)
+        if op not in self.serves:
+            raise PermissionError(f"not answered here: {op!r:.40}")
+        target = self.handles.own(message.get("target"))
+        if op == "call":
+            return self.answer_call(target, message)
+        if op == "next":
+            try:
+                return {"value": self.codec.encode(next(target))}
+            except StopIteration:
+                return {"stop": True}
+        if op == "getattr":
+            name = str(message.get("name"))
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return {"value": self.codec.encode(getattr(target, name))}
+        if op == "getitem":
+            return {"value": self.codec.encode(target[self.codec.decode(message.get("key"))])}
+        unary = {"iter": iter, "len": len, "bool": bool, "str": str, "repr": repr}[op]
+        return {"value": self.codec.encode(unary(target))}
+
+    def answer_call(self, target, message: dict) -> dict:
+        decode = self.codec.decode
+        args = [decode(arg) for arg in message.get("args", [])]
+        kwargs = {str(key): decode(value) for key, value in dict(message.get("kwargs", {})).items()}
+        try:
+            answer = {"value": self.codec.encode(target(*args, **kwargs))}
+        except Exception as exception:
+            answer = error(exception)
+        if message.get("back"):
+            answer["args"] = [self.codec.encode(a) for a in [*args, *kwargs.values()]]
+        return answer
