@@ -105,7 +105,8 @@ def rebuild(kind: type, members: list, size, slots):
 def _laid_out(members: list, size, slots):
     if not (CPYTHON and isinstance(size, int) and isinstance(slots, list) and len(slots) == len(members)):
         return None
-    if size < SMALL or size & (size - 1) or size > 1 << 30 or len(set(slots)) != len(slots):
+    # A table at most as large as a set of these members could have grown to (removals keep its size).
+    if size < SMALL or size & (size - 1) or size > 64 * (len(members) + 8) or len(set(slots)) != len(slots):
         return None
     if not all(isinstance(slot, int) and 0 <= slot < size for slot in slots):
         return None

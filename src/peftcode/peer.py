@@ -162,7 +162,7 @@ class Peer:
         self.reader, self.fd, self.serves, self.write = reader, fd, frozenset(serves), write
         self.other = "the program" if side == "judge" else "the judge"
         self.handles = Handles(self, side)
-        self.codec = wire.Codec(self.handles, allowed)
+        self.codec = wire.Codec(self.handles, allowed, judge=side == "judge")
         self.extra: dict = {}  # requests of this side's own (a program's ``get`` and ``main``)
 
     def send(self, message: dict) -> None:

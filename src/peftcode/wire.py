@@ -82,8 +82,13 @@ class Codec:
     """Values to tags and back for one side (``judge`` or ``program``). ``handles`` keeps what this side
     lends as handles and makes stand-ins for the other side's (see :class:`peftcode.peer.Peer`)."""
 
-    def __init__(self, handles, allowed=frozenset()):
+    def __init__(self, handles, allowed=frozenset(), judge: bool = False):
         self.handles, self.allowed = handles, frozenset(allowed)
+        # The judge names the builtin functions it sends (``key=len``) and takes only types by name: a
+        # function the program names arrives as a stand-in of the program's own, never as the judge's
+        # (the tests could call it: ``os._exit``, ``setattr``).
+        self.sent_by_name = (type, *NAMED_FUNCTIONS) if judge else (type,)
+        self.taken_by_name = (type,) if judge else (type, *NAMED_FUNCTIONS)
         self.rebuilt_classes: dict = {}  # the other side's named tuples and Enums, made here once each
         self.origins: dict = {}  # a class made here -> its handle on the other side
 
@@ -167,7 +172,7 @@ class Codec:
             return self.encode_numpy(value, inner)
         if isinstance(value, types.ModuleType) and sys.modules.get(value.__name__) is value:
             return ["module", value.__name__]
-        if isinstance(value, (type, *NAMED_FUNCTIONS)):
+        if isinstance(value, self.sent_by_name):
             where = named(value)
             return None if where is None else ["name", *where]
         return None
@@ -307,8 +312,9 @@ def _numpy(codec, rest, depth, array=False):
 
 def _name(codec, rest, depth):
     found = look_up(*rest, codec.allowed)
-    if not isinstance(found, (type, *NAMED_FUNCTIONS)):
-        raise ValueError("a name that is not a type or builtin function")
+    wanted = codec.taken_by_name
+    if not isinstance(found, wanted):
+        raise ValueError(f"a name that is not a {' or '.join(kind.__name__ for kind in wanted)}")
     return found
 
 
