@@ -65,13 +65,24 @@ def test_python_only_filter(intent, code, python):
     assert is_python_example(intent, code) is python
 
 
-def test_mbpp_tests_are_the_asserts(tmp_path):
-    fields = {"intent": "text", "input": "test_list", "code": "code", "tests": "test_list"}
-    rows, stats = prepare(tmp_path, "mbpp", "jsonl", fields)
-    assert len(rows) == 2 and stats["dropped_rows"] == 1  # no tests
+# MBPP's own mapping: its setup code (where a task has one) runs before the asserts, as its harness runs it.
+MBPP = {
+    "intent": "text",
+    "input": "test_list",
+    "code": "code",
+    "tests": ["{test_setup_code}\n{test_list}", "test_list"],
+}
+
+
+def test_mbpp_tests_are_the_asserts_after_the_setup_code(tmp_path):
+    rows, stats = prepare(tmp_path, "mbpp", "jsonl", MBPP)
+    assert len(rows) == 3 and stats["dropped_rows"] == 1  # no tests
     assert rows["tests"][1] == "assert similar_elements((3, 4, 5, 6), (5, 7, 4, 10)) == (4, 5)"
+    assert rows["tests"][2].startswith("import math\nRADIUS = 2\nassert math.isclose(circle_area(RADIUS)")
     programs = [Submission(c, t) for c, t in zip(rows["code"], rows["tests"], strict=True)]
-    assert all(outcome.passed for outcome in run_submissions(programs))
+    assert [o.reason for o in run_submissions(programs) if not o.passed] == []
+    # Without its setup code, the task's reference fails.
+    assert not run_submissions([Submission(rows["code"][2], rows["tests"][2].split("\n", 2)[2])])[0].passed
 
 
 HUMANEVAL = {

@@ -716,9 +716,7 @@ def test_no_process_is_left_behind_after_a_timeout_or_the_output_limit(workroot)
             [Submission("def add(a, b):\n    while True:\n        pass\n", "add(1, 2)")], 1, limits
         )[0],
         # A tested program's output decides nothing: it is kept up to the limit, and the rest let go.
-        lambda: run_submissions(
-            [Submission(PRINTING_ADD, "assert add(1, 2) == 3")], 1, limits
-        )[0],
+        lambda: run_submissions([Submission(PRINTING_ADD, "assert add(1, 2) == 3")], 1, limits)[0],
     ]
     for run, expected in zip(runs, ["timeout", "output limit", "timeout", "passed"], strict=True):
         assert run().status == expected

@@ -25,6 +25,10 @@ JOBS = {
 RERUNS = {
     "sandbox": {"evaluate"},  # the sandbox harness: evaluation alone
     "judge": {"evaluate"},
+    # The two sides of a tested run, files the sandbox and the judge run.
+    "peer": {"evaluate"},
+    "wire": {"evaluate"},
+    "layouts": {"evaluate"},
     "verdicts": {"evaluate"},
     "finetune": {"finetune"},  # the training loop: no inference of its own
     "methods": {"finetune"},

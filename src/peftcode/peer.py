@@ -19,6 +19,7 @@ Only the standard library (see :mod:`peftcode.wire`).
 """
 
 import builtins
+
 import wire
 
 ALL_OPERATIONS = frozenset({"call", "getattr", "getitem", "iter", "next", "len", "bool", "str", "repr"})

@@ -119,7 +119,9 @@ def _confine(limits: Limits) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _start_unisolated(source: str, limits: Limits, open_fds, guard_args, pass_fds, packages) -> subprocess.Popen:
+def _start_unisolated(
+    source: str, limits: Limits, open_fds, guard_args, pass_fds, packages
+) -> subprocess.Popen:
     workdir = open_fds.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-unsafe-"))
     (Path(workdir) / "program.py").write_text(source)
     (Path(workdir) / "filter.bpf").write_bytes(seccomp_filter())
@@ -149,7 +151,13 @@ class Sandbox:
     everything it started, and reaps them."""
 
     def __init__(
-        self, source: str, limits: Limits, isolated: bool, guard_args: list[str], pass_fds=(), packages=PACKAGES
+        self,
+        source: str,
+        limits: Limits,
+        isolated: bool,
+        guard_args: list[str],
+        pass_fds=(),
+        packages=PACKAGES,
     ):
         self.limits, self.open_fds = limits, contextlib.ExitStack()
         try:
@@ -160,7 +168,9 @@ class Sandbox:
                     source, rlimits, folder, self.open_fds, guard_args, pass_fds, packages
                 )
             else:
-                self.process = _start_unisolated(source, limits, self.open_fds, guard_args, pass_fds, packages)
+                self.process = _start_unisolated(
+                    source, limits, self.open_fds, guard_args, pass_fds, packages
+                )
         except BaseException:
             self.open_fds.close()  # the program's files, should it not start
             raise

@@ -212,7 +212,12 @@ def _bubblewrap_argv(staging: str, runtime: Runtime, fds: dict[str, int], guard_
 
 
 def start_isolated(
-    source: str, rlimits: dict, workdir: dict, open_fds: contextlib.ExitStack, guard_args: list[str], pass_fds,
+    source: str,
+    rlimits: dict,
+    workdir: dict,
+    open_fds: contextlib.ExitStack,
+    guard_args: list[str],
+    pass_fds,
     packages: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """The program, started through the stage and bubblewrap; its output on the process's stdout, and its

@@ -16,8 +16,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 # Files a module reads at run time rather than importing.
 READS = {
-    "sandbox": ("sandbox_guard.py", "sandbox_stage.py", "sandbox_serve.py", "wire.py"),
-    "verdicts": ("judge.py", "wire.py", "programs.py"),
+    "sandbox_namespaces": (
+        "sandbox_guard.py",
+        "sandbox_stage.py",
+        "sandbox_serve.py",
+        "peer.py",
+        "wire.py",
+        "layouts.py",
+        "programs.py",
+    ),
+    "verdicts": ("judge.py", "peer.py", "wire.py", "layouts.py", "programs.py"),
     "report.claims": ("paper_claims.yaml",),
 }
 

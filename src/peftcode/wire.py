@@ -349,7 +349,9 @@ def _timezone(codec, rest, depth):
 
 DECODERS = {
     "none": lambda codec, rest, depth: None if not rest else codec.fail(),
-    "bool": lambda codec, rest, depth: rest[0] if len(rest) == 1 and isinstance(rest[0], bool) else codec.fail(),
+    "bool": lambda codec, rest, depth: (
+        rest[0] if len(rest) == 1 and isinstance(rest[0], bool) else codec.fail()
+    ),
     "int": _scalar(lambda text: int(text, 16)),
     "float": _scalar(float.fromhex),
     "str": _scalar(str),
