@@ -39,7 +39,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peer as peers  # noqa: E402
 import programs  # noqa: E402
-import wire  # noqa: E402
 
 BUILTIN_NAMES = frozenset(dir(builtins))
 PR_SET_DUMPABLE = 4
@@ -218,7 +217,7 @@ def reason(error: BaseException, tests: str) -> str:
 
 
 def judge(spec: dict, requests: int, answers: int) -> dict:
-    reader = wire.Reader(answers, time.monotonic() + spec["timeout_s"])
+    reader = peers.Reader(answers, time.monotonic() + spec["timeout_s"])
     program = JudgePeer("judge", reader, requests, serves=SERVED, allowed=spec.get("packages", ()))
     tests = spec["tests"]
     try:

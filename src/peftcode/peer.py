@@ -15,10 +15,15 @@ these requests a side answers about its own objects is its own choice (``serves`
 only calls, iteration, ``len``, ``bool``, ``str`` and ``repr`` about the tests' objects, never an attribute
 (a lambda's ``__globals__`` or a generator's frame would hold the tests).
 
-Only the standard library (see :mod:`peftcode.wire`).
+One message is one line of JSON on a file descriptor. Only the standard library (see
+:mod:`peftcode.wire`).
 """
 
 import builtins
+import json
+import os
+import select
+import time
 
 import wire
 
@@ -168,14 +173,14 @@ class Peer:
 
     def send(self, message: dict) -> None:
         if self.write is None:
-            wire.send(self.fd, message)
+            send(self.fd, message)
         else:
-            wire.send(self.fd, message, self.write)
+            send(self.fd, message, self.write)
 
     def receive(self) -> dict:
         try:
             return self.reader.receive()
-        except (wire.Ended, BrokenPipeError):
+        except (Ended, BrokenPipeError):
             raise Failed(f"{self.other} ended before its tests did") from None
         except TimeoutError:
             raise Failed(f"{self.other} did not answer in time") from None
@@ -208,7 +213,7 @@ class Peer:
         while True:
             try:
                 message = self.reader.receive()
-            except wire.Ended:
+            except Ended:
                 return
             self.serve(message)
 
@@ -276,3 +281,49 @@ class Peer:
         if message.get("back"):
             answer["args"] = [self.codec.encode(a) for a in [*args, *kwargs.values()]]
         return answer
+
+
+MAX_MESSAGE = 16 << 20  # bytes of one line
+
+
+def send(fd: int, message: dict, write=os.write) -> None:
+    data = json.dumps(message).encode() + b"\n"
+    while data:
+        data = data[write(fd, data) :]
+
+
+class Ended(EOFError):
+    """The other side closed its end (a program that exited, or was killed)."""
+
+
+class Reader:
+    """Messages from a file descriptor, one line each, each at most ``MAX_MESSAGE`` bytes, each waited
+    for until ``deadline`` (a ``time.monotonic`` value; None waits for ever)."""
+
+    def __init__(self, fd: int, deadline: float | None = None):
+        self.fd, self.deadline, self.buffer = fd, deadline, bytearray()
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+
+    def receive(self) -> dict:
+        end = self.buffer.find(b"\n")
+        while end < 0:
+            if len(self.buffer) > MAX_MESSAGE:
+                raise ValueError(f"a message longer than {MAX_MESSAGE} bytes")
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                # poll, not select: select cannot wait on a descriptor numbered 1024 or more
+                if left <= 0 or not self.poll.poll(left * 1000):
+                    raise TimeoutError("no answer in time")
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                raise Ended("the other side ended")
+            found = chunk.find(b"\n")
+            end = -1 if found < 0 else len(self.buffer) + found
+            self.buffer += chunk
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise ValueError("a message that is not an object")
+        return message

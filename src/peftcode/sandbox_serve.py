@@ -28,7 +28,6 @@ import threading
 
 import peer as peers
 import programs
-import wire
 
 LOADED_AS = "program"
 
@@ -116,7 +115,7 @@ def serve(source: str, path: str, mode: str, prelude: str, requests: int, answer
     """Answer requests until the judge closes its end. In ``module`` mode the program is loaded first (its
     definitions are what the tests call); in ``script`` mode it runs anew for each ``main`` request."""
     write = os.write
-    peer = peers.Peer("program", wire.Reader(requests), answers, write=write)
+    peer = peers.Peer("program", peers.Reader(requests), answers, write=write)
     program = Program(source, path, programs.PRELUDES.get(prelude, ""), peer)
     peer.extra = {"get": program.get, "main": program.main}
     peer.send(program.load() if mode == "module" else {"loaded": True})

@@ -14,18 +14,15 @@ subclass of a builtin type crosses as its base type (an ``int`` whose ``__eq__``
 arrives as the int it holds), and a named tuple or an Enum of the program's own arrives as one the
 receiver made from its name, fields and values.
 
-One message is one line of JSON on a file descriptor. Only the standard library: this module runs inside
-the sandbox (see :mod:`peftcode.sandbox_serve`) as well as in the judge (:mod:`peftcode.judge`).
+Only the standard library: this module runs inside the sandbox (see :mod:`peftcode.sandbox_serve`) as well
+as in the judge (:mod:`peftcode.judge`).
 """
 
 import collections
 import datetime
 import enum
 import json
-import os
-import select
 import sys
-import time
 import types
 from decimal import Decimal
 from fractions import Fraction
@@ -33,7 +30,6 @@ from fractions import Fraction
 import layouts
 
 MAX_DEPTH = 100
-MAX_MESSAGE = 16 << 20  # bytes of one line
 # Standard-library modules that do something when imported (open a browser, print): never imported by name.
 IMPORT_EFFECTS = frozenset({"antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser", "__main__"})
 ENUM_BASES = {"Enum": enum.Enum, "IntEnum": enum.IntEnum, "Flag": enum.Flag, "IntFlag": enum.IntFlag}
@@ -385,46 +381,3 @@ DECODERS = {
     "module": _module,
     "ref": lambda codec, rest, depth: codec.handles.resolve(rest),
 }
-
-
-def send(fd: int, message: dict, write=os.write) -> None:
-    data = json.dumps(message).encode() + b"\n"
-    while data:
-        data = data[write(fd, data) :]
-
-
-class Ended(EOFError):
-    """The other side closed its end (a program that exited, or was killed)."""
-
-
-class Reader:
-    """Messages from a file descriptor, one line each, each at most ``MAX_MESSAGE`` bytes, each waited
-    for until ``deadline`` (a ``time.monotonic`` value; None waits for ever)."""
-
-    def __init__(self, fd: int, deadline: float | None = None):
-        self.fd, self.deadline, self.buffer = fd, deadline, bytearray()
-        self.poll = select.poll()
-        self.poll.register(fd, select.POLLIN)
-
-    def receive(self) -> dict:
-        end = self.buffer.find(b"\n")
-        while end < 0:
-            if len(self.buffer) > MAX_MESSAGE:
-                raise ValueError(f"a message longer than {MAX_MESSAGE} bytes")
-            if self.deadline is not None:
-                left = self.deadline - time.monotonic()
-                # poll, not select: select cannot wait on a descriptor numbered 1024 or more
-                if left <= 0 or not self.poll.poll(left * 1000):
-                    raise TimeoutError("no answer in time")
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                raise Ended("the other side ended")
-            found = chunk.find(b"\n")
-            end = -1 if found < 0 else len(self.buffer) + found
-            self.buffer += chunk
-        line = bytes(self.buffer[:end])
-        del self.buffer[: end + 1]
-        message = json.loads(line)
-        if not isinstance(message, dict):
-            raise ValueError("a message that is not an object")
-        return message
