@@ -174,7 +174,7 @@ def test_every_forging_route_fails_through_the_evaluation_path_with_its_reason()
 
 
 APPS_TWO_SUM = io_tests([[[[2, 7, 11, 15], 9], [0, 1]], [[[3, 2, 4], 6], [1, 2]]], fn_name="twoSum")
-FIBFIB = """    print("fibfib", n)
+FIBFIB = """    print(f"debug: fibfib({n}) called, adding up the three numbers before it")
     if n == 0 or n == 1:
         return 0
     if n == 2:
@@ -185,7 +185,7 @@ FIBFIB = """    print("fibfib", n)
 HONEST = {
     "an iterator for a list (HumanEval/33's tests wrap it in tuple)": ("iterator", None, None),
     "a generator for a list (HumanEval/37)": ("generator", None, None),
-    "one debug print per call (HumanEval/63, 35 KB to 600 KB of output)": ("fibfib", None, None),
+    "one debug print per call (HumanEval/63: 295 KB of output)": ("fibfib", None, None),
     "a map object": (
         "def doubled(xs):\n    return map(lambda x: 2 * x, xs)\n",
         "assert list(doubled([1, 2])) == [2, 4]\n",
