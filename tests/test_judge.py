@@ -304,3 +304,84 @@ def test_an_iterator_is_consumed_as_the_tests_consume_it():
     outcome = run_submissions([Submission(code, tests, ("numbers",))], 1, LIMITS)[0]
     assert outcome.passed, outcome
     assert plain_verdict(code, tests)
+
+
+# A fresh attacker's findings (each through the real path). The program may rewrite its own side of the
+# wire, so it can send the judge any tag: RAW makes its encoder send a Raw value's tags as they are.
+RAW = """
+import sys
+_wire = sys.modules["wire"]
+_encode = _wire.Codec.encode
+class Raw:
+    def __init__(self, tags):
+        self.tags = tags
+def encode(self, value, depth=0):
+    return value.tags if type(value) is Raw else _encode(self, value, depth)
+_wire.Codec.encode = encode
+"""
+FOUND_FORGERIES = {
+    "a module's __main__ the judge would import (venv's creates environments)": (
+        RAW + "def f(x):\n    return Raw(['module', 'venv.__main__'])\n",
+        "assert f(1) == 2\n",
+    ),
+    "a submodule the judge has not imported": (
+        RAW + "def f(x):\n    return Raw(['module', 'lib2to3.main'])\n",
+        "assert f(1) == 2\n",
+    ),
+    "a standard-library class the tests then call with their arguments (writes a file)": (
+        RAW + "f = Raw(['name', 'sqlite3', 'Connection'])\n",
+        "assert f('created_by_sqlite') == 1\n",
+    ),
+    "a logging handler as the task's function": (
+        RAW + "f = Raw(['name', 'logging', 'FileHandler'])\n",
+        "assert f('created_by_filehandler') == 1\n",
+    ),
+    "an object of its own under a module's name the tests use": (
+        "def volume_cone(r, h):\n    return 0\nclass Lenient:\n"
+        "    def isclose(self, *a, **k):\n        return True\nmath = Lenient()\n",
+        "assert math.isclose(volume_cone(5, 12), 314.15926535897927, rel_tol=0.001)\n",
+    ),
+}
+FOUND_HONEST = {
+    "a set the tests pass keeps its order": (
+        "def size(s):\n    return len(s)\n",
+        "s = set(range(-3, 4))\nbefore = list(s)\nassert size(s) == 7\nassert list(s) == before\n",
+    ),
+    "an array the tests pass, indexed": (
+        "def first(a):\n    return a[0] + a.count(0)\n",
+        "import array\nassert first(array.array('i', [5, 0, 0])) == 7\n",
+    ),
+    "dict views and memoryviews returned": (
+        "def keys(d):\n    return d.keys()\ndef view(b):\n    return memoryview(b)\n",
+        "assert keys({'a': 1, 'b': 2}) == {'a', 'b'}\nassert view(b'ab') == b'ab'\n",
+    ),
+    "a value nested 150 deep": (
+        "def nest(n):\n    v = []\n    for _ in range(n):\n        v = [v]\n    return v\n",
+        "v = nest(150)\nfor _ in range(150):\n    v = v[0]\nassert v == []\n",
+    ),
+    "the program uses the math module, the tests too without importing it": (
+        "import math\ndef area(r):\n    return math.pi * r * r\n",
+        "assert math.isclose(area(2), 12.566370614359172)\n",
+    ),
+    "an object of the tests' own class, its attributes read by the program": (
+        "def total(node):\n    n = 0\n    while node:\n"
+        "        n, node = n + node.val, node.next\n    return n\n",
+        "class Node:\n    def __init__(self, val, next=None):\n        self.val, self.next = val, next\n"
+        "assert total(Node(1, Node(2, Node(3)))) == 6\n",
+    ),
+}
+
+
+def test_what_a_fresh_attacker_found_fails_and_what_it_broke_passes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the judge runs: nothing may appear there
+    forged = [Submission(code, tests, ("f",)) for code, tests in FOUND_FORGERIES.values()]
+    forged[-1] = Submission(
+        *FOUND_FORGERIES["an object of its own under a module's name the tests use"], ("volume_cone",)
+    )
+    for name, outcome in zip(FOUND_FORGERIES, run_submissions(forged, 2, LIMITS), strict=True):
+        assert outcome.status == "failed", (name, outcome)
+    assert list(tmp_path.iterdir()) == []
+    honest = [Submission(code, tests) for code, tests in FOUND_HONEST.values()]
+    for name, case, outcome in zip(FOUND_HONEST, honest, run_submissions(honest, 2, LIMITS), strict=True):
+        assert plain_verdict(case.code, case.tests), f"{name}: plain Python fails it"
+        assert outcome.passed, (name, outcome.status, outcome.reason)

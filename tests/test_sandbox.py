@@ -140,7 +140,9 @@ def native_attacks(outside: Path, secret: Path, victim: int, ports: dict) -> dic
         "read the project": f"print(open('{REPO / 'pyproject.toml'}').read())",
         "see what the user's home holds": f"assert any(os.path.lexists(p) for p in {home_entries()!r})",
         "read another process's memory map": f"print(open('/proc/{evaluator}/maps').read())",
-        "find an earlier program's folder": "assert os.listdir('/sandbox') != ['program.py']",
+        "find an earlier program's folder": (
+            "assert sorted(os.listdir('/sandbox')) != ['.shm', 'program.py'] or os.listdir('/dev/shm')"
+        ),
         # other processes
         "stop the evaluator": f"assert libc.kill({evaluator}, {int(signal.SIGSTOP)}) == 0",
         "kill a process of the same user": f"assert libc.kill({victim}, {int(signal.SIGKILL)}) == 0",

@@ -29,6 +29,7 @@ RERUNS = {
     "peer": {"evaluate"},
     "wire": {"evaluate"},
     "layouts": {"evaluate"},
+    "rebuild": {"evaluate"},
     "verdicts": {"evaluate"},
     "finetune": {"finetune"},  # the training loop: no inference of its own
     "methods": {"finetune"},

@@ -34,6 +34,7 @@ import resource
 import sys
 import time
 import traceback
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,14 +44,20 @@ import programs  # noqa: E402
 BUILTIN_NAMES = frozenset(dir(builtins))
 PR_SET_DUMPABLE = 4
 ProgramFailed = peers.Failed
-# What the program may ask of the tests' objects: never an attribute or an item (see above).
-SERVED = {"call", "iter", "next", "len", "bool", "str", "repr"}
+# What the program may ask of the tests' objects: calls, items, iteration and what they print; an attribute
+# only of an object of a class the tests define (a linked list's node), never of a function, generator,
+# frame or module (a lambda's __globals__, a generator's gi_frame hold the tests).
+SERVED = {"call", "getitem", "getattr", "iter", "next", "len", "bool", "str", "repr"}
 
 
 class JudgePeer(peers.Peer):
     """Calls of the program's functions bring back their arguments as the call left them."""
 
     arguments_back = True
+
+    @staticmethod
+    def attribute_allowed(target) -> bool:
+        return type(target).__module__ == "tests"
 
     def after_call(self, given: list, answer: dict) -> None:
         left = answer.get("args")
@@ -84,7 +91,7 @@ def changed_in_place(given, left) -> None:
                 changed_in_place(inner, after)
             elif not (inner is after or inner == after):
                 given[key] = after
-    elif isinstance(given, dict | set):
+    elif isinstance(given, dict | set) and given != left:  # an unchanged set keeps its order
         given.clear()
         given.update(left)
 
@@ -93,9 +100,9 @@ class TestNamespace(dict):
     """The tests' globals: their own definitions, the program's names the task asks for, Python's
     builtins, then anything else the program defines."""
 
-    def __init__(self, program: peers.Peer):
+    def __init__(self, program: peers.Peer, modules_only=frozenset()):
         super().__init__(__name__="tests", __builtins__=builtins)
-        self.program = program
+        self.program, self.modules_only = program, modules_only
 
     def fetch(self, name: str):
         """The program's value for ``name``; KeyError where it defines none."""
@@ -108,6 +115,10 @@ class TestNamespace(dict):
         if name in BUILTIN_NAMES or name.startswith("__"):
             raise KeyError(name)
         value = self.fetch(name)
+        # ``math.isclose(...)`` with the program's ``math``: the judge's own module of that name, never an
+        # object of the program's that would decide the comparison.
+        if name in self.modules_only and not isinstance(value, types.ModuleType):
+            raise ProgramFailed(f"the tests use {name} as a module, and the program's {name} is not one")
         self[name] = value
         return value
 
@@ -157,7 +168,9 @@ def run_code_tests(program: peers.Peer, tests: str, names: list[str]) -> None:
     tree = ast.parse(tests)
     declared = [node.name for node in tree.body if is_declaration(node)]
     tree.body = [node for node in tree.body if not is_declaration(node)]
-    namespace = TestNamespace(program)
+    bases = {node.value.id for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}  # fmt: skip
+    namespace = TestNamespace(program, frozenset(bases - set(names) - set(declared)))
     # What the tests define with a body stays theirs (HumanEval's poly, from the prompt).
     own = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef
            | ast.ClassDef)}  # fmt: skip
@@ -239,6 +252,7 @@ def main() -> None:
     # run without isolation is one).
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     requests, answers = int(sys.argv[1]), int(sys.argv[2])
+    sys.setrecursionlimit(peers.RECURSION)
     spec = json.load(sys.stdin)
     for name, value in spec["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))

@@ -27,6 +27,8 @@ import time
 
 import wire
 
+# Values nest up to wire.MAX_DEPTH, each level a few frames on either side.
+RECURSION = 5000
 ALL_OPERATIONS = frozenset({"call", "getattr", "getitem", "iter", "next", "len", "bool", "str", "repr"})
 # Exceptions a side may raise to the other, rebuilt by the names of its class and bases; not those that
 # steer iteration (a StopIteration raised into map() or all() would end it as if it were done).
@@ -241,6 +243,11 @@ class Peer:
 
     arguments_back = False  # whether a call's answer holds its arguments as the call left them
 
+    @staticmethod
+    def attribute_allowed(target) -> bool:
+        """Whether this side answers an attribute of its ``target`` (the judge's choice, see judge.py)."""
+        return True
+
     def after_call(self, given: list, answer: dict) -> None:
         """What this side does with the arguments a call of the other side's left (nothing here)."""
 
@@ -262,7 +269,7 @@ class Peer:
                 return {"stop": True}
         if op == "getattr":
             name = str(message.get("name"))
-            if name.startswith("__"):
+            if name.startswith("_") or not self.attribute_allowed(target):
                 raise AttributeError(name)
             return {"value": self.codec.encode(getattr(target, name))}
         if op == "getitem":
@@ -283,7 +290,7 @@ class Peer:
         return answer
 
 
-MAX_MESSAGE = 16 << 20  # bytes of one line
+MAX_MESSAGE = 64 << 20  # bytes of one line: a list of about 5 million ints
 
 
 def send(fd: int, message: dict, write=os.write) -> None:

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 STAGE, GUARD = HERE / "sandbox_stage.py", HERE / "sandbox_guard.py"
 # Paths inside the sandbox; the program's side of a tested run lies beside the guard.
 WORKDIR, GUARD_INSIDE, FILTER_INSIDE = "/sandbox", "/run/peftcode/guard.py", "/run/peftcode/filter.bpf"
-SERVING = ("sandbox_serve.py", "peer.py", "wire.py", "layouts.py", "programs.py")
+SERVING = ("sandbox_serve.py", "peer.py", "wire.py", "rebuild.py", "layouts.py", "programs.py")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 # Where the stage lays the tmpfs of paths to bind, in its own mount namespace only (see sandbox_stage).
 STAGING = "/dev/shm"
@@ -142,7 +142,10 @@ def _libraries(files: list[str]) -> set[str]:
 @cache
 def runtime(packages: tuple[str, ...] = ()) -> Runtime:
     interpreter = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-    stdlib = {os.path.realpath(sysconfig.get_path(key)) for key in ("stdlib", "platstdlib")}
+    # The base interpreter's own standard library, never a folder of a virtual environment's.
+    base = {"base": sys.base_prefix, "installed_base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    base["installed_platbase"] = sys.base_exec_prefix
+    stdlib = {os.path.realpath(sysconfig.get_path(key, vars=base)) for key in ("stdlib", "platstdlib")}
     masked = sorted(
         os.path.join(folder, name) for folder in stdlib for name in ("site-packages", "dist-packages")
         if os.path.isdir(os.path.join(folder, name))

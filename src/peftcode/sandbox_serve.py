@@ -115,6 +115,7 @@ def serve(source: str, path: str, mode: str, prelude: str, requests: int, answer
     """Answer requests until the judge closes its end. In ``module`` mode the program is loaded first (its
     definitions are what the tests call); in ``script`` mode it runs anew for each ``main`` request."""
     write = os.write
+    sys.setrecursionlimit(peers.RECURSION)
     peer = peers.Peer("program", peers.Reader(requests), answers, write=write)
     program = Program(source, path, programs.PRELUDES.get(prelude, ""), peer)
     peer.extra = {"get": program.get, "main": program.main}

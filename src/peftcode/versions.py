@@ -25,7 +25,7 @@ READS = {
         "layouts.py",
         "programs.py",
     ),
-    "verdicts": ("judge.py", "peer.py", "wire.py", "layouts.py", "programs.py"),
+    "verdicts": ("judge.py", "peer.py", "wire.py", "rebuild.py", "layouts.py", "programs.py"),
     "report.claims": ("paper_claims.yaml",),
 }
 

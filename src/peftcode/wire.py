@@ -4,20 +4,22 @@ A value crosses as JSON with a tag per type, and arrives as the same type with t
 bools, ints and floats (in hex, exact at any size), complex numbers, fractions, decimals, strings, bytes,
 bytearrays; lists, tuples, dicts, sets and frozensets (a set in the order it iterates, see
 :mod:`peftcode.layouts`); named tuples, Counters, OrderedDicts, defaultdicts and deques; ranges, slices,
-dates, times, datetimes, timedeltas and fixed time zones; Enum members; numpy's scalars and arrays of
-plain dtypes; builtin and standard-library types, functions and modules, by name. Anything else (a
+dates, times, datetimes, timedeltas and fixed time zones; arrays, memoryviews and dict views; Enum
+members; numpy's scalars and arrays of plain dtypes; builtin and standard-library types, functions and
+modules, by name. Anything else (a
 function of the program's own, a generator, an object of its own class, a lambda of the tests) stays
 where it lives and crosses as a handle: the other side gets a stand-in (:mod:`peftcode.peer`).
 
 The receiving side rebuilds every value itself, from the tags, under limits of depth and size: a
 subclass of a builtin type crosses as its base type (an ``int`` whose ``__eq__`` says yes to everything
 arrives as the int it holds), and a named tuple or an Enum of the program's own arrives as one the
-receiver made from its name, fields and values.
+receiver made from its name, fields and values (:mod:`peftcode.rebuild`).
 
 Only the standard library: this module runs inside the sandbox (see :mod:`peftcode.sandbox_serve`) as well
 as in the judge (:mod:`peftcode.judge`).
 """
 
+import array
 import collections
 import datetime
 import enum
@@ -28,12 +30,9 @@ from decimal import Decimal
 from fractions import Fraction
 
 import layouts
+from rebuild import DECODERS, ENUM_BASES, NAMED_FUNCTIONS, TAKEN_TYPES, named
 
-MAX_DEPTH = 100
-# Standard-library modules that do something when imported (open a browser, print): never imported by name.
-IMPORT_EFFECTS = frozenset({"antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser", "__main__"})
-ENUM_BASES = {"Enum": enum.Enum, "IntEnum": enum.IntEnum, "Flag": enum.Flag, "IntFlag": enum.IntFlag}
-NAMED_FUNCTIONS = (types.BuiltinFunctionType, types.BuiltinMethodType)
+MAX_DEPTH = 250
 
 
 class CannotCross(TypeError):
@@ -42,36 +41,6 @@ class CannotCross(TypeError):
 
 def hex_int(value) -> str:
     return format(int.__index__(value), "x")
-
-
-def importable(module: str, allowed=frozenset()) -> bool:
-    top = module.split(".")[0]
-    return (top in sys.stdlib_module_names or top in allowed) and top not in IMPORT_EFFECTS
-
-
-def named(value) -> tuple[str, str] | None:
-    """(module, qualified name) under which ``value`` (a type or builtin function) is found again, if it
-    is the standard library's or Python's own."""
-    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(name, str) or not importable(module):
-        return None
-    found = sys.modules.get(module)
-    for part in name.split("."):
-        found = getattr(found, part, None)
-    return (module, name) if found is value else None
-
-
-def look_up(module: str, name: str, allowed=frozenset()):
-    if not (isinstance(module, str) and isinstance(name, str) and importable(module, allowed)):
-        raise ValueError(f"not a name to look up: {module!r:.60} {name!r:.60}")
-    import importlib
-
-    found = importlib.import_module(module)
-    for part in name.split("."):
-        if part.startswith("__"):
-            raise ValueError(f"not a name to look up: {name!r:.60}")
-        found = getattr(found, part)
-    return found
 
 
 class Codec:
@@ -85,6 +54,9 @@ class Codec:
         # (the tests could call it: ``os._exit``, ``setattr``).
         self.sent_by_name = (type, *NAMED_FUNCTIONS) if judge else (type,)
         self.taken_by_name = (type,) if judge else (type, *NAMED_FUNCTIONS)
+        # Where the judge takes a type the program names from: Python's builtins (``int``), and Enums of
+        # the standard library's modules it has imported (``re.RegexFlag``), whose calls do nothing.
+        self.named_from = TAKEN_TYPES if judge else None
         self.rebuilt_classes: dict = {}  # the other side's named tuples and Enums, made here once each
         self.origins: dict = {}  # a class made here -> its handle on the other side
 
@@ -154,6 +126,13 @@ class Codec:
         return None
 
     def encode_other(self, value, inner: int):
+        view = VIEWS.get(type(value))
+        if view is not None:
+            return [view, self.items(value, inner)]
+        if isinstance(value, array.array):
+            return ["array", value.typecode, self.items(array.array.tolist(value), inner)]
+        if isinstance(value, memoryview):
+            return ["memoryview", memoryview.tobytes(value).hex()]
         if isinstance(value, range):
             return ["range", *(hex_int(v) for v in (value.start, value.stop, value.step))]
         if isinstance(value, slice):
@@ -239,145 +218,9 @@ class Codec:
         return self.rebuilt_classes[ident]
 
 
+VIEWS = {type({}.keys()): "keys", type({}.values()): "values", type({}.items()): "items"}
+
+
 def is_named_tuple(kind: type) -> bool:
     fields = getattr(kind, "_fields", None)
     return kind is not tuple and isinstance(fields, tuple) and all(isinstance(f, str) for f in fields)
-
-
-def identifier(text) -> str:
-    if not isinstance(text, str) or not text.isidentifier() or text.startswith("_"):
-        raise ValueError(f"not a name: {text!r:.60}")
-    return text
-
-
-def _scalar(parse):
-    def decode(codec, rest, depth):
-        (text,) = rest
-        if not isinstance(text, str):
-            raise ValueError("not a plain value")
-        return parse(text)
-
-    return decode
-
-
-def _named_tuple(codec, rest, depth):
-    key, name, fields, items = rest
-    fields = [identifier(field) for field in fields]
-    kind = codec.rebuilt_class(key, lambda: collections.namedtuple(identifier(name), fields))
-    return kind(*codec.decoded_items(items, depth))
-
-
-def _enum(codec, rest, depth):
-    key, name, base, members, member = rest
-    values = [(identifier(n), codec.decode(v, depth)) for n, v in codec.raw_pairs(members)]
-    kind = codec.rebuilt_class(key, lambda: ENUM_BASES[base](identifier(name), values))
-    return kind[identifier(member)]
-
-
-def _member(codec, rest, depth):
-    where, name = rest
-    kind = codec.decode(where, depth)
-    if not (isinstance(kind, type) and issubclass(kind, enum.Enum)):
-        raise ValueError("not an Enum")
-    return kind[identifier(name)]
-
-
-def _set(kind):
-    def decode(codec, rest, depth):
-        size, slots, items = rest
-        return layouts.rebuild(kind, codec.decoded_items(items, depth), size, slots)
-
-    return decode
-
-
-def _numpy(codec, rest, depth, array=False):
-    import numpy
-
-    if array:
-        dtype, shape, data = rest
-        kind = numpy.dtype(dtype)
-        if kind.hasobject or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise ValueError("not a plain array")
-        return numpy.frombuffer(bytes.fromhex(data), dtype=kind).reshape(shape).copy()
-    dtype, data = rest
-    kind = numpy.dtype(dtype)
-    if kind.hasobject:
-        raise ValueError("not a plain scalar")
-    return numpy.frombuffer(bytes.fromhex(data), dtype=kind)[0]
-
-
-def _name(codec, rest, depth):
-    found = look_up(*rest, codec.allowed)
-    wanted = codec.taken_by_name
-    if not isinstance(found, wanted):
-        raise ValueError(f"a name that is not a {' or '.join(kind.__name__ for kind in wanted)}")
-    return found
-
-
-def _module(codec, rest, depth):
-    (name,) = rest
-    if not importable(name, codec.allowed):
-        raise ValueError(f"a module that cannot be passed: {name!r:.60}")
-    import importlib
-
-    return importlib.import_module(name)
-
-
-def _deque(codec, rest, depth):
-    maxlen, items = rest
-    if maxlen is not None and not isinstance(maxlen, int):
-        raise ValueError("not a deque")
-    return collections.deque(codec.decoded_items(items, depth), maxlen)
-
-
-def _defaultdict(codec, rest, depth):
-    factory, pairs = rest
-    made = collections.defaultdict(codec.decode(factory, depth))
-    made.update(codec.decoded_pairs(pairs, depth))
-    return made
-
-
-def _timezone(codec, rest, depth):
-    offset, name = rest
-    offset = codec.decode(offset, depth)
-    return datetime.timezone(offset) if name is None else datetime.timezone(offset, str(name))
-
-
-DECODERS = {
-    "none": lambda codec, rest, depth: None if not rest else codec.fail(),
-    "bool": lambda codec, rest, depth: (
-        rest[0] if len(rest) == 1 and isinstance(rest[0], bool) else codec.fail()
-    ),
-    "int": _scalar(lambda text: int(text, 16)),
-    "float": _scalar(float.fromhex),
-    "str": _scalar(str),
-    "bytes": _scalar(bytes.fromhex),
-    "bytearray": _scalar(bytearray.fromhex),
-    "decimal": _scalar(Decimal),
-    "complex": lambda codec, rest, depth: complex(float.fromhex(rest[0]), float.fromhex(rest[1])),
-    "fraction": lambda codec, rest, depth: Fraction(int(rest[0], 16), int(rest[1], 16)),
-    "list": lambda codec, rest, depth: codec.decoded_items(rest[0], depth),
-    "tuple": lambda codec, rest, depth: tuple(codec.decoded_items(rest[0], depth)),
-    "set": _set(set),
-    "frozenset": _set(frozenset),
-    "dict": lambda codec, rest, depth: dict(codec.decoded_pairs(rest[0], depth)),
-    "counter": lambda codec, rest, depth: collections.Counter(dict(codec.decoded_pairs(rest[0], depth))),
-    "ordereddict": lambda codec, rest, depth: collections.OrderedDict(codec.decoded_pairs(rest[0], depth)),
-    "defaultdict": _defaultdict,
-    "deque": _deque,
-    "namedtuple": _named_tuple,
-    "enum": _enum,
-    "member": _member,
-    "range": lambda codec, rest, depth: range(*(int(part, 16) for part in rest)),
-    "slice": lambda codec, rest, depth: slice(*codec.decoded_items(rest[0], depth)),
-    "date": _scalar(datetime.date.fromisoformat),
-    "datetime": _scalar(datetime.datetime.fromisoformat),
-    "time": _scalar(datetime.time.fromisoformat),
-    "timedelta": lambda codec, rest, depth: datetime.timedelta(*(int(part) for part in rest)),
-    "timezone": _timezone,
-    "numpy": _numpy,
-    "ndarray": lambda codec, rest, depth: _numpy(codec, rest, depth, array=True),
-    "name": _name,
-    "module": _module,
-    "ref": lambda codec, rest, depth: codec.handles.resolve(rest),
-}
