@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import peftcode.sandbox_namespaces as namespaces
 from peftcode.sandbox import Limits, isolation_problem, run_program, run_programs
 from peftcode.sandbox_namespaces import GUARD_INSIDE
 from peftcode.verdicts import Submission, run_submissions
@@ -305,9 +306,41 @@ def payload_program(outside: Path, folder: Path) -> str | None:
     )
 
 
+# The uids this module's sandboxes ran under (as the host sees them): what tells its processes apart from
+# another evaluation's on the same machine, once a sandbox outlives the process that started it.
+DRAWN: set[int] = set()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def drawn_ids():
+    original = namespaces.identity
+
+    def recording():
+        ids = original()
+        DRAWN.add(ids["subordinate"]["uid"] if ids["subordinate"] else ids["uid"])
+        return ids
+
+    namespaces.identity = recording
+    yield
+    namespaces.identity = original
+
+
+def started_here(process: psutil.Process, descendants: set[int]) -> bool:
+    """A process this test process started, or one running under a uid its sandboxes drew."""
+    if process.pid in descendants:
+        return True
+    try:
+        return process.uids().real in DRAWN
+    except psutil.Error:
+        return False
+
+
 def our_sandboxes() -> list[psutil.Process]:
     found = []
+    descendants = {p.pid for p in psutil.Process().children(recursive=True)}
     for process in psutil.process_iter(["cmdline"]):
+        if not started_here(process, descendants):
+            continue
         command = process.info["cmdline"] or []
         if any("guard.py" in part or "sandbox_stage" in part for part in command):
             found.append(process)
@@ -694,12 +727,13 @@ def test_the_hosts_own_asynchronous_io_works_while_a_program_tries_to_hold_the_q
 
 def _leftovers(ancestor: int) -> list[str]:
     """Processes of a sandbox or judge that outlived their run: among ``ancestor``'s descendants, or
-    orphans left to PID 1 (zombies included, which have a name but no command line)."""
+    orphans under a uid this module's sandboxes drew (zombies included, which have a name but no command
+    line); never another evaluation's."""
     found = []
     descendants = {p.pid for p in psutil.Process(ancestor).children(recursive=True)}
     for process in psutil.process_iter(["pid", "ppid", "name", "cmdline", "status"]):
         info = process.info
-        ours = info["pid"] in descendants or info["ppid"] == 1
+        ours = started_here(process, descendants)
         command = " ".join(info["cmdline"] or [])
         if ours and (info["name"] == "bwrap" or "guard.py" in command or "judge.py" in command):
             found.append(f"{info['pid']} {info['name']} {info['status']} {command[:80]}")
@@ -724,3 +758,26 @@ def test_no_process_is_left_behind_after_a_timeout_or_the_output_limit(workroot)
         assert run().status == expected
         # At once: a zombie under PID 1 lingers until PID 1 reaps it, which some never do.
         assert _leftovers(os.getpid()) == []
+
+
+def test_another_evaluation_on_the_machine_is_none_of_this_suites_business(workroot, tmp_path):
+    """Another study's evaluation runs beside this one (started apart: not a descendant of this process,
+    its sandboxes under uids of their own): the checks of what this suite left behind do not see it."""
+    foreign = (
+        "from peftcode.sandbox import Limits, run_programs\n"
+        "run_programs(['import time\\ntime.sleep(8)\\n'] * 2, 2, Limits(timeout_s=20))\n"
+    )
+    marker = tmp_path / "started"
+    subprocess.run(
+        ["setsid", "-f", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()\n{foreign}"],
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not [
+        p for p in psutil.process_iter(["cmdline"]) if "/run/peftcode/guard.py" in (p.info["cmdline"] or [])
+    ]:
+        time.sleep(0.1)  # fmt: skip
+    assert marker.exists()
+    assert run_program("print('ok')\n", LIMITS).completed
+    assert our_sandboxes() == [] and _leftovers(os.getpid()) == []
