@@ -385,3 +385,64 @@ def test_what_a_fresh_attacker_found_fails_and_what_it_broke_passes(tmp_path, mo
     for name, case, outcome in zip(FOUND_HONEST, honest, run_submissions(honest, 2, LIMITS), strict=True):
         assert plain_verdict(case.code, case.tests), f"{name}: plain Python fails it"
         assert outcome.passed, (name, outcome.status, outcome.reason)
+
+
+# A second fresh attacker's findings: a forgery through the fallback's builtins (no reference to name the
+# task), and honest programs the judge failed.
+SECOND_FORGERY = (
+    "def abs(x):\n    return 0\ndef max(xs):\n    return -1\n",
+    "assert abs(max([1.0, 2.5]) - 2.5) < 1e-9\nassert abs(max([3.0]) - 3.0) < 1e-9\n",
+)
+SECOND_HONEST = {
+    "a module the tests import, used by the program": (
+        "def area(r):\n    return math.pi * r * r\n",
+        "import math\nassert math.isclose(area(1), math.pi)\n",
+    ),
+    "a global of the program's, read after a call changed it": (
+        "counter = 0\ndef inc():\n    global counter\n    counter += 1\n",
+        "assert counter == 0\ninc()\nassert counter == 1\n",
+    ),
+    "one row twice in a grid, changed in place": (
+        "def mark(g):\n    g[0][0] = 1\n",
+        "g = [[0] * 2] * 2\nmark(g)\nassert g == [[1, 0], [1, 0]]\n",
+    ),
+    "one list passed twice": (
+        "def app(a, b):\n    a.append(1)\n    return len(b)\n",
+        "x = []\nassert app(x, x) == 1\n",
+    ),
+    "a list that holds itself": (
+        "def cyc():\n    a = [1]\n    a.append(a)\n    return a\n",
+        "v = cyc()\nassert v[1] is v and v[0] == 1\n",
+    ),
+    "isinstance with the program's named tuple and class": (
+        "from collections import namedtuple\nPoint = namedtuple('Point', 'x y')\n"
+        "class Box:\n    pass\ndef mk(a, b):\n    return Point(a, b)\ndef box():\n    return Box()\n",
+        "assert isinstance(mk(1, 2), Point) and Point(1, 2) == mk(1, 2)\n"
+        "assert isinstance(box(), Box) and not isinstance(3, Box)\n",
+    ),
+    "an exception class of the program's, caught by name": (
+        "class Bad(Exception):\n    pass\ndef f(x):\n    raise Bad('no')\n",
+        "try:\n    f(1)\nexcept Bad as e:\n    assert str(e) == 'no'\nelse:\n    raise AssertionError\n",
+    ),
+    "the tests' lambda called from the program's threads": (
+        "from multiprocessing.pool import ThreadPool\n"
+        "def pmap(f, xs):\n    return ThreadPool(4).map(f, xs)\n",
+        "assert pmap(lambda x: x * 2, list(range(200))) == [x * 2 for x in range(200)]\n",
+    ),
+    "a value nested 300 deep": (
+        "def nest(n):\n    v = []\n    for _ in range(n):\n        v = [v]\n    return v\n",
+        "v = nest(300)\nfor _ in range(300):\n    v = v[0]\nassert v == []\n",
+    ),
+}
+
+
+def test_what_a_second_attacker_found_fails_and_what_it_broke_passes():
+    reference = "def max(xs):\n    return sorted(xs)[-1]\n"
+    code, tests = SECOND_FORGERY
+    generations = pd.DataFrame({"samples": [[code, reference]], "tests": [tests], "reference": [""]})
+    assert execution_metrics(generations, SETTINGS, workers=2)["passes"] == [1]  # abs stays Python's
+    assert plain_verdict(code, tests)  # where plain Python gives the program abs
+    cases = [Submission(c, t, tuple(task_names(c, t))) for c, t in SECOND_HONEST.values()]
+    for name, case, outcome in zip(SECOND_HONEST, cases, run_submissions(cases, 2, LIMITS), strict=True):
+        assert plain_verdict(case.code, case.tests), f"{name}: plain Python fails it"
+        assert outcome.passed, (name, outcome.status, outcome.reason)

@@ -47,7 +47,7 @@ ProgramFailed = peers.Failed
 # What the program may ask of the tests' objects: calls, items, iteration and what they print; an attribute
 # only of an object of a class the tests define (a linked list's node), never of a function, generator,
 # frame or module (a lambda's __globals__, a generator's gi_frame hold the tests).
-SERVED = {"call", "getitem", "getattr", "iter", "next", "len", "bool", "str", "repr"}
+SERVED = {"call", "getitem", "getattr", "iter", "next", "len", "bool", "str", "repr", "instancecheck"}
 
 
 class JudgePeer(peers.Peer):
@@ -60,12 +60,12 @@ class JudgePeer(peers.Peer):
         return type(target).__module__ == "tests"
 
     def after_call(self, given: list, answer: dict) -> None:
-        left = answer.get("args")
-        if left is None:
+        if answer.get("args") is None:
             return
         try:
+            left = self.codec.decode(answer["args"])
             for before, after in zip(given, left, strict=False):
-                changed_in_place(before, self.codec.decode(after))
+                changed_in_place(before, after)
         except Exception as error:
             raise ProgramFailed(f"the program's arguments came back unreadable: {error!r:.200}") from None
 
@@ -119,8 +119,9 @@ class TestNamespace(dict):
         # object of the program's that would decide the comparison.
         if name in self.modules_only and not isinstance(value, types.ModuleType):
             raise ProgramFailed(f"the tests use {name} as a module, and the program's {name} is not one")
-        self[name] = value
-        return value
+        if isinstance(value, peers.Remote | types.ModuleType | type):
+            self[name] = value  # a function, class or module: the same one at every use
+        return value  # a value is read anew at each use, as the program's global may change
 
 
 def is_declaration(node: ast.stmt) -> bool:
@@ -148,10 +149,19 @@ def builtins_under_test(tree: ast.Module) -> set[str]:
     for node in tree.body:
         used = {name.id for name in ast.walk(node) if isinstance(name, ast.Name)}
         if isinstance(node, ast.Assert) and used <= BUILTIN_NAMES:
+            # Not a builtin that wraps another call: ``abs(max(xs) - 2.5)`` asks for max, not abs.
             called = {call.func.id for call in ast.walk(node) if isinstance(call, ast.Call)
-                      and isinstance(call.func, ast.Name)}  # fmt: skip
+                      and isinstance(call.func, ast.Name) and not wraps_a_call(call)}  # fmt: skip
             claimed = called if claimed is None else claimed & called
     return claimed or set()
+
+
+def wraps_a_call(call: ast.Call) -> bool:
+    return any(
+        isinstance(inner, ast.Call)
+        for argument in [*call.args, *call.keywords]
+        for inner in ast.walk(argument)
+    )
 
 
 def bound_names(tree: ast.Module) -> set[str]:

@@ -19,20 +19,20 @@ One message is one line of JSON on a file descriptor. Only the standard library 
 :mod:`peftcode.wire`).
 """
 
-import builtins
 import json
 import os
 import select
+import threading
 import time
 
 import wire
+from rebuild import NOT_REBUILT, exception_class
 
 # Values nest up to wire.MAX_DEPTH, each level a few frames on either side.
-RECURSION = 5000
-ALL_OPERATIONS = frozenset({"call", "getattr", "getitem", "iter", "next", "len", "bool", "str", "repr"})
-# Exceptions a side may raise to the other, rebuilt by the names of its class and bases; not those that
-# steer iteration (a StopIteration raised into map() or all() would end it as if it were done).
-NOT_REBUILT = (StopIteration, StopAsyncIteration, BaseExceptionGroup)
+RECURSION = 12000
+ALL_OPERATIONS = frozenset(
+    {"call", "getattr", "getitem", "iter", "next", "len", "bool", "str", "repr", "instancecheck"}
+)
 
 
 class Failed(BaseException):
@@ -46,25 +46,13 @@ def error(exception: BaseException) -> dict:
     return {"error": [type(exception).__name__, str(exception)[:1000], bases]}
 
 
-class RemoteError(Exception):
-    """An exception the other side raised, of a class that is not a builtin one."""
-
-
-def rebuilt(error) -> Exception:
-    """The other side's exception, of a class named as its own, subclassing the first builtin exception
-    among its bases, with its message."""
-    kind, message, bases = (list(error) + ["", "", []])[:3] if isinstance(error, list) else ("", "", [])
-    kind, message = str(kind)[:100], str(message)
-    base = RemoteError
-    for name in [kind, *(bases if isinstance(bases, list) else [])]:
-        found = getattr(builtins, str(name), None)
-        if isinstance(found, type) and issubclass(found, Exception) and not issubclass(found, NOT_REBUILT):
-            base = found
-            break
-    name = kind if kind.isidentifier() else "RemoteError"
-    cls = type(name, (base,), {"__init__": Exception.__init__, "__str__": lambda self: self.args[0]})
-    exception = cls(message)
-    exception.add_note(f"raised on the other side as {kind}")
+def rebuilt(error, kind: type | None = None) -> Exception:
+    """The other side's exception: of ``kind`` (its class, made on this side once) or of a class named as
+    its own, subclassing the first builtin exception among its bases; with its message."""
+    name, message, bases = (list(error) + ["", "", []])[:3] if isinstance(error, list) else ("", "", [])
+    name, message = str(name)[:100], str(message)
+    exception = (kind or exception_class(name, bases))(message)
+    exception.add_note(f"raised on the other side as {name}")
     return exception
 
 
@@ -108,6 +96,9 @@ class Remote:
 
     def __bool__(self) -> bool:
         return self._ask("bool") is True
+
+    def __instancecheck__(self, instance) -> bool:
+        return self._ask("instancecheck", value=self._peer.codec.encode(instance)) is True
 
     def __str__(self) -> str:
         return str(self._ask("str"))
@@ -169,6 +160,7 @@ class Peer:
     def __init__(self, side: str, reader, fd: int, serves=ALL_OPERATIONS, allowed=(), write=None):
         self.reader, self.fd, self.serves, self.write = reader, fd, frozenset(serves), write
         self.other = "the program" if side == "judge" else "the judge"
+        self.turn = threading.RLock()
         self.handles = Handles(self, side)
         self.codec = wire.Codec(self.handles, allowed, judge=side == "judge")
         self.extra: dict = {}  # requests of this side's own (a program's ``get`` and ``main``)
@@ -190,26 +182,37 @@ class Peer:
             raise Failed(f"{self.other}'s answer is not a message: {problem!s:.200}") from None
 
     def request(self, op: str, **fields) -> dict:
-        """The other side's answer to a request, serving its own requests until it comes."""
-        try:
-            self.send({"op": op, **fields})
-        except BrokenPipeError:
-            raise Failed(f"{self.other} ended before its tests did") from None
-        while True:
-            message = self.receive()
-            if "answer" in message:
-                answer = message["answer"]
-                if not isinstance(answer, dict):
-                    raise Failed(f"{self.other}'s answer is not a message")
-                return answer
-            self.serve(message)
+        """The other side's answer to a request, serving its own requests until it comes; one thread's
+        conversation at a time (a program's threads may call the tests' lambda at once)."""
+        with self.turn:
+            try:
+                self.send({"op": op, **fields})
+            except BrokenPipeError:
+                raise Failed(f"{self.other} ended before its tests did") from None
+            while True:
+                message = self.receive()
+                if "answer" in message:
+                    answer = message["answer"]
+                    if not isinstance(answer, dict):
+                        raise Failed(f"{self.other}'s answer is not a message")
+                    return answer
+                self.serve(message)
 
     def serve(self, message: dict) -> None:
         try:
             answer = self.answer(message)
         except Exception as exception:
-            answer = error(exception)
+            answer = self.error_of(exception)
         self.send({"answer": answer})
+
+    def error_of(self, exception: BaseException) -> dict:
+        """An exception with its class, where the other side makes one of this side's classes."""
+        answer = error(exception)
+        try:
+            answer["class"] = self.codec.encode(type(exception))
+        except Exception:  # whatever encoding an odd class raises: the names alone
+            pass
+        return answer
 
     def serve_until_ended(self) -> None:
         while True:
@@ -221,7 +224,7 @@ class Peer:
 
     def value(self, answer: dict):
         if "error" in answer:
-            raise rebuilt(answer["error"])
+            raise rebuilt(answer["error"], self.error_class(answer.get("class")))
         if "value" not in answer:
             raise Failed(f"{self.other}'s answer holds no value")
         try:
@@ -229,15 +232,23 @@ class Peer:
         except Exception as problem:  # whatever a malformed value raises
             raise Failed(f"{self.other}'s answer is not a value: {problem!s:.200}") from None
 
+    def error_class(self, tagged) -> type | None:
+        """The class the other side's exception is of, where this side made it (``except Bad``)."""
+        try:
+            kind = self.codec.decode(tagged) if tagged is not None else None
+        except Exception:
+            return None
+        made = isinstance(kind, type) and kind in self.codec.origins and issubclass(kind, Exception)
+        return kind if made and not issubclass(kind, NOT_REBUILT) else None
+
     def ask(self, op: str, **fields):
         return self.value(self.request(op, **fields))
 
     def call(self, ref, args, kwargs):
         """The other side's function called (see :meth:`after_call`)."""
-        encode = self.codec.encode
-        request = {"target": ref, "args": [encode(a) for a in args], "back": self.arguments_back}
-        request["kwargs"] = {key: encode(value) for key, value in kwargs.items()}
-        answer = self.request("call", **request)
+        # One value, so that an object passed twice is one object there too.
+        given = self.codec.encode([list(args), dict(kwargs)])
+        answer = self.request("call", target=ref, given=given, back=self.arguments_back)
         self.after_call([*args, *kwargs.values()], answer)
         return self.value(answer)
 
@@ -274,19 +285,21 @@ class Peer:
             return {"value": self.codec.encode(getattr(target, name))}
         if op == "getitem":
             return {"value": self.codec.encode(target[self.codec.decode(message.get("key"))])}
+        if op == "instancecheck":
+            return {"value": self.codec.encode(isinstance(self.codec.decode(message.get("value")), target))}
         unary = {"iter": iter, "len": len, "bool": bool, "str": str, "repr": repr}[op]
         return {"value": self.codec.encode(unary(target))}
 
     def answer_call(self, target, message: dict) -> dict:
-        decode = self.codec.decode
-        args = [decode(arg) for arg in message.get("args", [])]
-        kwargs = {str(key): decode(value) for key, value in dict(message.get("kwargs", {})).items()}
+        args, kwargs = self.codec.decode(message.get("given"))
+        if not (isinstance(args, list) and isinstance(kwargs, dict) and all(type(k) is str for k in kwargs)):
+            raise ValueError("not a call's arguments")
         try:
             answer = {"value": self.codec.encode(target(*args, **kwargs))}
         except Exception as exception:
-            answer = error(exception)
+            answer = self.error_of(exception)
         if message.get("back"):
-            answer["args"] = [self.codec.encode(a) for a in [*args, *kwargs.values()]]
+            answer["args"] = self.codec.encode([*args, *kwargs.values()])
         return answer
 
 

@@ -27,7 +27,6 @@ import random
 import heapq
 from heapq import *
 """
-PRELUDES = {"apps": APPS_PRELUDE, "none": ""}
 
 
 def io_tests(pairs: list, fn_name: str | None = None) -> str:
@@ -51,8 +50,17 @@ def serve_mode(tests: str) -> str:
 
 
 def prelude(tests: str) -> str:
-    """The name of what runs before the program, in its namespace: APPS' imports for its cases."""
-    return "apps" if is_io_tests(tests) else "none"
+    """What runs before the program, in its namespace, each statement on its own (one that cannot import
+    is passed over): APPS' imports for its cases, as its harness runs them; for test code, the imports
+    the tests make at their top level, which plain Python's one namespace gives the program too (a
+    function that uses ``math`` the tests imported). Nothing else of the tests reaches the program."""
+    if is_io_tests(tests):
+        return APPS_PRELUDE
+    try:
+        body = ast.parse(tests).body
+    except (SyntaxError, ValueError):
+        return ""
+    return "".join(ast.unparse(node) + "\n" for node in body if isinstance(node, ast.Import | ast.ImportFrom))
 
 
 def task_names(reference: str, tests: str) -> list[str]:

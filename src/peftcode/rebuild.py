@@ -7,6 +7,7 @@ Only the standard library (see :mod:`peftcode.wire`).
 """
 
 import array
+import builtins
 import collections
 import datetime
 import enum
@@ -86,17 +87,54 @@ def _scalar(parse):
 
 
 def _named_tuple(codec, rest, depth):
-    key, name, fields, items = rest
-    fields = [identifier(field) for field in fields]
-    kind = codec.rebuilt_class(key, lambda: collections.namedtuple(identifier(name), fields))
-    return kind(*codec.decoded_items(items, depth))
+    kind = _named_tuple_class(codec, rest[:3], depth)
+    return kind(*codec.decoded_items(rest[3], depth))
+
+
+def _enum_class(codec, rest, depth):
+    key, name, base, members = rest
+    values = [(identifier(n), codec.decode(v, depth)) for n, v in codec.raw_pairs(members)]
+    return codec.rebuilt_class(key, lambda: ENUM_BASES[base](identifier(name), values))
 
 
 def _enum(codec, rest, depth):
-    key, name, base, members, member = rest
-    values = [(identifier(n), codec.decode(v, depth)) for n, v in codec.raw_pairs(members)]
-    kind = codec.rebuilt_class(key, lambda: ENUM_BASES[base](identifier(name), values))
-    return kind[identifier(member)]
+    return _enum_class(codec, rest[:4], depth)[identifier(rest[4])]
+
+
+def _named_tuple_class(codec, rest, depth):
+    key, name, fields = rest
+    fields = [identifier(field) for field in fields]
+    return codec.rebuilt_class(key, lambda: collections.namedtuple(identifier(name), fields))
+
+
+# Exceptions a side may raise to the other, rebuilt by the names of its class and bases; not those that
+# steer iteration (a StopIteration raised into map() or all() would end it as if it were done).
+NOT_REBUILT = (StopIteration, StopAsyncIteration, BaseExceptionGroup)
+
+
+class RemoteError(Exception):
+    """An exception the other side raised, of a class that is not a builtin one."""
+
+
+def exception_class(name, bases) -> type:
+    """A class named as the other side's exception class, subclassing the first builtin exception among
+    its bases (a JSONDecodeError is a ValueError), constructed from its message alone."""
+    base = RemoteError
+    for candidate in [name, *(bases if isinstance(bases, list) else [])]:
+        found = getattr(builtins, str(candidate), None)
+        if isinstance(found, type) and issubclass(found, Exception) and not issubclass(found, NOT_REBUILT):
+            base = found
+            break
+    name = str(name)[:100]
+    made = type(name if name.isidentifier() else "RemoteError", (base,), {
+        "__init__": Exception.__init__, "__str__": lambda self: str(self.args[0]) if self.args else ""
+    })  # fmt: skip
+    return made
+
+
+def _exception_class(codec, rest, depth):
+    key, name, bases = rest
+    return codec.rebuilt_class(key, lambda: exception_class(name, bases))
 
 
 def _member(codec, rest, depth):
@@ -113,7 +151,29 @@ def _member(codec, rest, depth):
 def _set(kind):
     def decode(codec, rest, depth):
         size, slots, items = rest
-        return layouts.rebuild(kind, codec.decoded_items(items, depth), size, slots)
+        number = len(codec.made)
+        if kind is set:
+            codec.keep(None)  # numbered before its members, as the sender numbered it
+        made = layouts.rebuild(kind, codec.decoded_items(items, depth), size, slots)
+        if kind is set:
+            codec.made[number] = made
+        return made
+
+    return decode
+
+
+def _filled(make):
+    """A container made empty and numbered first, then filled: a member may be the container itself."""
+
+    def decode(codec, rest, depth):
+        made = codec.keep(make())
+        if isinstance(made, list | collections.deque):
+            made.extend(codec.decoded_items(rest[-1], depth))
+        elif isinstance(made, collections.Counter):  # its own update adds counts
+            dict.update(made, codec.decoded_pairs(rest[-1], depth))
+        else:
+            made.update(codec.decoded_pairs(rest[-1], depth))
+        return made
 
     return decode
 
@@ -153,12 +213,15 @@ def _deque(codec, rest, depth):
     maxlen, items = rest
     if maxlen is not None and not isinstance(maxlen, int):
         raise ValueError("not a deque")
-    return collections.deque(codec.decoded_items(items, depth), maxlen)
+    made = codec.keep(collections.deque(maxlen=maxlen))
+    made.extend(codec.decoded_items(items, depth))
+    return made
 
 
 def _defaultdict(codec, rest, depth):
     factory, pairs = rest
-    made = collections.defaultdict(codec.decode(factory, depth))
+    made = codec.keep(collections.defaultdict())
+    made.default_factory = codec.decode(factory, depth)
     made.update(codec.decoded_pairs(pairs, depth))
     return made
 
@@ -178,21 +241,25 @@ DECODERS = {
     "float": _scalar(float.fromhex),
     "str": _scalar(str),
     "bytes": _scalar(bytes.fromhex),
-    "bytearray": _scalar(bytearray.fromhex),
+    "bytearray": lambda codec, rest, depth: codec.keep(bytearray.fromhex(rest[0])),
+    "same": lambda codec, rest, depth: codec.same(rest[0]),
     "decimal": _scalar(Decimal),
     "complex": lambda codec, rest, depth: complex(float.fromhex(rest[0]), float.fromhex(rest[1])),
     "fraction": lambda codec, rest, depth: Fraction(int(rest[0], 16), int(rest[1], 16)),
-    "list": lambda codec, rest, depth: codec.decoded_items(rest[0], depth),
+    "list": _filled(list),
     "tuple": lambda codec, rest, depth: tuple(codec.decoded_items(rest[0], depth)),
     "set": _set(set),
     "frozenset": _set(frozenset),
-    "dict": lambda codec, rest, depth: dict(codec.decoded_pairs(rest[0], depth)),
-    "counter": lambda codec, rest, depth: collections.Counter(dict(codec.decoded_pairs(rest[0], depth))),
-    "ordereddict": lambda codec, rest, depth: collections.OrderedDict(codec.decoded_pairs(rest[0], depth)),
+    "dict": _filled(dict),
+    "counter": _filled(collections.Counter),
+    "ordereddict": _filled(collections.OrderedDict),
     "defaultdict": _defaultdict,
     "deque": _deque,
     "namedtuple": _named_tuple,
     "enum": _enum,
+    "enum-class": _enum_class,
+    "namedtuple-class": _named_tuple_class,
+    "exception-class": _exception_class,
     "member": _member,
     "range": lambda codec, rest, depth: range(*(int(part, 16) for part in rest)),
     "keys": lambda codec, rest, depth: dict.fromkeys(codec.decoded_items(rest[0], depth)).keys(),

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 STAGE, GUARD = HERE / "sandbox_stage.py", HERE / "sandbox_guard.py"
 # Paths inside the sandbox; the program's side of a tested run lies beside the guard.
 WORKDIR, GUARD_INSIDE, FILTER_INSIDE = "/sandbox", "/run/peftcode/guard.py", "/run/peftcode/filter.bpf"
-SERVING = ("sandbox_serve.py", "peer.py", "wire.py", "rebuild.py", "layouts.py", "programs.py")
+SERVING = ("sandbox_serve.py", "peer.py", "wire.py", "rebuild.py", "layouts.py")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 # Where the stage lays the tmpfs of paths to bind, in its own mount namespace only (see sandbox_stage).
 STAGING = "/dev/shm"

@@ -13,21 +13,21 @@ Requests of its own, beside those about the objects it lends:
   standard output, file descriptor 1 included. A script that ends with ``os._exit`` keeps what it had
   written to the file descriptor by then, as a process of its own would.
 
-A benchmark's prelude (APPS' imports, :data:`peftcode.programs.PRELUDES`) runs before the program, in its
-namespace, as the benchmark's own harness runs it.
+A prelude (APPS' imports, or the imports of the tests: :func:`peftcode.programs.prelude`) runs before the
+program, in its namespace, each statement on its own, as the benchmark's own harness runs it.
 """
 
 import atexit
 import builtins
 import gc
 import io
+import json
 import os
 import sys
 import tempfile
 import threading
 
 import peer as peers
-import programs
 
 LOADED_AS = "program"
 
@@ -42,8 +42,11 @@ class Program:
         self.namespace = {"__name__": LOADED_AS, "__builtins__": builtins}
 
     def run(self, namespace: dict) -> None:
-        if self.prelude:
-            exec(compile(self.prelude, "prelude", "exec"), namespace)
+        for statement in self.prelude:
+            try:
+                exec(statement, namespace)
+            except ImportError:
+                pass  # a package the sandbox does not hold, as if the prelude did not name it
         exec(compile(self.source, self.path, "exec"), namespace)
 
     def load(self) -> dict:
@@ -117,7 +120,8 @@ def serve(source: str, path: str, mode: str, prelude: str, requests: int, answer
     write = os.write
     sys.setrecursionlimit(peers.RECURSION)
     peer = peers.Peer("program", peers.Reader(requests), answers, write=write)
-    program = Program(source, path, programs.PRELUDES.get(prelude, ""), peer)
+    statements = [compile(line, "prelude", "exec") for line in json.loads(prelude)]
+    program = Program(source, path, statements, peer)
     peer.extra = {"get": program.get, "main": program.main}
     peer.send(program.load() if mode == "module" else {"loaded": True})
     peer.serve_until_ended()

@@ -81,7 +81,8 @@ def run_submission(
     with contextlib.ExitStack() as stack:
         try:
             tests = submission.tests
-            guard_args = ["serve", serve_mode(tests), prelude(tests), *map(str, program_ends)]
+            statements = json.dumps([s for s in prelude(tests).split("\n") if s.strip()])
+            guard_args = ["serve", serve_mode(tests), statements, *map(str, program_ends)]
             sandbox = Sandbox(submission.code, limits, isolated, guard_args, program_ends, packages)
             stack.enter_context(sandbox)
             judge = _start_judge(submission, limits, packages, *judge_ends)

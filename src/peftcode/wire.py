@@ -32,7 +32,7 @@ from fractions import Fraction
 import layouts
 from rebuild import DECODERS, ENUM_BASES, NAMED_FUNCTIONS, TAKEN_TYPES, named
 
-MAX_DEPTH = 250
+MAX_DEPTH = 1000
 
 
 class CannotCross(TypeError):
@@ -52,6 +52,7 @@ class Codec:
         # The judge names the builtin functions it sends (``key=len``) and takes only types by name: a
         # function the program names arrives as a stand-in of the program's own, never as the judge's
         # (the tests could call it: ``os._exit``, ``setattr``).
+        self.judge = judge
         self.sent_by_name = (type, *NAMED_FUNCTIONS) if judge else (type,)
         self.taken_by_name = (type,) if judge else (type, *NAMED_FUNCTIONS)
         # Where the judge takes a type the program names from: Python's builtins (``int``), and Enums of
@@ -61,6 +62,8 @@ class Codec:
         self.origins: dict = {}  # a class made here -> its handle on the other side
 
     def encode(self, value, depth: int = 0):
+        if depth == 0:
+            self.shared, self.held = {}, []  # the mutable containers of this value, in the order met
         if depth > MAX_DEPTH:
             raise CannotCross(f"a value nested deeper than {MAX_DEPTH}")
         inner = depth + 1
@@ -86,8 +89,10 @@ class Codec:
             return ["complex", float.hex(number.real), float.hex(number.imag)]
         if isinstance(value, str):
             return ["str", str.__str__(value)]
-        if isinstance(value, bytes | bytearray):
-            return ["bytearray" if isinstance(value, bytearray) else "bytes", bytes(value).hex()]
+        if isinstance(value, bytearray):
+            return self.again(value) or ["bytearray", bytes(value).hex()]
+        if isinstance(value, bytes):
+            return ["bytes", bytes(value).hex()]
         found = self.encode_container(value, inner)
         if found is not None:
             return found
@@ -100,7 +105,21 @@ class Codec:
     def pairs(self, mapping, depth: int) -> list:
         return [[self.encode(k, depth), self.encode(v, depth)] for k, v in dict.items(mapping)]
 
+    def again(self, value):
+        """A mutable container met before in this value, as its number (``[[0] * 2] * 2`` is one row
+        twice, and a function that changes it changes both), or None, numbering it."""
+        number = self.shared.get(id(value))
+        if number is not None:
+            return ["same", number]
+        self.shared[id(value)] = len(self.held)
+        self.held.append(value)
+        return None
+
     def encode_container(self, value, inner: int):
+        if isinstance(value, dict | list | set | collections.deque):
+            met = self.again(value)
+            if met is not None:
+                return met
         if isinstance(value, tuple) and is_named_tuple(type(value)):
             kind = type(value)
             return ["namedtuple", self.class_key(kind), kind.__name__, list(kind._fields),
@@ -147,9 +166,31 @@ class Codec:
             return self.encode_numpy(value, inner)
         if isinstance(value, types.ModuleType) and sys.modules.get(value.__name__) is value:
             return ["module", value.__name__]
+        if isinstance(value, type):
+            return self.encode_class(value, inner)
         if isinstance(value, self.sent_by_name):
             where = named(value)
             return None if where is None else ["name", *where]
+        return None
+
+    def encode_class(self, kind: type, inner: int):
+        """A class by name (Python's, or the standard library's from the judge); the other side's class
+        made here, as its handle; an exception class, named tuple or Enum of this side's own, as what the
+        other side makes one from (so that ``except Bad``, ``isinstance(p, Point)`` and ``Color.RED`` work
+        there); any other class is a handle."""
+        origin = self.origins.get(kind)
+        if origin is not None:
+            return origin
+        where = named(kind)
+        if where is not None and (self.judge or where[0] in TAKEN_TYPES):
+            return ["name", *where]
+        name = kind.__name__
+        if issubclass(kind, BaseException):
+            return ["exception-class", self.class_key(kind), name, [c.__name__ for c in kind.__mro__[1:]]]
+        if is_named_tuple(kind):
+            return ["namedtuple-class", self.class_key(kind), name, list(kind._fields)]
+        if issubclass(kind, enum.Enum) and kind.__members__:
+            return ["enum-class", *self.enum_fields(kind, inner)]
         return None
 
     def encode_member(self, member, inner: int):
@@ -160,10 +201,13 @@ class Codec:
         where = named(kind)
         if where is not None:
             return ["member", ["name", *where], member.name]
+        return ["enum", *self.enum_fields(kind, inner), member.name]
+
+    def enum_fields(self, kind: type, inner: int) -> list:
         base = next((name for name, cls in ENUM_BASES.items() if issubclass(kind, cls)), "Enum")
         base = "IntFlag" if issubclass(kind, enum.IntFlag) else base
         members = [[name, self.encode(m.value, inner)] for name, m in kind.__members__.items()]
-        return ["enum", self.class_key(kind), kind.__name__, base, members, member.name]
+        return [self.class_key(kind), kind.__name__, base, members]
 
     def encode_numpy(self, value, inner: int):
         kind = getattr(value, "dtype", None)
@@ -182,6 +226,8 @@ class Codec:
     # Decoding: only builtin values, the standard library's, classes made here, and handles.
 
     def decode(self, tagged, depth: int = 0):
+        if depth == 0:
+            self.made = []  # the mutable containers of this value, in the order made
         if depth > MAX_DEPTH or not isinstance(tagged, list) or not tagged or not isinstance(tagged[0], str):
             raise ValueError("not a plain value")
         tag, rest = tagged[0], tagged[1:]
@@ -200,6 +246,16 @@ class Codec:
 
     def decoded_pairs(self, pairs, depth: int) -> list:
         return [(self.decode(k, depth), self.decode(v, depth)) for k, v in self.raw_pairs(pairs)]
+
+    def keep(self, container):
+        """A mutable container made for this value, numbered as the sender numbered it."""
+        self.made.append(container)
+        return container
+
+    def same(self, number):
+        if not isinstance(number, int) or not 0 <= number < len(self.made) or self.made[number] is None:
+            raise ValueError("not a container of this value")
+        return self.made[number]
 
     def fail(self):
         raise ValueError("not a plain value")
