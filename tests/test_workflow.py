@@ -266,17 +266,22 @@ def test_editing_one_dataset_reruns_only_its_chain(tiny_run, tmp_path):
 DOWNSTREAM = {"aggregate": 1, "report": 1, "all": 1}
 
 
-def checkout_with(tmp_path, module: str, edit):
+def checkout_with(tmp_path, module: str, edit, dated: bool = True):
     """A copy of this checkout (its Snakefile, workflow and src) that runs the finished tiny study, with a
-    module of src/peftcode edited (``edit`` of its text); the study's record of what made each file comes
-    along."""
+    file edited (``edit`` of its text; ``module`` is a module of src/peftcode, or a path in the checkout);
+    the study's record of what made each file comes along. Without ``dated``, every file is new (a fresh
+    clone, or every file touched)."""
     copy = tmp_path / "checkout"
     copy.mkdir()
-    for part in ("Snakefile", "config.yaml", "workflow", "src", "envs", "data"):
+    copied = shutil.copy2 if dated else shutil.copy
+    for part in ("Snakefile", "config.yaml", "workflow", "src", "envs", "data", "profiles"):
         source = REPO / part
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / part)
+        if source.is_dir():
+            shutil.copytree(source, copy / part, copy_function=copied)
+        else:
+            copied(source, copy / part)
     shutil.copytree(REPO / ".snakemake" / "metadata", copy / ".snakemake" / "metadata")
-    path = copy / "src" / "peftcode" / f"{module}.py"
+    path = copy / module if "/" in module else copy / "src" / "peftcode" / f"{module}.py"
     path.write_text(edit(path.read_text()))
     return copy
 
@@ -310,6 +315,17 @@ def test_an_edit_reruns_what_it_changes_and_nothing_else(tiny_run, tmp_path, mod
     _, _, configfile = tiny_run
     checkout = checkout_with(tmp_path, module, edit)
     assert planned_jobs(configfile, cwd=checkout) == expected
+
+
+def test_a_files_date_reruns_nothing_and_a_scripts_content_reruns_its_jobs(tiny_run, tmp_path):
+    """Reruns follow what the code does, never a file's date: a fresh clone beside the finished study (every
+    file of workflow/, src/ and data/ newer than the results) plans nothing; a changed line in a job's
+    script reruns that rule's jobs."""
+    _, _, configfile = tiny_run
+    clone = checkout_with(tmp_path / "clone", "config.yaml", lambda text: text, dated=False)
+    assert planned_jobs(configfile, cwd=clone) == {}
+    edited = checkout_with(tmp_path / "edited", "workflow/scripts/evaluate.py", appended("\nEDITED = True\n"))
+    assert planned_jobs(configfile, cwd=edited) == {"evaluate": 16, **DOWNSTREAM}
 
 
 def test_partial_report_lists_what_has_not_run(tmp_path):

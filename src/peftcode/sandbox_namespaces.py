@@ -124,8 +124,9 @@ def _shared_objects(folders: list[str]) -> list[str]:
 
 
 def _libraries(files: list[str]) -> set[str]:
-    """The shared libraries ``files`` load, by ``ldd``, each at the path the loader asks for it (its
-    folder's real path) and at its own real path."""
+    """The folders of the shared libraries ``files`` load, by ``ldd``: the folder the loader finds each in
+    (its real path) and the folder of the file itself. Whole folders, not each file: a mount per library
+    made a program's start 1.7 times as long (benchmarks/README.md)."""
     try:
         listed = subprocess.run(["ldd", *files], capture_output=True, text=True, check=False).stdout
     except FileNotFoundError:
@@ -134,8 +135,25 @@ def _libraries(files: list[str]) -> set[str]:
     for line in listed.splitlines():
         path = line.split("=>")[-1].strip().split(" (")[0]
         if path.startswith("/") and os.path.exists(path):
-            found.add(os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path)))
-            found.add(os.path.realpath(path))
+            found.add(os.path.realpath(os.path.dirname(path)))
+            found.add(os.path.dirname(os.path.realpath(path)))
+    return found
+
+
+def _python_packages(folders: list[str], stdlib: set[str]) -> set[str]:
+    """What a library folder may hold of Python's beside the standard library, laid over by an empty
+    folder: site-packages and dist-packages, and another Python's folders (/usr/lib/python3)."""
+    found = set()
+    for folder in folders:
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            path = os.path.join(folder, name)
+            other_python = name.startswith("python") and path not in stdlib
+            if (name in ("site-packages", "dist-packages") or other_python) and os.path.isdir(path):
+                found.add(path)
+        for name in ("site-packages", "dist-packages"):
+            for root in stdlib & {folder}:
+                if os.path.isdir(os.path.join(root, name)):
+                    found.add(os.path.join(root, name))
     return found
 
 
@@ -146,14 +164,11 @@ def runtime(packages: tuple[str, ...] = ()) -> Runtime:
     base = {"base": sys.base_prefix, "installed_base": sys.base_prefix, "platbase": sys.base_exec_prefix}
     base["installed_platbase"] = sys.base_exec_prefix
     stdlib = {os.path.realpath(sysconfig.get_path(key, vars=base)) for key in ("stdlib", "platstdlib")}
-    masked = sorted(
-        os.path.join(folder, name) for folder in stdlib for name in ("site-packages", "dist-packages")
-        if os.path.isdir(os.path.join(folder, name))
-    )  # fmt: skip
     allowed = _package_paths(packages)
     inside = [path for _, path in allowed]
     elf = [interpreter, *_shared_objects([os.path.join(f, "lib-dynload") for f in stdlib] + inside)]
-    libraries = {p for p in _libraries(elf) if not any(p.startswith(f + os.sep) for f in inside)}
+    libraries = {p for p in _libraries(elf) if not any(p == f or p.startswith(f + os.sep) for f in inside)}
+    masked = sorted(_python_packages([*stdlib, *libraries], stdlib))
     wanted = {interpreter, *stdlib, *libraries, "/etc/ld.so.cache"}
     links = tuple((os.readlink(top), top) for top in ("/lib", "/lib64", "/lib32") if os.path.islink(top))
     real = sorted(p for p in wanted if os.path.exists(p))

@@ -63,14 +63,17 @@ def module_closure(module: str, package: Path = PACKAGE) -> set[str]:
 
 
 @cache
-def code_version(module: str, package: Path = PACKAGE) -> str:
-    """A hash of ``module``, every peftcode module it imports (transitively) and the files they read."""
+def code_version(module: str, package: Path = PACKAGE, script: Path | None = None) -> str:
+    """A hash of ``module``, every peftcode module it imports (transitively) and the files they read; with
+    ``script``, of the job's script too (``workflow/scripts/NAME.py``)."""
     seen = module_closure(module, package)
     files = {str(module_file(name, package).relative_to(package)) for name in seen}
     files |= {file for name in seen for file in READS.get(name, ())}
     digest = hashlib.sha256()
     for file in sorted(files):
         digest.update(file.encode() + b"\0" + what_it_does(package / file))
+    if script is not None:
+        digest.update(b"script\0" + what_it_does(Path(script)))
     return digest.hexdigest()[:16]
 
 

@@ -1,5 +1,6 @@
 # Paths of every cell's targets, and the input functions that route a cell to its upstream jobs.
 import re
+from pathlib import Path
 
 from peftcode.config import ADAPTER_KIND, PEFT_KINDS, Cell, encoder_key
 from peftcode.versions import code_version
@@ -9,6 +10,15 @@ wildcard_constraints:
     model=r"[^/]+",
     method=r"[^/]+",
     dataset=r"[^/]+",
+
+
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def job_code(module, script):
+    """The version of a job's code: the peftcode modules it runs and its own script, by what they do (not
+    by their files' dates: Snakemake's `code` trigger is left out, profiles/default)."""
+    return code_version(module, script=SCRIPTS / f"{script}.py")
 
 
 def one_of(names):

@@ -14,7 +14,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_version("metrics"),
+        code=job_code("metrics", "evaluate"),
         cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
         settings=study.eval_settings().as_dict(),
     script:
@@ -32,6 +32,6 @@ rule aggregate:
     conda:
         "../../envs/analysis.yaml"
     params:
-        code=code_version("aggregate"),
+        code=job_code("aggregate", "aggregate"),
     script:
         "../scripts/aggregate.py"
