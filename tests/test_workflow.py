@@ -272,7 +272,7 @@ def checkout_with(tmp_path, module: str, edit, dated: bool = True):
     the study's record of what made each file comes along. Without ``dated``, every file is new (a fresh
     clone, or every file touched)."""
     copy = tmp_path / "checkout"
-    copy.mkdir()
+    copy.mkdir(parents=True)
     copied = shutil.copy2 if dated else shutil.copy
     for part in ("Snakefile", "config.yaml", "workflow", "src", "envs", "data", "profiles"):
         source = REPO / part
@@ -281,7 +281,7 @@ def checkout_with(tmp_path, module: str, edit, dated: bool = True):
         else:
             copied(source, copy / part)
     shutil.copytree(REPO / ".snakemake" / "metadata", copy / ".snakemake" / "metadata")
-    path = copy / module if "/" in module else copy / "src" / "peftcode" / f"{module}.py"
+    path = copy / module if (copy / module).is_file() else copy / "src" / "peftcode" / f"{module}.py"
     path.write_text(edit(path.read_text()))
     return copy
 
