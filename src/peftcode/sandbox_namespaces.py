@@ -150,10 +150,6 @@ def _python_packages(folders: list[str], stdlib: set[str]) -> set[str]:
             other_python = name.startswith("python") and path not in stdlib
             if (name in ("site-packages", "dist-packages") or other_python) and os.path.isdir(path):
                 found.add(path)
-        for name in ("site-packages", "dist-packages"):
-            for root in stdlib & {folder}:
-                if os.path.isdir(os.path.join(root, name)):
-                    found.add(os.path.join(root, name))
     return found
 
 
