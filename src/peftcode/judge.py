@@ -17,8 +17,9 @@ truth test the tests make is computed here, by Python's own types, over plain va
 only itself. So no write to any descriptor, no frame or trace trick, no patched builtin, no object with
 its own ``__eq__`` and no early or late exit in the program can change what a test finds, and the
 expected values of APPS' cases never enter the program's process. What the tests pass that cannot be
-copied (a lambda, a generator) reaches the program as a stand-in this process serves; it answers calls and
-iteration only, never an attribute (a lambda's ``__globals__`` holds the tests). An argument the program's
+copied (a lambda, a generator) reaches the program as a stand-in this process serves; it answers calls,
+items, iteration and ``isinstance``, and attributes only of objects of the tests' own classes (never a
+lambda's ``__globals__`` or a generator's frame, which hold the tests). An argument the program's
 function changed in place (a list it sorted) changes here too; an exception it raised reaches the tests as
 one of its builtin base class, never as StopIteration.
 

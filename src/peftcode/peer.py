@@ -11,9 +11,9 @@ What a stand-in forwards is what reveals nothing of the asking side: a call (wit
 plain Python), iteration, an attribute, an item, ``len``, ``bool``, ``str`` and ``repr``. It never forwards
 a comparison, a hash or arithmetic: a stand-in equals only itself, so an object of the program's whose
 ``__eq__`` says yes to everything is never asked, and never sees the value it is compared with. Which of
-these requests a side answers about its own objects is its own choice (``serves``): the judge answers
-only calls, iteration, ``len``, ``bool``, ``str`` and ``repr`` about the tests' objects, never an attribute
-(a lambda's ``__globals__`` or a generator's frame would hold the tests).
+these requests a side answers about its own objects is its own choice (``serves`` and
+``attribute_allowed``): the judge answers attributes only of objects of the tests' own classes, never of a
+lambda (its ``__globals__``) or a generator (its frame), which would hold the tests.
 
 One message is one line of JSON on a file descriptor. Only the standard library (see
 :mod:`peftcode.wire`).
