@@ -32,10 +32,10 @@ ONLINE_COMPUTE_NODES = config.get("resources", {}).get("online_compute_nodes", F
 if workflow.remote_exec and not ONLINE_COMPUTE_NODES:
     os.environ.update(HF_HUB_OFFLINE="1")
 
-from peftcode.adapters import check_bases  # noqa: E402
-from peftcode.config import Study  # noqa: E402
-from peftcode.validation import validate_config  # noqa: E402
-from peftcode.planner import Plan  # noqa: E402
+from peftcode.models.adapters import check_bases  # noqa: E402
+from peftcode.study.config import Study  # noqa: E402
+from peftcode.study.validation import validate_config  # noqa: E402
+from peftcode.planning.plan import Plan  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 # Every cell's memory and compute, estimated before any job runs; cells over the GPUs' budget stop the run

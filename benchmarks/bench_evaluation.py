@@ -12,8 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from peftcode.codebleu_sums import CodebleuSums
-from peftcode.scores import exact_match_at_k, match_ranks
+from peftcode.evaluation.codebleu_sums import CodebleuSums
+from peftcode.evaluation.scores import exact_match_at_k, match_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,14 +18,14 @@ from unittest import mock
 import torch
 import yaml
 
-import peftcode.finetune
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.finetune import finetune
-from peftcode.models import prepare_model
-from peftcode.prompts import collate
-from peftcode.settings import TrainSettings
-from peftcode.validation import validate_config
+import peftcode.training.finetune
+from peftcode.data.prepare_data import prepare_data
+from peftcode.data.prompts import collate
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.config import Study
+from peftcode.study.settings import TrainSettings
+from peftcode.study.validation import validate_config
+from peftcode.training.finetune import finetune
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, METHOD, DATASET = "smollm2-135m", "lora", "conala-style"
@@ -72,8 +72,8 @@ def main() -> None:
         length = settings.max_input_length + settings.max_target_length
         for repeat in range(args.repeats):
             with (
-                mock.patch.object(peftcode.finetune, "collate", padded_to_max(length)),
-                mock.patch.object(peftcode.finetune, "target_loss", whole_sequence_loss),
+                mock.patch.object(peftcode.training.finetune, "collate", padded_to_max(length)),
+                mock.patch.object(peftcode.training.finetune, "target_loss", whole_sequence_loss),
             ):
                 records["baseline"].append(
                     run(scratch / "model", scratch / "data", scratch / f"b{repeat}", settings, args.threads)

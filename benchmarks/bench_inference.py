@@ -1,7 +1,7 @@
 """Beam search (10 beams, 10 returned, at most 64 new tokens) over 64 CoNaLa-style prompts on
 SmolLM2-135M: the study's generation (32 prompts a batch, each prompt computed once for its beams, finished
-examples dropped from the batch, stopping on the newest token; peftcode.beam_search) against the original
-loop (one `generate` call per example, a stopping criterion that decodes the
+examples dropped from the batch, stopping on the newest token; peftcode.inference.beam_search) against the
+original loop (one `generate` call per example, a stopping criterion that decodes the
 whole batch at every step). Prints examples per second, the ratio, and how many examples got identical
 top-10 candidates.
 
@@ -21,15 +21,15 @@ import torch
 import yaml
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.infer import generate_candidates, load_for_inference
-from peftcode.models import prepare_model
-from peftcode.prompts import causal_prompt, prompt_ids
-from peftcode.settings import InferSettings
-from peftcode.splits import read_split
-from peftcode.stops import cut_at_stop
-from peftcode.validation import validate_config
+from peftcode.data.prepare_data import prepare_data
+from peftcode.data.prompts import causal_prompt, prompt_ids
+from peftcode.data.splits import read_split
+from peftcode.inference.infer import generate_candidates, load_for_inference
+from peftcode.inference.stops import cut_at_stop
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.config import Study
+from peftcode.study.settings import InferSettings
+from peftcode.study.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, DATASET = "smollm2-135m", "conala-style"

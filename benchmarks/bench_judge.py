@@ -25,9 +25,9 @@ from pathlib import Path
 
 from plain_python import ANSWER_KEY, plain_verdict
 
-from peftcode.programs import io_tests, task_names
-from peftcode.sandbox import Limits
-from peftcode.verdicts import Submission, run_submissions
+from peftcode.sandbox.runner import Limits
+from peftcode.sandbox.tests_column import io_tests, task_names
+from peftcode.sandbox.verdicts import Submission, run_submissions
 
 HERE = Path(__file__).resolve().parent
 

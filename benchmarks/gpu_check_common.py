@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from peftcode.memory import _status_mb
-from peftcode.models import write_manifest
-from peftcode.prompts import IGNORE_INDEX
+from peftcode.data.prompts import IGNORE_INDEX
+from peftcode.hardware.memory import _status_mb
+from peftcode.models.checkpoints import write_manifest
 
 SHAPES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "configs"
 # A llama of two small layers, for the CPU mode: every section's code runs end to end in seconds.
@@ -35,7 +35,7 @@ FIRST_ID = len(SPECIAL) + len(WORDS)
 
 def shape_fields(name: str) -> dict:
     """A shape from tests/fixtures/configs (SmolLM2's), or one the package ships for a hub model."""
-    from peftcode.hub_config import shipped_fields
+    from peftcode.models.hub_config import shipped_fields
 
     path = SHAPES / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else shipped_fields(name)
@@ -115,7 +115,7 @@ def word_tokenizer():
 
 
 def save_model_dir(fields: dict, directory: Path, dtype: torch.dtype, device: torch.device) -> Path:
-    """A model directory as peftcode.models.prepare_model writes one for a built model: weights,
+    """A model directory as peftcode.models.prepare_model.prepare_model writes one for a built model: weights,
     config, tokenizer and manifest, which load_checkpoint, quantize_model and the methods read."""
     model = build_model(fields, dtype, device)
     model.save_pretrained(directory)

@@ -20,9 +20,9 @@ from gpu_check_common import (
     synchronize,
 )
 
-from peftcode.beam_search import beam_search
-from peftcode.precision import Precision
-from peftcode.sampling import sample
+from peftcode.hardware.precision import Precision
+from peftcode.inference.beam_search import beam_search
+from peftcode.inference.sampling import sample
 
 COLUMNS = [
     "model", "search", "prompts x sequences", "identical", "first divergence (step, earliest)",

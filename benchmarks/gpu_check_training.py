@@ -26,14 +26,15 @@ from gpu_check_common import (
     synchronize,
 )
 
-from peftcode import planner
-from peftcode.beam_search import beam_search
-from peftcode.finetune import collate, make_optimizer, target_loss, train_step, trainable_copy
-from peftcode.methods import prepare_for_training
-from peftcode.models import bitsandbytes_problem, load_checkpoint, quantize_model
-from peftcode.precision import Precision
-from peftcode.precision import resolve as resolve_precision
-from peftcode.settings import TrainSettings
+from peftcode.hardware.precision import Precision
+from peftcode.hardware.precision import resolve as resolve_precision
+from peftcode.inference.beam_search import beam_search
+from peftcode.models.checkpoints import bitsandbytes_problem, load_checkpoint
+from peftcode.models.quantize_model import quantize_model
+from peftcode.planning import plan as planner
+from peftcode.study.settings import TrainSettings
+from peftcode.training.finetune import collate, make_optimizer, target_loss, train_step, trainable_copy
+from peftcode.training.peft_setup import prepare_for_training
 
 # The issue's target: every estimate within 15% of the measured peak.
 TOLERANCE = 0.15
@@ -79,8 +80,8 @@ def memory_row(table, mode, label, peak, context_mb, estimate, fits, budget_mb, 
 
 
 def finetune_steps(mode: Mode, model_dir: Path, settings: TrainSettings, steps: int) -> list[float]:
-    """A cell's first optimizer steps, as peftcode.finetune takes them, on random data at the configured
-    maximum lengths."""
+    """A cell's first optimizer steps, as peftcode.training.finetune takes them, on random data at the
+    configured maximum lengths."""
     precision = resolve_precision(settings.precision, mode.device)
     model, tokenizer = load_checkpoint(model_dir, settings.family, precision.dtype)
     model = prepare_for_training(model, settings, str(model_dir))
@@ -205,7 +206,7 @@ NUMERICS_COLUMNS = [
 
 def numerics(mode: Mode, cells: dict, deadline: Deadline) -> Table:
     """Section 2: LoRA's loss curve in bf16 and in fp16 (loss scaled by torch's GradScaler, as
-    peftcode.finetune does) against fp32, the same start, steps and data."""
+    peftcode.training.finetune does) against fp32, the same start, steps and data."""
     table = Table(f"2. Numerics: LoRA loss curves against fp32 ({mode.small_name})", NUMERICS_COLUMNS)
     settings = cells["finetunes"]["lora"]["settings"]
     # Lengths of CoNaLa's cells (64 + 64), the same examples every step and a learning rate above the

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import tempfile
 
-from peftcode.programs import APPS_PRELUDE, io_spec, is_io_tests
-from peftcode.sandbox_namespaces import HASH_SEED
+from peftcode.sandbox.namespaces import HASH_SEED
+from peftcode.sandbox.tests_column import APPS_PRELUDE, io_spec, is_io_tests
 
 CALLS = """
 import json, sys

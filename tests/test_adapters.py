@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.adapters import AdapterError, base_mismatch, check_base_weights
-from peftcode.settings import ModelSettings
+from peftcode.models.adapters import AdapterError, base_mismatch, check_base_weights
+from peftcode.study.settings import ModelSettings
 from tests.conftest import REPO, read_yaml
 from tests.hub_server import LocalHub
 from tests.workflow import snakemake, write_study
@@ -146,8 +146,9 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
 
 
 def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_weights(tmp_path):
-    from peftcode.export import base_reference
-    from peftcode.models import load_checkpoint, prepare_model
+    from peftcode.models.checkpoints import load_checkpoint
+    from peftcode.models.export import base_reference
+    from peftcode.models.prepare_model import prepare_model
 
     built = tmp_path / "built"
     prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)

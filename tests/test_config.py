@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
-from peftcode.config import Cell, Study
-from peftcode.validation import ConfigError, validate_config
+from peftcode.study.config import Cell, Study
+from peftcode.study.validation import ConfigError, validate_config
 from tests.conftest import SCHEMA, read_yaml
 
 
@@ -186,7 +186,7 @@ def test_bad_unions_are_named(tiny_config, union, method, message):
 
 
 def test_model_jobs_ask_for_the_configured_gpus_and_the_memory_the_plan_estimates(tiny_config):
-    from peftcode.planner import Plan
+    from peftcode.planning.plan import Plan
 
     cpu = Study(validate_config(copy.deepcopy(tiny_config), SCHEMA))
     assert cpu.gpu_request() == {"gpu": 0}
@@ -206,7 +206,7 @@ def test_model_jobs_ask_for_the_configured_gpus_and_the_memory_the_plan_estimate
 
 
 def test_the_schema_knows_the_kinds_of_the_registry_and_no_others():
-    from peftcode.kinds import KINDS
+    from peftcode.study.kinds import KINDS
 
     method = read_yaml(SCHEMA)["$defs"]["method"]
     assert method["properties"]["kind"]["enum"] == list(KINDS)
@@ -217,7 +217,7 @@ def test_the_schema_knows_the_kinds_of_the_registry_and_no_others():
 def test_the_settings_classes_have_the_schemas_keys_and_refuse_any_other():
     from dataclasses import FrozenInstanceError, fields
 
-    from peftcode import settings as typed
+    from peftcode.study import settings as typed
 
     schema = read_yaml(SCHEMA)["$defs"]
 

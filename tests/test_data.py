@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from peftcode.data import DataError, prepare_data
-from peftcode.settings import DataSettings
+from peftcode.data.prepare_data import DataError, prepare_data
+from peftcode.study.settings import DataSettings
 
 CONALA_ROWS = [
     {"question_id": 1, "nl": "sort list `l`", "cmd": "l.sort()"},
@@ -115,7 +115,7 @@ def test_shipped_datasets_are_valid_python(tmp_path):
 
 
 def test_shipped_execution_dataset_passes_its_own_tests(tmp_path):
-    from peftcode.verdicts import Submission, run_submissions
+    from peftcode.sandbox.verdicts import Submission, run_submissions
     from tests.conftest import REPO, read_yaml
 
     settings = read_yaml(REPO / "config.yaml")["datasets"]["mbpp-style"]

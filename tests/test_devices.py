@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from peftcode.devices import claim_gpus
+from peftcode.hardware.devices import claim_gpus
 
 CLAIMANT = """
 import sys
-from peftcode.devices import claim_gpus
+from peftcode.hardware.devices import claim_gpus
 claimed = claim_gpus(int(sys.argv[1]), lock_dir=sys.argv[2], poll_s=0.1)
 import os
 print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
@@ -27,7 +27,7 @@ sys.stdin.read()  # holds its devices until the test closes stdin
 
 def start_claimant(count: int, lock_dir, visible="0,1", user: int | None = None, **env) -> subprocess.Popen:
     # Another user runs the system's Python (ours may sit in a home folder closed to others): claiming
-    # needs only the standard library and peftcode.devices.
+    # needs only the standard library and peftcode.hardware.devices.
     python = sys.executable if user is None else "/usr/bin/python3"
     if user is not None:
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
@@ -140,5 +140,6 @@ def test_two_users_claim_gpus_on_one_machine_and_a_folder_nobody_else_can_write_
     assert refused.wait(timeout=30) != 0
     last = refused.stderr.read().strip().splitlines()[-1]
     assert (
-        last.startswith("peftcode.devices.ClaimError: cannot claim GPU 0: ") and "PEFTCODE_GPU_LOCKS" in last
+        last.startswith("peftcode.hardware.devices.ClaimError: cannot claim GPU 0: ")
+        and "PEFTCODE_GPU_LOCKS" in last
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftcode.versions import module_closure, module_file
+from peftcode.jobs.versions import module_closure, module_file
 from tests.conftest import REPO
 
 # Snakemake's script preamble puts its own installation on the job's sys.path.

@@ -10,9 +10,9 @@ from huggingface_hub import ModelCard
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from peftcode.finetune import finetune
-from peftcode.infer import generate_candidates, load_for_inference
-from peftcode.prompts import causal_prompt
+from peftcode.data.prompts import causal_prompt
+from peftcode.inference.infer import generate_candidates, load_for_inference
+from peftcode.training.finetune import finetune
 from tests.conftest import tiny_workspace
 
 PROMPT = causal_prompt("sort list `l` in reverse order")

@@ -6,7 +6,7 @@ import random
 import matplotlib.image
 import pandas as pd
 
-from peftcode.report import write_reports
+from peftcode.report.report import write_reports
 from tests.test_report import row
 
 PAPER_MODELS = {

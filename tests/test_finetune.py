@@ -4,12 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.config import Study
-from peftcode.finetune import encode_split, target_loss
-from peftcode.methods import prepare_for_training
-from peftcode.models import load_checkpoint, prepare_model, quantize_model
-from peftcode.prompts import collate
-from peftcode.validation import validate_config
+from peftcode.data.prompts import collate
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.prepare_model import prepare_model
+from peftcode.models.quantize_model import quantize_model
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
+from peftcode.training.finetune import encode_split, target_loss
+from peftcode.training.peft_setup import prepare_for_training
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 EXAMPLES = pd.DataFrame(

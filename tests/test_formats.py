@@ -4,11 +4,11 @@ the field mappings the paper grid uses, malformed rows dropped and counted, a mi
 import pandas as pd
 import pytest
 
-from peftcode.data import DataError, prepare_data
-from peftcode.metrics import execution_metrics
-from peftcode.presets import is_python_example
-from peftcode.settings import DataSettings, EvalSettings
-from peftcode.verdicts import Submission, run_submissions
+from peftcode.data.prepare_data import DataError, prepare_data
+from peftcode.data.presets import is_python_example
+from peftcode.evaluation.evaluate import execution_metrics
+from peftcode.sandbox.verdicts import Submission, run_submissions
+from peftcode.study.settings import DataSettings, EvalSettings
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"

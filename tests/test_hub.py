@@ -46,8 +46,9 @@ def jsonl(rows: list[dict]) -> str:
 
 def build_repositories(folder: Path) -> Path:
     """The hub's repositories, in the real repositories' layouts and formats."""
-    from peftcode.models import MANIFEST, prepare_model
-    from peftcode.settings import ModelSettings
+    from peftcode.models.checkpoints import MANIFEST
+    from peftcode.models.prepare_model import prepare_model
+    from peftcode.study.settings import ModelSettings
 
     built = folder / "built"
     prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)
@@ -277,8 +278,9 @@ def test_remote_code_runs_only_where_the_config_allows_it(hub_env, tmp_path):
     _, env = hub_env
     result = in_a_fresh_process(
         f"""
-        from peftcode.models import load_checkpoint, prepare_model
-        from peftcode.settings import ModelSettings
+        from peftcode.models.checkpoints import load_checkpoint
+        from peftcode.models.prepare_model import prepare_model
+        from peftcode.study.settings import ModelSettings
 
         settings = {{"source": {{"hub": "{REMOTE_CODE_MODEL}"}}, "family": "causal", "pretrained": False}}
         try:
@@ -302,8 +304,8 @@ def test_a_revision_the_hub_does_not_have_stops_with_its_name(hub_env, tmp_path)
     _, env = hub_env
     result = in_a_fresh_process(
         f"""
-        from peftcode.models import prepare_model
-        from peftcode.settings import ModelSettings
+        from peftcode.models.prepare_model import prepare_model
+        from peftcode.study.settings import ModelSettings
 
         source = {{"hub": "{MODEL}", "revision": "v9.9"}}
         prepare_model(ModelSettings(source=source, family="causal", pretrained=False), "{tmp_path}/model")

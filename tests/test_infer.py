@@ -8,14 +8,15 @@ import torch
 from peft import get_peft_model
 from transformers import StoppingCriteriaList
 
-from peftcode.config import Study
-from peftcode.infer import conditioned_inputs, generate_candidates, search_settings
-from peftcode.methods import peft_config
-from peftcode.models import load_checkpoint, prepare_model
-from peftcode.prompts import prompt_ids
-from peftcode.settings import MethodSettings, ModelSettings
-from peftcode.stops import StopTokens, cut_at_stop
-from peftcode.validation import validate_config
+from peftcode.data.prompts import prompt_ids
+from peftcode.inference.infer import conditioned_inputs, generate_candidates, search_settings
+from peftcode.inference.stops import StopTokens, cut_at_stop
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.config import Study
+from peftcode.study.settings import MethodSettings, ModelSettings
+from peftcode.study.validation import validate_config
+from peftcode.training.peft_setup import peft_config
 from tests.conftest import REPO, SCHEMA, decoding, read_yaml
 
 
@@ -49,8 +50,8 @@ def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings) -> li
 @pytest.fixture(params=["shared prompt", "prompt cache copied"])
 def continuations(request, monkeypatch):
     """Both ways a prompt's beams or draws reach its keys and values: shared, or copied for models whose
-    attention cannot be replaced (see peftcode.shared_prompt)."""
-    from peftcode import shared_prompt
+    attention cannot be replaced (see peftcode.inference.shared_prompt)."""
+    from peftcode.inference import shared_prompt
 
     if request.param == "prompt cache copied":
         monkeypatch.setattr(shared_prompt, "serves", lambda model: False)
@@ -143,7 +144,7 @@ def test_candidates_are_cut_at_the_stop_string():
 
 
 def test_a_draw_ends_at_a_token_holding_any_of_the_stop_strings(tokenizer):
-    from peftcode.stops import StopTokens
+    from peftcode.inference.stops import StopTokens
 
     stops = ["###", "```"]
     texts = [tokenizer.decode([i]) for i in StopTokens(tokenizer, stops).stop_ids.tolist()]
@@ -182,8 +183,8 @@ def test_each_prompt_ends_with_its_prefix_and_each_candidate_begins_with_it(tiny
 @torch.no_grad()
 def sample_one_at_a_time(model, tokenizer, prompts: list[str], settings, sampling: dict) -> list[list[str]]:
     """The reference for sampled programs: each prompt alone, each of its draws alone."""
-    from peftcode.infer import eos_ids
-    from peftcode.sampling import sample
+    from peftcode.inference.infer import eos_ids
+    from peftcode.inference.sampling import sample
 
     ends = torch.cat((torch.tensor(eos_ids(model)), StopTokens(tokenizer, settings.stop).stop_ids))
     drawn = []
@@ -217,7 +218,7 @@ def test_batched_draws_are_those_of_one_prompt_and_one_draw_at_a_time(tiny_llama
 
 
 def test_next_tokens_keeps_the_top_p_set_and_greedy_takes_the_most_likely():
-    from peftcode.sampling import next_tokens
+    from peftcode.inference.sampling import next_tokens
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4))
     uniforms = torch.tensor([0.0, 0.5, 0.7, 0.999])
@@ -229,7 +230,7 @@ def test_next_tokens_keeps_the_top_p_set_and_greedy_takes_the_most_likely():
 def test_next_tokens_over_a_large_vocabulary_match_sorting_all_of_it():
     """The top-p set is looked for among the most likely tokens first; rows whose set lies beyond them
     (here the flat ones, at a high temperature) sort the whole vocabulary."""
-    from peftcode.sampling import CANDIDATES, next_tokens
+    from peftcode.inference.sampling import CANDIDATES, next_tokens
 
     def sorting_everything(logits, temperature, top_p, uniforms):
         probabilities = torch.softmax(logits / temperature, dim=-1)

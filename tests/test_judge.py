@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 from benchmarks.plain_python import ANSWER_KEY, plain_verdict
 
-from peftcode.metrics import execution_metrics
-from peftcode.programs import io_tests, task_names
-from peftcode.sandbox import Limits, run_program
-from peftcode.sandbox_namespaces import SITE, runtime
-from peftcode.settings import EvalSettings
-from peftcode.verdicts import Submission, run_submissions
+from peftcode.evaluation.evaluate import execution_metrics
+from peftcode.sandbox.namespaces import SITE, runtime
+from peftcode.sandbox.runner import Limits, run_program
+from peftcode.sandbox.tests_column import io_tests, task_names
+from peftcode.sandbox.verdicts import Submission, run_submissions
+from peftcode.study.settings import EvalSettings
 
 LIMITS = Limits(timeout_s=10, memory_mb=512)
 SETTINGS = EvalSettings(

@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-from peftcode.memory import peak_rss_mb
+from peftcode.hardware.memory import peak_rss_mb
 
 MIB = 2**20
 ALLOCATE_200_MIB = """
-from peftcode.memory import peak_rss_mb
+from peftcode.hardware.memory import peak_rss_mb
 before = peak_rss_mb()
 ballast = bytearray(200 * 2**20)
 ballast[::4096] = b"\\x01" * len(range(0, len(ballast), 4096))
@@ -31,7 +31,7 @@ def test_a_job_started_by_a_large_process_reports_its_own_peak():
     ballast = bytearray(800 * MIB)
     ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))
     child = subprocess.run(
-        [sys.executable, "-c", "from peftcode.memory import peak_rss_mb; print(peak_rss_mb())"],
+        [sys.executable, "-c", "from peftcode.hardware.memory import peak_rss_mb; print(peak_rss_mb())"],
         capture_output=True,
         text=True,
         check=True,

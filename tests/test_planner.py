@@ -11,14 +11,14 @@ from dataclasses import replace
 
 import pytest
 
-import peftcode.planner as planner
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.estimates import finetune_peak, inference_peak, per_gpu_peak
-from peftcode.models import prepare_model
-from peftcode.settings import TrainSettings
-from peftcode.shapes import Shape, model_fields, shape_of_config
-from peftcode.validation import ConfigError, validate_config
+import peftcode.planning.plan as planner
+from peftcode.data.prepare_data import prepare_data
+from peftcode.models.prepare_model import prepare_model
+from peftcode.planning.estimates import finetune_peak, inference_peak, per_gpu_peak
+from peftcode.planning.shapes import Shape, model_fields, shape_of_config
+from peftcode.study.config import Study
+from peftcode.study.settings import TrainSettings
+from peftcode.study.validation import ConfigError, validate_config
 from tests.conftest import REPO, SCHEMA, SMOLLM2, decoding, paper_fields, read_yaml
 
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")
@@ -138,7 +138,7 @@ def test_the_dry_run_prints_the_plan_and_the_reports_list_what_was_left_out(tiny
 def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
     """A fine-tune in a fresh process, as Snakemake runs it: its peak is its own."""
     script = (
-        "import pickle, sys\nfrom peftcode.finetune import finetune\n"
+        "import pickle, sys\nfrom peftcode.training.finetune import finetune\n"
         "model, data, out, settings = sys.argv[1:]\n"
         "finetune(model, data, out + '/c', out + '/log.csv', out + '/memory.json',\n"
         "         pickle.loads(bytes.fromhex(settings)),\n"
@@ -169,7 +169,7 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
 ):
     """The measured peak less what the process held before loading (its libraries); the full table of
     methods and precisions is benchmarks/bench_plan.py's."""
-    from peftcode.models import quantize_model
+    from peftcode.models.quantize_model import quantize_model
 
     tiny_config["models"]["smollm2"] = copy.deepcopy(SMOLLM2)
     tiny_config["methods"]["qlora-4bit"] = {"kind": "qlora-4bit", "lr": 1e-3}
@@ -239,7 +239,7 @@ def test_each_gpu_of_a_job_must_hold_its_share_not_the_pooled_sum():
 def test_the_memory_record_holds_each_gpus_peak_and_their_sum(monkeypatch):
     import torch
 
-    from peftcode import memory
+    from peftcode.hardware import memory
 
     allocated, reserved = {0: 5 * 2**30, 1: 3 * 2**30}, {0: 6 * 2**30, 1: 4 * 2**30}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

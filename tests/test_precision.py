@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.config import Study
-from peftcode.data import prepare_data
-from peftcode.finetune import finetune, make_optimizer
-from peftcode.models import load_checkpoint, prepare_model, quantize_model
-from peftcode.precision import resolve
-from peftcode.validation import validate_config
+from peftcode.data.prepare_data import prepare_data
+from peftcode.hardware.precision import resolve
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.prepare_model import prepare_model
+from peftcode.models.quantize_model import quantize_model
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
+from peftcode.training.finetune import finetune, make_optimizer
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 
@@ -82,7 +84,7 @@ def test_a_bf16_lora_fine_tune_trains_in_half_the_weights_and_matches_fp32(works
 
 def test_adapters_stay_in_float32_over_bf16_weights(workspace):
     study, folder = workspace
-    from peftcode.methods import prepare_for_training
+    from peftcode.training.peft_setup import prepare_for_training
 
     settings = replace(study.train_settings("tiny-llama", "ia3", "conala-style"), precision="bf16")
     model, _ = load_checkpoint(folder / "model", "causal", torch.bfloat16)

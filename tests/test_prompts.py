@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from peftcode.prompts import IGNORE_INDEX, causal_prompt, encode_example, inference_prompts
+from peftcode.data.prompts import IGNORE_INDEX, causal_prompt, encode_example, inference_prompts
 
 
 def test_causal_prompt_is_the_papers_template():
@@ -37,7 +37,7 @@ def test_long_prompts_and_targets_are_truncated_keeping_the_response_marker_and_
 
 
 def test_a_truncated_prompt_keeps_the_code_prefix_after_its_marker(tokenizer):
-    from peftcode.prompts import RESPONSE, prompt_ids
+    from peftcode.data.prompts import RESPONSE, prompt_ids
 
     prefix = 'def add(a, b):\n    """Add two numbers."""\n'
     prompt = causal_prompt("write the body " * 50) + prefix
@@ -94,7 +94,7 @@ def test_rag_prompts_hold_the_most_similar_training_examples_most_similar_last()
 
 
 def test_a_chat_formatted_example_masks_all_but_the_answer_and_its_end_of_turn(tokenizer):
-    from peftcode.prompts import chat_style
+    from peftcode.data.prompts import chat_style
 
     chat = chat_style(tokenizer)
     example = encode_example(tokenizer, "causal", "sort list `l`", "l.sort()", 128, 64, chat)
@@ -117,7 +117,7 @@ def test_a_chat_formatted_example_masks_all_but_the_answer_and_its_end_of_turn(t
 
 
 def test_chat_in_context_examples_are_earlier_turns_and_a_long_prompt_keeps_its_ending(tokenizer):
-    from peftcode.prompts import chat_style, prompt_ids
+    from peftcode.data.prompts import chat_style, prompt_ids
 
     chat = chat_style(tokenizer)
     test = pd.DataFrame({"intent": ["reverse `s`"]})

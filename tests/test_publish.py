@@ -13,10 +13,10 @@ import torch
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
 
-from peftcode.config import Study
-from peftcode.finetune import finetune
-from peftcode.prompts import causal_prompt
-from peftcode.validation import ConfigError, validate_config
+from peftcode.data.prompts import causal_prompt
+from peftcode.study.config import Study
+from peftcode.study.validation import ConfigError, validate_config
+from peftcode.training.finetune import finetune
 from tests.conftest import REPO, SCHEMA, read_yaml, tiny_workspace
 from tests.hub_server import LocalHub
 from tests.workflow import planned_jobs, write_study
@@ -32,7 +32,7 @@ def greedy(folder) -> list[int]:
 HUB_SIDE = """
 import json, sys
 from huggingface_hub import HfApi, ModelCard, snapshot_download
-from peftcode.publish import publish
+from peftcode.models.publish import publish
 from tests.test_publish import greedy
 
 checkpoint, metrics, out = sys.argv[1:]

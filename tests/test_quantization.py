@@ -5,15 +5,10 @@ import json
 import pytest
 import torch
 
-from peftcode.config import Study
-from peftcode.models import (
-    QuantizationError,
-    load_checkpoint,
-    quantization_problem,
-    quantize_model,
-    write_manifest,
-)
-from peftcode.validation import validate_config
+from peftcode.models.checkpoints import QuantizationError, load_checkpoint, write_manifest
+from peftcode.models.quantize_model import quantization_problem, quantize_model
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
 from tests.conftest import SCHEMA
 
 QLORA_4BIT = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
@@ -74,9 +69,9 @@ def test_qlora_on_an_already_quantized_model_stops_before_loading_it(gptq_checkp
 
 
 def test_qlora_on_a_device_bitsandbytes_cannot_serve_says_so(gptq_checkpoint, tmp_path, monkeypatch):
-    import peftcode.models
+    import peftcode.models.checkpoints
 
-    monkeypatch.setattr(peftcode.models, "job_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(peftcode.models.checkpoints, "job_device", lambda: torch.device("meta"))
     with pytest.raises(QuantizationError, match="cannot run on device 'meta'"):
         quantize_model(gptq_checkpoint, tmp_path / "out", "causal", {"bits": 8})
     # A checkpoint quantized elsewhere stops the same way before its weights load.

@@ -10,13 +10,7 @@ import pytest
 import torch
 from tokenizers import processors
 
-from peftcode import finetune
-from peftcode.config import Study
-from peftcode.finetune import encode_split, train_step
-from peftcode.methods import prepare_for_training
-from peftcode.models import load_checkpoint, prepare_model
-from peftcode.precision import resolve
-from peftcode.prompts import (
+from peftcode.data.prompts import (
     ALPACA,
     RESPONSE,
     chat_style,
@@ -25,7 +19,14 @@ from peftcode.prompts import (
     inference_prompts,
     prompt_ids,
 )
-from peftcode.validation import validate_config
+from peftcode.hardware.precision import resolve
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
+from peftcode.training import finetune
+from peftcode.training.finetune import encode_split, train_step
+from peftcode.training.peft_setup import prepare_for_training
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftcode import stats
-from peftcode.report import write_reports
+from peftcode.evaluation import stats
 from peftcode.report.claims import Comparison, render
 from peftcode.report.gains import position, relative_gain
+from peftcode.report.report import write_reports
 from peftcode.report.tables import primary_metric
 
 

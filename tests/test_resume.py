@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.finetune import RESUME_FILE, finetune
-from peftcode.infer import infer
-from peftcode.progress import Progress
+from peftcode.inference.infer import infer
+from peftcode.inference.resume_store import Progress
+from peftcode.training.finetune import RESUME_FILE, finetune
 from tests.conftest import decoding, tiny_workspace
 
 # The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
 SLOW_JOB = """
 import pickle, sys, time
-import peftcode.finetune as job
+import peftcode.training.finetune as job
 real_loss = job.target_loss
 def slow_loss(*args):
     time.sleep(0.3)
@@ -129,7 +129,7 @@ def test_sigterm_saves_the_step_it_reached_and_the_retry_resumes_there(workspace
 # An inference as Snakemake runs it, each chunk of examples slowed so that the test can stop it mid-run.
 SLOW_INFERENCE = """
 import pickle, sys, time
-import peftcode.infer as job
+import peftcode.inference.infer as job
 real_generate = job.generate_candidates
 def slow_generate(*args, **kwargs):
     time.sleep(1.5)

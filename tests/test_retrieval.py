@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from peftcode.data import prepare_data
-from peftcode.prompts import causal_prompt, inference_prompts
-from peftcode.retrieval import embed_dataset, nearest
-from peftcode.settings import DataSettings
+from peftcode.data.embed_data import embed_dataset
+from peftcode.data.prepare_data import prepare_data
+from peftcode.data.prompts import causal_prompt, inference_prompts
+from peftcode.data.retrieval import nearest
+from peftcode.study.settings import DataSettings
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-import peftcode.sandbox_namespaces as namespaces
-from peftcode.sandbox import Limits, isolation_problem, run_program, run_programs
-from peftcode.sandbox_namespaces import GUARD_INSIDE
-from peftcode.verdicts import Submission, run_submissions
+import peftcode.sandbox.namespaces as namespaces
+from peftcode.sandbox.namespaces import GUARD_INSIDE
+from peftcode.sandbox.runner import Limits, isolation_problem, run_program, run_programs
+from peftcode.sandbox.verdicts import Submission, run_submissions
 from tests.conftest import REPO
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512, output_bytes=4096)
@@ -463,7 +463,7 @@ def test_an_evaluator_in_a_virtual_environment_reached_through_a_link_runs_progr
     linked = tmp_path / "link"
     linked.symlink_to(tmp_path / "environment")
     evaluator = (
-        "from peftcode.sandbox import run_program\n"
+        "from peftcode.sandbox.runner import run_program\n"
         "outcome = run_program('import sys; print(sys.prefix)')\n"
         "print(outcome.status, outcome.output.strip())\n"
     )
@@ -764,7 +764,7 @@ def test_another_evaluation_on_the_machine_is_none_of_this_suites_business(workr
     """Another study's evaluation runs beside this one (started apart: not a descendant of this process,
     its sandboxes under uids of their own): the checks of what this suite left behind do not see it."""
     foreign = (
-        "from peftcode.sandbox import Limits, run_programs\n"
+        "from peftcode.sandbox.runner import Limits, run_programs\n"
         "run_programs(['import time\\ntime.sleep(8)\\n'] * 2, 2, Limits(timeout_s=20))\n"
     )
     marker = tmp_path / "started"

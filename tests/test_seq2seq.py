@@ -5,11 +5,11 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from peftcode.data import prepare_data
-from peftcode.finetune import finetune
-from peftcode.infer import infer
-from peftcode.models import prepare_model
-from peftcode.settings import DataSettings, ModelSettings
+from peftcode.data.prepare_data import prepare_data
+from peftcode.inference.infer import infer
+from peftcode.models.prepare_model import prepare_model
+from peftcode.study.settings import DataSettings, ModelSettings
+from peftcode.training.finetune import finetune
 from tests.conftest import REPO, decoding, training
 
 TINY_T5 = {

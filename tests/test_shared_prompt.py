@@ -13,7 +13,7 @@ from transformers import (
     MistralForCausalLM,
 )
 
-from peftcode.shared_prompt import SharedPrompts, attending_to_shared_prompts, serves
+from peftcode.inference.shared_prompt import SharedPrompts, attending_to_shared_prompts, serves
 
 CONFIG = {
     "vocab_size": 97, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,

@@ -99,9 +99,9 @@ def test_only_model_jobs_ask_for_a_gpu(cluster, slurm_run):
 
 def test_model_jobs_ask_for_the_memory_and_time_the_plan_estimates(cluster, slurm_run):
     config, _, _, _ = slurm_run
-    from peftcode.config import Study
-    from peftcode.planner import Plan
-    from peftcode.validation import validate_config
+    from peftcode.planning.plan import Plan
+    from peftcode.study.config import Study
+    from peftcode.study.validation import validate_config
 
     plan = Plan(Study(validate_config(config)))
     checked = 0
@@ -251,10 +251,10 @@ def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster
 def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterrupted_run_does(
     cluster, runs, tmp_path
 ):
-    from peftcode.config import Study
-    from peftcode.infer import infer
-    from peftcode.planner import Plan
-    from peftcode.validation import validate_config
+    from peftcode.inference.infer import infer
+    from peftcode.planning.plan import Plan
+    from peftcode.study.config import Study
+    from peftcode.study.validation import validate_config
 
     folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "infer", folder)] == ["FAILED", "COMPLETED"]

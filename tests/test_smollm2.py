@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from peftcode.data import prepare_data
-from peftcode.finetune import finetune
-from peftcode.infer import generate_candidates, infer, load_for_inference
-from peftcode.memory import weight_footprint_mb
-from peftcode.models import load_checkpoint, quantize_model
-from peftcode.settings import DataSettings
+from peftcode.data.prepare_data import prepare_data
+from peftcode.hardware.memory import weight_footprint_mb
+from peftcode.inference.infer import generate_candidates, infer, load_for_inference
+from peftcode.models.checkpoints import load_checkpoint
+from peftcode.models.quantize_model import quantize_model
+from peftcode.study.settings import DataSettings
+from peftcode.training.finetune import finetune
 from tests.conftest import REPO, decoding, training
 from tests.test_infer import generate_one_at_a_time
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from peftcode.stats import bootstrap_corpus_ci, bootstrap_mean_ci, mcnemar_exact
+from peftcode.evaluation.stats import bootstrap_corpus_ci, bootstrap_mean_ci, mcnemar_exact
 
 
 def test_bootstrap_interval_contains_the_estimate_and_shrinks_as_the_test_set_grows():

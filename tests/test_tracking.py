@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from peftcode.tracking import cell_run
+from peftcode.jobs.tracking import cell_run
 
 CELL = SimpleNamespace(model="tiny-llama", method="lora", dataset="conala-style")
 TRAIN_SETTINGS = {"lr": 1e-3, "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}, "seed": 42}
@@ -97,7 +97,7 @@ def test_a_tracking_server_that_is_down_costs_a_warning_not_the_job(tmp_path, ca
     started = time.monotonic()
     run_cell({"backend": "mlflow", "experiment": "study", "uri": "http://127.0.0.1:9"}, tmp_path)
     assert time.monotonic() - started < 120
-    warnings = [r.getMessage() for r in caplog.records if r.name == "peftcode.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "peftcode.jobs.tracking"]
     # One warning per job: the first failure turns tracking off for the rest of it.
     assert len(warnings) == 3 and all("127.0.0.1:9" in w or "tracking" in w for w in warnings)
 

@@ -6,11 +6,11 @@ pass, APPS' standard input read every way a solution reads it included."""
 import pandas as pd
 import pytest
 
-from peftcode.metrics import execution_metrics
-from peftcode.programs import io_tests
-from peftcode.sandbox import Limits
-from peftcode.settings import EvalSettings
-from peftcode.verdicts import Submission, run_submissions
+from peftcode.evaluation.evaluate import execution_metrics
+from peftcode.sandbox.runner import Limits
+from peftcode.sandbox.tests_column import io_tests
+from peftcode.sandbox.verdicts import Submission, run_submissions
+from peftcode.study.settings import EvalSettings
 
 SETTINGS = EvalSettings(
     k=[1],

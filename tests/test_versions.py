@@ -5,50 +5,59 @@ import shutil
 
 import pytest
 
-from peftcode.versions import PACKAGE, code_version, local_imports
+from peftcode.jobs.versions import PACKAGE, code_version, local_imports
 
-# Each rule's code version is that of one module and what it imports (see workflow/rules/).
-JOBS = {
-    "prepare_data": "data",
-    "embed_data": "retrieval",
-    "prepare_model": "models",
-    "fetch_adapter": "adapters",
-    "finetune": "finetune",
-    "infer": "infer",
-    "evaluate": "metrics",
-    "aggregate": "aggregate",
-    "plan": "planner",
-    "report": "report",
-    "publish": "publish",
-}
+# Each rule's code version is that of its entry module (named after the rule) and what it imports (see
+# workflow/rules/common.smk).
+ENTRIES = (
+    "data.prepare_data",
+    "data.join_data",
+    "data.embed_data",
+    "models.prepare_model",
+    "models.quantize_model",
+    "models.fetch_adapter",
+    "training.finetune",
+    "inference.infer",
+    "evaluation.evaluate",
+    "report.aggregate",
+    "planning.plan",
+    "report.report",
+    "report.partial_report",
+    "models.publish",
+)
+JOBS = {entry.rsplit(".", 1)[1]: entry for entry in ENTRIES}
 # What an edit to a module reruns: the jobs whose code runs it (downstream jobs rerun through the DAG).
 RERUNS = {
-    "sandbox": {"evaluate"},  # the sandbox harness: evaluation alone
-    "judge": {"evaluate"},
+    "sandbox.runner": {"evaluate"},  # the sandbox harness: evaluation alone
+    "sandbox.judge": {"evaluate"},
     # The two sides of a tested run, files the sandbox and the judge run.
-    "peer": {"evaluate"},
-    "wire": {"evaluate"},
-    "layouts": {"evaluate"},
-    "rebuild": {"evaluate"},
-    "verdicts": {"evaluate"},
-    "finetune": {"finetune"},  # the training loop: no inference of its own
-    "methods": {"finetune"},
-    "infer": {"infer"},
-    "beam_search": {"infer"},
-    "stops": {"infer"},
-    "progress": {"infer"},  # an inference's finished examples, kept for a rerun
-    "probe": {"finetune", "infer"},  # written by the fine-tune, checked by inference
-    "prompts": {"finetune", "infer", "fetch_adapter"},
+    "sandbox.peer": {"evaluate"},
+    "sandbox.wire": {"evaluate"},
+    "sandbox.layouts": {"evaluate"},
+    "sandbox.rebuild": {"evaluate"},
+    "sandbox.verdicts": {"evaluate"},
+    "training.finetune": {"finetune"},  # the training loop: no inference of its own
+    "training.peft_setup": {"finetune"},
+    "inference.infer": {"infer"},
+    "inference.beam_search": {"infer"},
+    "inference.stops": {"infer"},
+    "inference.resume_store": {"infer"},  # an inference's finished examples, kept for a rerun
+    "models.probe": {"finetune", "infer"},  # written by the fine-tune, checked by inference
+    "data.prompts": {"finetune", "infer", "fetch_adapter"},
+    "data.retrieval": {"infer"},
+    "data.embed_data": {"embed_data"},
     # The plan counts the local datasets' rows with the reader.
-    "data": {"prepare_data", "plan"},
-    "presets": {"prepare_data", "plan"},
-    "splits": {"prepare_data", "embed_data", "finetune", "infer", "plan"},
+    "data.prepare_data": {"prepare_data", "plan"},
+    "data.join_data": {"join_data"},
+    "data.presets": {"prepare_data", "plan"},
+    "data.splits": {"prepare_data", "join_data", "embed_data", "finetune", "infer", "plan"},
     # The tests' format, which prepare_data writes and the judge reads.
-    "programs": {"prepare_data", "evaluate", "plan"},
-    "estimates": {"plan"},
-    "report.rq1": {"report"},
-    "aggregate": {"aggregate", "report"},
-    "stats": {"evaluate", "report"},
+    "sandbox.tests_column": {"prepare_data", "evaluate", "plan"},
+    "models.quantize_model": {"quantize_model"},
+    "planning.estimates": {"plan"},
+    "report.rq1": {"report", "partial_report"},
+    "report.aggregate": {"aggregate", "partial_report"},
+    "evaluation.stats": {"evaluate", "report", "partial_report"},
 }
 
 
@@ -76,8 +85,9 @@ def edited_versions(package, module: str, text: str) -> set[str]:
 
 
 def test_dependencies_are_found_transitively():
-    assert {"splits", "models", "memory", "prompts", "probe"} <= local_imports("infer")
-    assert "finetune" not in local_imports("infer") and "report" not in local_imports("infer")
+    found = local_imports("inference.infer")
+    assert {"data.splits", "models.checkpoints", "hardware.memory", "data.prompts", "models.probe"} <= found
+    assert "training.finetune" not in found and "report.report" not in found
 
 
 @pytest.mark.parametrize(("module", "jobs"), RERUNS.items())
@@ -95,4 +105,4 @@ def test_a_comment_a_docstring_or_a_reformatting_reruns_nothing(package, module)
 
 def test_a_script_the_sandbox_runs_counts_as_its_code(package):
     # The sandbox's guard is a file it runs, not an import: an edit to it still counts.
-    assert edited_versions(package, "sandbox_guard", "\nEDITED = True\n") == {"evaluate"}
+    assert edited_versions(package, "sandbox.guard", "\nEDITED = True\n") == {"evaluate"}

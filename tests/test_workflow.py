@@ -8,7 +8,7 @@ import struct
 import pandas as pd
 import pytest
 
-from peftcode.report import QUESTIONS
+from peftcode.report.report import QUESTIONS
 from tests.browser import chromium, labels, landing, opened_report, render
 from tests.conftest import REPO, read_yaml
 from tests.workflow import planned_jobs, snakemake, write_study

@@ -2,8 +2,8 @@
 import re
 from pathlib import Path
 
-from peftcode.config import ADAPTER_KIND, PEFT_KINDS, Cell, encoder_key
-from peftcode.versions import code_version
+from peftcode.study.config import ADAPTER_KIND, PEFT_KINDS, Cell, encoder_key
+from peftcode.jobs.versions import code_version
 
 
 wildcard_constraints:
@@ -15,10 +15,11 @@ wildcard_constraints:
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
-def job_code(module, script):
-    """The version of a job's code: the peftcode modules it runs and its own script, by what they do (not
-    by their files' dates: Snakemake's `code` trigger is left out, profiles/default)."""
-    return code_version(module, script=SCRIPTS / f"{script}.py")
+def job_code(module):
+    """The version of a job's code: its entry module (named after its rule and its script), the peftcode
+    modules that imports, and its script, by what they do (not by their files' dates: Snakemake's `code`
+    trigger is left out, profiles/default)."""
+    return code_version(module, script=SCRIPTS / f"{module.rsplit('.', 1)[-1]}.py")
 
 
 def one_of(names):

@@ -14,7 +14,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     params:
-        code=job_code("metrics", "evaluate"),
+        code=job_code("evaluation.evaluate"),
         cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
         settings=study.eval_settings().as_dict(),
     script:
@@ -32,6 +32,6 @@ rule aggregate:
     conda:
         "../../envs/analysis.yaml"
     params:
-        code=job_code("aggregate", "aggregate"),
+        code=job_code("report.aggregate"),
     script:
         "../scripts/aggregate.py"

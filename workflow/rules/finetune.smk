@@ -17,7 +17,7 @@ rule finetune:
     resources:
         **compute_resources("finetune"),
     params:
-        code=job_code("finetune", "finetune"),
+        code=job_code("training.finetune"),
         settings=lambda w: study.train_settings(w.model, w.method, w.dataset).as_dict(),
         # Resume state lives outside the outputs, which Snakemake deletes before it reruns a job.
         resume=lambda w: f"{R}/resume/finetune/{w.model}/{w.method}/{w.dataset}",

@@ -14,7 +14,7 @@ rule infer:
     resources:
         **compute_resources("infer"),
     params:
-        code=job_code("infer", "infer"),
+        code=job_code("inference.infer"),
         settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset).as_dict(),
         # Finished examples live outside the outputs, which Snakemake deletes before it reruns a job.
         resume=lambda w: f"{R}/resume/infer/{w.model}/{w.method}/{w.dataset}",

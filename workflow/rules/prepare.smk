@@ -16,7 +16,7 @@ rule prepare_data:
         mem_mb=4000,
         runtime=30,
     params:
-        code=job_code("data", "prepare_data"),
+        code=job_code("data.prepare_data"),
         settings=lambda w: study.data_settings(w.dataset).as_dict(),
     script:
         "../scripts/prepare_data.py"
@@ -45,7 +45,7 @@ rule join_data:
         mem_mb=4000,
         runtime=30,
     params:
-        code=job_code("data", "join_data"),
+        code=job_code("data.join_data"),
         members=lambda w: {m: data_dir(m) for m in config["datasets"][w.dataset]["union"]},
     script:
         "../scripts/join_data.py"
@@ -66,7 +66,7 @@ rule embed_data:
         mem_mb=4000,
         runtime=60,
     params:
-        code=job_code("retrieval", "embed_data"),
+        code=job_code("data.embed_data"),
         encoder=lambda w: study.encoder_named(w.encoder),
     script:
         "../scripts/embed_data.py"
@@ -85,7 +85,7 @@ rule prepare_model:
         mem_mb=lambda w: plan.mem_mb("prepare", w.model),
         runtime=60,
     params:
-        code=job_code("models", "prepare_model"),
+        code=job_code("models.prepare_model"),
         settings=lambda w: study.model_settings(w.model).as_dict(),
     script:
         "../scripts/prepare_model.py"
@@ -105,7 +105,7 @@ rule quantize_model:
     resources:
         **compute_resources("quantize"),
     params:
-        code=job_code("models", "quantize_model"),
+        code=job_code("models.quantize_model"),
         family=lambda w: study.model_settings(w.model).family,
         quantization=lambda w: study.quantization(w.method),
         precision=lambda w: study.precision(w.model, w.method),
@@ -125,7 +125,7 @@ rule fetch_adapter:
     conda:
         "../../envs/models.yaml"
     params:
-        code=job_code("adapters", "fetch_adapter"),
+        code=job_code("models.fetch_adapter"),
         source=lambda w: study.adapter_source(w.method),
     script:
         "../scripts/fetch_adapter.py"

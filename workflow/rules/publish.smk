@@ -10,7 +10,7 @@ rule publish:
     conda:
         "../../envs/analysis.yaml"
     params:
-        code=job_code("publish", "publish"),
+        code=job_code("models.publish"),
         repo=lambda w: PUBLISHED[Cell(w.model, w.method, w.dataset)]["repo"],
         private=lambda w: PUBLISHED[Cell(w.model, w.method, w.dataset)]["private"],
     script:

@@ -10,7 +10,7 @@ rule plan:
     conda:
         "../../envs/models.yaml"
     params:
-        code=job_code("planner", "plan"),
+        code=job_code("planning.plan"),
         rows=plan.rows,
     script:
         "../scripts/plan.py"
@@ -60,7 +60,7 @@ rule report:
     conda:
         "../../envs/analysis.yaml"
     params:
-        code=job_code("report", "report"),
+        code=job_code("report.report"),
         expected=[study.cell_info(c) for c in study.cells],
         fine_tunes=[{"model": c.model, "method": c.method, "dataset": c.dataset} for c in study.trained_cells],
     script:
@@ -77,7 +77,7 @@ rule partial_report:
     conda:
         "../../envs/analysis.yaml"
     params:
-        code=job_code("report", "partial_report"),
+        code=job_code("report.partial_report"),
         expected=[study.cell_info(c) for c in study.cells],
         metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
     script:

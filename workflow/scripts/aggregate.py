@@ -1,7 +1,7 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
-from peftcode.aggregate import aggregate
+from peftcode.report.aggregate import aggregate
 
 aggregate(snakemake.input, snakemake.output.table, snakemake.output.csv)

@@ -1,10 +1,10 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
-from peftcode.metrics import evaluate
-from peftcode.settings import EvalSettings
-from peftcode.tracking import job_run
+from peftcode.evaluation.evaluate import evaluate
+from peftcode.jobs.tracking import job_run
+from peftcode.study.settings import EvalSettings
 
 with job_run(snakemake, "evaluate") as run:
     row = evaluate(

@@ -1,20 +1,20 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
 from pathlib import Path
 
-from peftcode.devices import claim_gpus, job_compute
-from peftcode.settings import TrainSettings
-from peftcode.startup import import_only_what_is_used
+from peftcode.hardware.devices import claim_gpus, job_compute
+from peftcode.jobs.startup import import_only_what_is_used
+from peftcode.study.settings import TrainSettings
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
 settings = TrainSettings.from_dict(snakemake.params.settings)
 import_only_what_is_used(settings)
 
-from peftcode.finetune import finetune
-from peftcode.tracking import job_run
+from peftcode.jobs.tracking import job_run
+from peftcode.training.finetune import finetune
 
 with job_run(snakemake, "finetune") as run:
     record = finetune(

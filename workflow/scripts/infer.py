@@ -1,21 +1,21 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
 import json
 from pathlib import Path
 
-from peftcode.devices import claim_gpus, job_compute
-from peftcode.settings import InferSettings
-from peftcode.startup import import_only_what_is_used
+from peftcode.hardware.devices import claim_gpus, job_compute
+from peftcode.jobs.startup import import_only_what_is_used
+from peftcode.study.settings import InferSettings
 
 # Before torch initializes CUDA, which reads the devices it may use once.
 claim_gpus(snakemake.resources.gpu)
 settings = InferSettings.from_dict(snakemake.params.settings)
 import_only_what_is_used(settings)
 
-from peftcode.infer import infer
-from peftcode.tracking import job_run
+from peftcode.inference.infer import infer
+from peftcode.jobs.tracking import job_run
 
 with job_run(snakemake, "infer") as run:
     infer(

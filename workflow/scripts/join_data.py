@@ -1,9 +1,9 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
 from pathlib import Path
 
-from peftcode.data import join_datasets
+from peftcode.data.join_data import join_datasets
 
 join_datasets(snakemake.params.members, Path(snakemake.output.stats).parent)

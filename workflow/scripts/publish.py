@@ -1,8 +1,8 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
-from peftcode.publish import publish
+from peftcode.models.publish import publish
 
 publish(
     snakemake.input.checkpoint,

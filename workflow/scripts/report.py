@@ -1,10 +1,10 @@
-from peftcode.logs import log_to
+from peftcode.jobs.logs import log_to
 
 log_to(snakemake.log[0])
 
 from pathlib import Path
 
-from peftcode.report import write_reports
+from peftcode.report.report import write_reports
 
 fine_tunes = [
     {**tune, "log": log}

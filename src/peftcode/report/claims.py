@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from peftcode import stats
+from peftcode.evaluation import stats
 from peftcode.report.gains import gain_text, position, relative_gain
 from peftcode.report.tables import per_example, with_ci
 
-PAPER = yaml.safe_load(files("peftcode").joinpath("paper_claims.yaml").read_text())
+PAPER = yaml.safe_load(files("peftcode.report").joinpath("paper_claims.yaml").read_text())
 ALPHA, POWER = 0.05, 0.8
 SOURCES = {"secondary": "a secondary summary's figure, not found in the paper's text we checked"}
 

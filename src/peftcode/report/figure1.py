@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import Patch
 
-from peftcode.kinds import LORA_KINDS
 from peftcode.report.tables import no_cells_figure
+from peftcode.study.kinds import LORA_KINDS
 
 # The bars of Figure 1, in the study's order: each method of these kinds (DoRA is a LoRA method of its own);
 # other trained kinds are left out of it.

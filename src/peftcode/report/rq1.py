@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from peftcode.kinds import PEFT_KINDS
 from peftcode.report.claims import Comparison, Untested
 from peftcode.report.tables import em_columns, fine_tuned, pass_columns, planned_hours, results_table
+from peftcode.study.kinds import PEFT_KINDS
 
 TITLE = "RQ1: PEFT-tuned LLMs vs fully fine-tuned models"
 

@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from peftcode.kinds import PEFT_KINDS, PROMPTED_KINDS
 from peftcode.report.claims import Comparison, Untested
 from peftcode.report.tables import (
     markdown_table,
@@ -19,6 +18,7 @@ from peftcode.report.tables import (
     results_table,
     with_primary,
 )
+from peftcode.study.kinds import PEFT_KINDS, PROMPTED_KINDS
 
 TITLE = "RQ2: PEFT vs in-context learning and retrieval-augmented prompts"
 

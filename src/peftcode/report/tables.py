@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from peftcode.kinds import TRAINED_KINDS  # noqa: E402
-from peftcode.scores import hits_at_k, pass_at_k  # noqa: E402
+from peftcode.evaluation.scores import hits_at_k, pass_at_k  # noqa: E402
+from peftcode.study.kinds import TRAINED_KINDS  # noqa: E402
 
 CELL_COLUMNS = ["model", "method", "dataset"]
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "figure.dpi": 120})

@@ -1,0 +1,2 @@
+"""Checkpoints in and out: hub configs, prepared and quantized models, adapters, export, publishing, the
+probe."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: the recipe and the PEFT model it trains."""
