@@ -83,4 +83,4 @@ rule all:
     input:
         rules.report.output,
         rules.plan.output,
-        [f"{R}/published/{c.model}/{c.method}/{c.dataset}.json" for c in PUBLISHED],
+        [f"{R}/published/{c.model}/{c.variant}/{c.dataset}.json" for c in PUBLISHED],

@@ -52,9 +52,7 @@ def whole_sequence_loss(model, batch, family):
 
 def run(model_dir: Path, data_dir: Path, out: Path, settings: TrainSettings, threads: int) -> dict:
     out.mkdir(parents=True)
-    return finetune(
-        model_dir, data_dir, out / "ckpt", out / "log.csv", out / "memory.json", settings, threads
-    )
+    return finetune(model_dir, data_dir, out / "ckpt", out / "log.csv", out / "cost.json", settings, threads)
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from peftcode.data.prepare_data import prepare_data
 from peftcode.data.prompts import causal_prompt, prompt_ids
 from peftcode.data.splits import read_split
-from peftcode.inference.infer import generate_candidates, load_for_inference
+from peftcode.inference.decoding import generate_candidates
+from peftcode.inference.infer import load_for_inference
 from peftcode.inference.stops import cut_at_stop
 from peftcode.models.prepare_model import prepare_model
 from peftcode.study.config import Study
@@ -77,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     study = Study(validate_config(yaml.safe_load((REPO / "config.yaml").read_text())))
-    settings = replace(study.infer_settings(MODEL, "icl-0shot", DATASET), max_new_tokens=64)
+    settings = replace(study.configured_infer_settings(MODEL, "icl-0shot", DATASET), max_new_tokens=64)
     with tempfile.TemporaryDirectory() as scratch:
         prepare_model(study.model_settings(MODEL), Path(scratch) / "model")
         data = replace(study.data_settings(DATASET), limit={})

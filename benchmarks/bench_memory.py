@@ -48,7 +48,7 @@ import pickle, sys
 from peftcode.training.finetune import finetune
 model, data, out, settings, threads = sys.argv[1:]
 settings = pickle.loads(bytes.fromhex(settings))
-finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/memory.json", settings,
+finetune(model, data, out + "/checkpoint", out + "/log.csv", out + "/cost.json", settings,
          threads=int(threads))
 """
 
@@ -66,10 +66,10 @@ def measure(
     quantized = {}
     if settings.quantization:
         run(QUANTIZE, model_dir, out / "base", json.dumps(settings.quantization))
-        quantized = json.loads((out / "base" / "memory.json").read_text())
+        quantized = json.loads((out / "base" / "cost.json").read_text())
         model_dir = out / "base"
     run(FINETUNE, model_dir, data_dir, out, pickle.dumps(settings).hex(), threads)
-    return json.loads((out / "memory.json").read_text()), quantized
+    return json.loads((out / "cost.json").read_text()), quantized
 
 
 def main() -> None:

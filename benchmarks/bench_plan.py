@@ -54,7 +54,7 @@ import pickle, sys
 from peftcode.training.finetune import finetune
 model, data, out, settings = sys.argv[1:]
 settings = pickle.loads(bytes.fromhex(settings))
-finetune(model, data, out + "/c", out + "/log.csv", out + "/memory.json", settings, threads=2)
+finetune(model, data, out + "/c", out + "/log.csv", out + "/cost.json", settings, threads=2)
 """
 ENVIRONMENT = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 
@@ -99,7 +99,7 @@ def measure(models: list[str], precisions: list[str], methods: list[str]) -> lis
                         capture_output=True,
                         env=ENVIRONMENT,
                     )
-                    record = json.loads((out / "memory.json").read_text())
+                    record = json.loads((out / "cost.json").read_text())
                     own = record["peak_rss_mb"] - record["baseline_rss_mb"]
                     estimate = finetune_peak(shape, settings, "cpu", precision, record)["total"]
                     rows.append((model, method, precision, own, estimate))

@@ -24,7 +24,7 @@ import torch
 
 from peftcode.data.prompts import causal_prompt, prompt_ids
 from peftcode.inference import shared_prompt
-from peftcode.inference.infer import eos_ids, generate_candidates
+from peftcode.inference.decoding import eos_ids, generate_candidates
 from peftcode.inference.sampling import sample
 from peftcode.inference.stops import cut_at_stop
 from peftcode.models.checkpoints import load_checkpoint
@@ -103,7 +103,7 @@ def main() -> None:
     model.eval()
     prompts = humaneval_prompts(args.prompts)
     settings = InferSettings(
-        method_name="icl", kind="icl", quantization=None, precision="auto", shots=0, seed=42, retriever=None,
+        method="icl", kind="icl", quantization=None, precision="auto", shots=0, seed=42, retriever=None,
         encoder=None, prompt="alpaca", sampling=None, family="causal", max_input_length=512, stop=None,
         num_beams=1, num_return_sequences=1, batch_size=args.prompts, early_stopping=True,
         max_new_tokens=args.new_tokens,

@@ -52,7 +52,7 @@ from peftcode.hardware.placement import MODEL_CLASSES, meta_model, spread_device
 from peftcode.hardware.precision import resolve as resolve_precision
 from peftcode.models.checkpoints import load_checkpoint
 from peftcode.study.settings import TrainSettings
-from peftcode.training.finetune import make_optimizer, train_step, trainable_copy
+from peftcode.training.steps import make_optimizer, train_step, trainable_copy
 from peftcode.training.peft_setup import prepare_for_training
 
 PLACEMENT_COLUMNS = [

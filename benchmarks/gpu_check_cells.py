@@ -41,7 +41,7 @@ def paper_cells() -> dict:
         keys = ("precision", "generation_batch", "infer_peak_mb", "finetune_peak_mb", "fits")
         return {key: rows[method][key] for key in keys}
 
-    inference = study.infer_settings(MODEL, INFERENCE_METHOD, DATASET)
+    inference = study.configured_infer_settings(MODEL, INFERENCE_METHOD, DATASET)
     return {
         "model": MODEL,
         "dataset": DATASET,

@@ -33,7 +33,8 @@ from peftcode.models.checkpoints import bitsandbytes_problem, load_checkpoint
 from peftcode.models.quantize_model import quantize_model
 from peftcode.planning import plan as planner
 from peftcode.study.settings import TrainSettings
-from peftcode.training.finetune import collate, make_optimizer, target_loss, train_step, trainable_copy
+from peftcode.data.prompts import collate
+from peftcode.training.steps import make_optimizer, target_loss, train_step, trainable_copy
 from peftcode.training.peft_setup import prepare_for_training
 
 # The issue's target: every estimate within 15% of the measured peak.
@@ -219,7 +220,7 @@ def numerics(mode: Mode, cells: dict, deadline: Deadline) -> Table:
     batches = [collate(examples[i : i + batch], 0, mode.device) for i in range(0, len(examples), batch)]
     curves, start = {}, None
     table.notes.append(
-        f"LoRA as the paper's (Adafactor, r {settings.method.r}) at lr {settings.lr}, the same "
+        f"LoRA as the paper's (Adafactor, r {settings.method_settings.r}) at lr {settings.lr}, the same "
         f"{len(examples)} random examples every step, each precision's adapters starting from fp32's."
     )
     for name in ("fp32", "bf16", "fp16"):

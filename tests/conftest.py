@@ -41,7 +41,7 @@ def read_yaml(path: Path) -> dict:
 
 # An inference's settings that tests of decoding leave as they are.
 DECODING = {
-    "method_name": "icl",
+    "method": "icl",
     "kind": "icl",
     "quantization": None,
     "precision": "auto",
@@ -80,7 +80,7 @@ def training(settings: dict):
     entry = {key: value for key, value in settings.items() if key in own}
     loop = {key: value for key, value in settings.items() if key not in own and key != "method"}
     loop.setdefault("train_dataset", None), loop.setdefault("trained_as", None)
-    return TrainSettings(method_name=settings["method"], method=MethodSettings(**entry), **loop)
+    return TrainSettings(method=settings["method"], method_settings=MethodSettings(**entry), **loop)
 
 
 def paper_fields(name: str) -> dict:

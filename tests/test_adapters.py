@@ -108,7 +108,7 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
     trained = lora_study(results)
     trained["publish"] = {
         "namespace": "lab",
-        "cells": [{"model": "tiny-llama", "method": "lora", "dataset": "conala-style"}],
+        "cells": [{"model": "tiny-llama", "variant": "lora", "dataset": "conala-style"}],
     }
     evaluated = lora_study(results)
     evaluated["methods"] = {
@@ -140,7 +140,7 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
     assert scores and {key: ours[key] for key in scores} == {key: theirs[key] for key in scores}
     assert theirs["kind"] == "adapter"
     # The adapter carried its fine-tune's probe, which the loaded model reproduced.
-    memory = results / "generations" / "tiny-llama" / "lab-lora" / "conala-style.memory.json"
+    memory = results / "generations" / "tiny-llama" / "lab-lora" / "conala-style.cost.json"
     memory = json.loads(memory.read_text())
     assert memory["checkpoint_probe_agreement"] == 1.0
 

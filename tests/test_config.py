@@ -75,7 +75,7 @@ def test_bad_config_stops_with_one_line_naming_the_key(tiny_config, edit, messag
 
 def test_cells_expand_models_methods_datasets_and_icl_shots_and_seeds(tiny_config):
     study = Study(validate_config(tiny_config, SCHEMA))
-    methods = sorted({cell.method for cell in study.cells})
+    methods = sorted({cell.variant for cell in study.cells})
     assert methods == sorted(
         [
             "full-ft",
@@ -100,7 +100,7 @@ def test_study_blocks_union_without_duplicates(tiny_config):
         {"models": ["tiny-llama"], "methods": ["lora", "full-ft"], "datasets": ["conala-style"]},
     ]
     study = Study(validate_config(tiny_config, SCHEMA))
-    assert [c.method for c in study.cells] == ["full-ft", "lora"]
+    assert [c.variant for c in study.cells] == ["full-ft", "lora"]
 
 
 def test_train_settings_merge_training_defaults_under_method_settings(tiny_config):
@@ -108,7 +108,7 @@ def test_train_settings_merge_training_defaults_under_method_settings(tiny_confi
     study = Study(validate_config(tiny_config, SCHEMA))
     settings = study.train_settings("tiny-llama", "lora", "conala-style")
     assert settings.epochs == 3 and settings.batch_size == 4
-    assert settings.lr == 1e-2 and settings.method.r == 8
+    assert settings.lr == 1e-2 and settings.method_settings.r == 8
     assert (settings.max_input_length, settings.max_target_length) == (48, 12)
     assert study.train_settings("tiny-llama", "ia3", "conala-style").epochs == 1
 
@@ -124,18 +124,21 @@ def test_editing_one_method_changes_only_that_methods_params(tiny_config):
         for cell in before.trained_cells
         if before.train_settings(*_key(cell)) != after.train_settings(*_key(cell))
     }
-    assert changed == {c for c in before.trained_cells if c.method == "lora"}
-    assert all(before.infer_settings(*_key(c)) == after.infer_settings(*_key(c)) for c in before.cells)
+    assert changed == {c for c in before.trained_cells if c.variant == "lora"}
+    assert all(
+        before.configured_infer_settings(*_key(c)) == after.configured_infer_settings(*_key(c))
+        for c in before.cells
+    )
     assert before.data_settings("conala-style") == after.data_settings("conala-style")
 
 
 def _key(cell):
-    return cell.model, cell.method, cell.dataset
+    return cell.model, cell.variant, cell.dataset
 
 
 def test_icl_infer_settings_carry_shots_and_seed(tiny_config):
     study = Study(validate_config(tiny_config, SCHEMA))
-    settings = study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")
+    settings = study.configured_infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style")
     assert (settings.shots, settings.seed, settings.stop) == (1, 777, "\n")
     assert settings.max_new_tokens == 12 and settings.num_beams == 3
 
@@ -144,11 +147,13 @@ def test_rag_methods_get_one_cell_per_number_of_retrieved_examples(tiny_config):
     tiny_config["methods"]["rag"] = {"kind": "rag", "shots": [1, 3]}
     tiny_config["study"][0]["methods"].append("rag")
     study = Study(validate_config(tiny_config, SCHEMA))
-    rag = sorted(cell.method for cell in study.cells if cell.method.startswith("rag"))
+    rag = sorted(cell.variant for cell in study.cells if cell.variant.startswith("rag"))
     assert rag == ["rag-1shot", "rag-1shot", "rag-3shot", "rag-3shot"]  # on both datasets
-    settings = study.infer_settings("tiny-llama", "rag-3shot", "conala-style")
+    settings = study.configured_infer_settings("tiny-llama", "rag-3shot", "conala-style")
     assert (settings.shots, settings.retriever) == (3, "bm25")
-    assert study.infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style").retriever is None
+    assert (
+        study.configured_infer_settings("tiny-llama", "icl-1shot-seed777", "conala-style").retriever is None
+    )
     assert not study.is_trained("rag-3shot")
 
 
@@ -167,7 +172,7 @@ def test_a_union_dataset_trains_one_model_tested_on_each_members_test_set(tiny_c
     assert study.train_dataset("lora-joint", "conala-style") == "joint"
     assert study.train_settings("tiny-llama", "lora-joint", "joint").max_target_length == 20
     # Decoding follows the test set's own settings.
-    assert study.infer_settings("tiny-llama", "lora-joint", "conala-style").stop == "\n"
+    assert study.configured_infer_settings("tiny-llama", "lora-joint", "conala-style").stop == "\n"
     assert study.cell_info(study.cells[0])["train_dataset"] == "joint"
 
 

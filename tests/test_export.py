@@ -11,7 +11,8 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peftcode.data.prompts import causal_prompt
-from peftcode.inference.infer import generate_candidates, load_for_inference
+from peftcode.inference.decoding import generate_candidates
+from peftcode.inference.infer import load_for_inference
 from peftcode.training.finetune import finetune
 from tests.conftest import tiny_workspace
 
@@ -59,7 +60,7 @@ def test_a_checkpoint_copied_elsewhere_loads_with_plain_peft_and_generates_as_ou
         theirs = greedy(AutoPeftModelForCausalLM.from_pretrained(travelled), tokenizer, **cache)
         ours_model, ours_tokenizer = load_for_inference(folder / "model", travelled, "causal")
     decoding = replace(
-        study.infer_settings("tiny-llama", method, "conala-style"),
+        study.configured_infer_settings("tiny-llama", method, "conala-style"),
         stop=None, num_beams=1, num_return_sequences=1, batch_size=1, max_new_tokens=8,
     )  # fmt: skip
     ours = generate_candidates(ours_model, ours_tokenizer, [PROMPT], decoding)[0][0]

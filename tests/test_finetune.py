@@ -10,8 +10,8 @@ from peftcode.models.prepare_model import prepare_model
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
-from peftcode.training.finetune import encode_split, target_loss
 from peftcode.training.peft_setup import prepare_for_training
+from peftcode.training.steps import encode_split, target_loss
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 EXAMPLES = pd.DataFrame(

@@ -9,7 +9,7 @@ from peft import get_peft_model
 from transformers import StoppingCriteriaList
 
 from peftcode.data.prompts import prompt_ids
-from peftcode.inference.infer import conditioned_inputs, generate_candidates, search_settings
+from peftcode.inference.decoding import conditioned_inputs, generate_candidates, search_settings
 from peftcode.inference.stops import StopTokens, cut_at_stop
 from peftcode.models.checkpoints import load_checkpoint
 from peftcode.models.prepare_model import prepare_model
@@ -183,7 +183,7 @@ def test_each_prompt_ends_with_its_prefix_and_each_candidate_begins_with_it(tiny
 @torch.no_grad()
 def sample_one_at_a_time(model, tokenizer, prompts: list[str], settings, sampling: dict) -> list[list[str]]:
     """The reference for sampled programs: each prompt alone, each of its draws alone."""
-    from peftcode.inference.infer import eos_ids
+    from peftcode.inference.decoding import eos_ids
     from peftcode.inference.sampling import sample
 
     ends = torch.cat((torch.tensor(eos_ids(model)), StopTokens(tokenizer, settings.stop).stop_ids))

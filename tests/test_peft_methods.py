@@ -55,7 +55,7 @@ def test_each_method_is_a_method_of_its_own_in_every_table_and_figure(methods_ru
         assert log["val_loss"].min() < log["val_loss"].iloc[0], method  # each trained
     # Every inference reloaded what its fine-tune kept (PiSSA's adapter converted to the original weights).
     for method in METHODS:
-        record = methods_run / "generations" / "tiny-llama" / method / "conala-style.memory.json"
+        record = methods_run / "generations" / "tiny-llama" / method / "conala-style.cost.json"
         assert json.loads(record.read_text())["checkpoint_probe_agreement"] >= 0.9, method
 
 
@@ -98,14 +98,14 @@ def test_adalora_allocates_its_rank_budget_and_its_regulariser_is_in_the_loss(tm
     lora = study.train_settings("tiny-llama", "lora", "conala-style")
     settings = replace(
         lora,
-        method_name="adalora",
-        method=MethodSettings(**adalora),
+        method="adalora",
+        method_settings=MethodSettings(**adalora),
         lr=1.0e-2,
         batch_size=2,
         evals_per_epoch=1,
     )
     finetune(tmp_path / "model", tmp_path / "conala-style", tmp_path / "out", tmp_path / "log.csv",
-             tmp_path / "memory.json", settings)  # fmt: skip
+             tmp_path / "cost.json", settings)  # fmt: skip
     saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     ranks = saved["rank_pattern"]
     # The budget went from 6 per layer to 2 on average, unevenly: PEFT's allocation ran.

@@ -140,7 +140,7 @@ def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
     script = (
         "import pickle, sys\nfrom peftcode.training.finetune import finetune\n"
         "model, data, out, settings = sys.argv[1:]\n"
-        "finetune(model, data, out + '/c', out + '/log.csv', out + '/memory.json',\n"
+        "finetune(model, data, out + '/c', out + '/log.csv', out + '/cost.json',\n"
         "         pickle.loads(bytes.fromhex(settings)),\n"
         "         threads=2)"
     )
@@ -151,7 +151,7 @@ def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
         check=True,
         capture_output=True,
     )
-    return json.loads((out / "memory.json").read_text())
+    return json.loads((out / "cost.json").read_text())
 
 
 @pytest.mark.slow  # real fine-tunes, each measured in a fresh process

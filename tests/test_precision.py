@@ -14,7 +14,8 @@ from peftcode.models.prepare_model import prepare_model
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
-from peftcode.training.finetune import finetune, make_optimizer
+from peftcode.training.finetune import finetune
+from peftcode.training.steps import make_optimizer
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 
@@ -33,10 +34,10 @@ def run(workspace, name: str, method: str = "lora", **overrides) -> tuple[dict, 
     study, folder = workspace
     settings = study.train_settings("tiny-llama", method, "conala-style")
     own = {key: overrides.pop(key) for key in ("dropout",) if key in overrides}  # the method's option
-    settings = replace(settings, method=replace(settings.method, **own), **overrides)
+    settings = replace(settings, method_settings=replace(settings.method_settings, **own), **overrides)
     out = folder / name
     record = finetune(
-        folder / "model", folder / "data", out / "checkpoint", out / "log.csv", out / "memory.json", settings
+        folder / "model", folder / "data", out / "checkpoint", out / "log.csv", out / "cost.json", settings
     )
     return record, pd.read_csv(out / "log.csv")
 
@@ -48,7 +49,7 @@ def test_the_setting_resolves_method_over_model_over_study(tiny_config):
     study = Study(validate_config(tiny_config, SCHEMA))
     assert study.train_settings("tiny-llama", "lora", "conala-style").precision == "fp32"
     assert study.train_settings("tiny-llama", "ia3", "conala-style").precision == "bf16"
-    assert study.infer_settings("tiny-llama", "icl-0shot", "conala-style").precision == "bf16"
+    assert study.configured_infer_settings("tiny-llama", "icl-0shot", "conala-style").precision == "bf16"
     del tiny_config["models"]["tiny-llama"]["precision"]
     study = Study(validate_config(tiny_config, SCHEMA))
     assert study.train_settings("tiny-llama", "ia3", "conala-style").precision == "fp16"

@@ -80,7 +80,7 @@ def test_the_study_publishes_the_fine_tunes_it_names_and_says_which_cell_it_cann
     config = read_yaml(REPO / "tests" / "tiny.yaml")
     config["publish"] = {
         "namespace": "lab",
-        "cells": [{"model": "tiny-llama", "method": "lora", "dataset": "conala-style"}],
+        "cells": [{"model": "tiny-llama", "variant": "lora", "dataset": "conala-style"}],
     }
     study = Study(validate_config(config, SCHEMA))
     (tune, target), *others = study.published().items()
@@ -88,6 +88,6 @@ def test_the_study_publishes_the_fine_tunes_it_names_and_says_which_cell_it_cann
     assert target["evaluated"] and all(study.fine_tune(cell) == tune for cell in target["evaluated"])
     planned = planned_jobs(write_study(config, tmp_path))
     assert planned["publish"] == 1
-    config["publish"]["cells"] = [{"model": "tiny-llama", "method": "icl-0shot", "dataset": "conala-style"}]
+    config["publish"]["cells"] = [{"model": "tiny-llama", "variant": "icl-0shot", "dataset": "conala-style"}]
     with pytest.raises(ConfigError, match=r"publish.cells\[0\]: .*icl-0shot.* is no fine-tuned cell"):
         Study(validate_config(config, SCHEMA)).published()

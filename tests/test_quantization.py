@@ -42,7 +42,10 @@ def test_qlora_methods_get_the_paper_lora_settings_and_their_quantization(tiny_c
     lora = study.train_settings("tiny-llama", "lora", "conala-style")
     assert lora.quantization is None and lora.gradient_checkpointing is False
     # Inference quantizes the base model exactly as training did.
-    assert study.infer_settings("tiny-llama", "qlora-4bit", "conala-style").quantization == four.quantization
+    assert (
+        study.configured_infer_settings("tiny-llama", "qlora-4bit", "conala-style").quantization
+        == four.quantization
+    )
 
 
 def test_quantization_options_are_checked(tiny_config):

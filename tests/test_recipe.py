@@ -24,9 +24,9 @@ from peftcode.models.checkpoints import load_checkpoint
 from peftcode.models.prepare_model import prepare_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
-from peftcode.training import finetune
-from peftcode.training.finetune import encode_split, train_step
+from peftcode.training import finetune, steps
 from peftcode.training.peft_setup import prepare_for_training
+from peftcode.training.steps import encode_split, train_step
 from tests.conftest import REPO, SCHEMA, read_yaml
 
 
@@ -116,16 +116,14 @@ def test_validation_runs_at_the_eval_batch_size(tiny, tmp_path, monkeypatch):
     for split in ("train", "validation"):
         rows.assign(split=split).to_parquet(data / f"{split}.parquet")
     sizes = []
-    real = finetune.validation_loss
+    real = steps.validation_loss
 
     def spy(model, examples, batch_size, *args):
         sizes.append(batch_size)
         return real(model, examples, batch_size, *args)
 
-    monkeypatch.setattr(finetune, "validation_loss", spy)
-    finetune.finetune(
-        folder, data, tmp_path / "out", tmp_path / "log.csv", tmp_path / "memory.json", settings
-    )
+    monkeypatch.setattr(steps, "validation_loss", spy)
+    finetune.finetune(folder, data, tmp_path / "out", tmp_path / "log.csv", tmp_path / "cost.json", settings)
     assert sizes and set(sizes) == {3}
     log = pd.read_csv(tmp_path / "log.csv")
     assert log["grad_norm"].dropna().gt(0).all()

@@ -16,22 +16,24 @@ import pytest
 import torch
 
 from peftcode.inference.infer import infer
-from peftcode.inference.resume_store import Progress
-from peftcode.training.finetune import RESUME_FILE, finetune
+from peftcode.inference.resume_store import ResumeStore
+from peftcode.training.finetune import finetune
+from peftcode.training.progress import RESUME_FILE
 from tests.conftest import decoding, tiny_workspace
 
 # The job as Snakemake runs it, each step slowed so that the test can kill it mid-run.
 SLOW_JOB = """
 import pickle, sys, time
 import peftcode.training.finetune as job
-real_loss = job.target_loss
+import peftcode.training.steps as steps
+real_loss = steps.target_loss
 def slow_loss(*args):
     time.sleep(0.3)
     return real_loss(*args)
-job.target_loss = slow_loss
+steps.target_loss = slow_loss
 model, data, out, resume, settings = sys.argv[1:]
 settings = pickle.loads(bytes.fromhex(settings))
-job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/memory.json", settings,
+job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/cost.json", settings,
              threads=1, resume_dir=resume)
 """
 
@@ -48,7 +50,7 @@ def workspace(tmp_path_factory):
 
 
 def run(folder, out, settings, resume=None):
-    paths = (out / "ckpt", out / "log.csv", out / "memory.json")
+    paths = (out / "ckpt", out / "log.csv", out / "cost.json")
     return finetune(folder / "model", folder / "conala-style", *paths, settings, threads=1, resume_dir=resume)
 
 
@@ -136,7 +138,7 @@ def slow_generate(*args, **kwargs):
     return real_generate(*args, **kwargs)
 job.generate_candidates = slow_generate
 model, data, out, resume, settings = sys.argv[1:]
-job.infer(model, None, data, out + "/generations.parquet", out + "/memory.json",
+job.infer(model, None, data, out + "/generations.parquet", out + "/cost.json",
           pickle.loads(bytes.fromhex(settings)), threads=1, resume_dir=resume)
 """
 
@@ -187,11 +189,11 @@ def test_examples_finished_under_other_settings_or_inputs_are_generated_again(tm
         calls.append((first, last))
         return [[f"candidate {i}"] for i in range(first, last)]
 
-    assert Progress(tmp_path, {"seed": 1}).generated("candidates", 40, generate) == [
+    assert ResumeStore(tmp_path, {"seed": 1}).generated("candidates", 40, generate) == [
         [f"candidate {i}"] for i in range(40)
     ]
     calls.clear()
-    Progress(tmp_path, {"seed": 1}).generated("candidates", 40, generate)
+    ResumeStore(tmp_path, {"seed": 1}).generated("candidates", 40, generate)
     assert calls == []  # both chunks read back
-    Progress(tmp_path, {"seed": 2}).generated("candidates", 40, generate)
+    ResumeStore(tmp_path, {"seed": 2}).generated("candidates", 40, generate)
     assert calls == [(0, 32), (32, 40)]

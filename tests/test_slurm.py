@@ -242,7 +242,7 @@ def test_a_fine_tune_stopped_by_sigterm_resumes_from_the_step_it_reached(cluster
     folder = runs["preempted"]
     assert [j["JobState"] for j in jobs_of(cluster, "finetune", folder)] == ["FAILED", "COMPLETED"]
     tune = folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name
-    record = read_json(tune / "memory.json")
+    record = read_json(tune / "cost.json")
     assert record["attempts"] == 2 and record["resumed_from_step"] > 0
     steps = list(pd.read_csv(tune / "train_log.csv")["step"])
     assert steps == list(range(record["steps"] + 1))  # no step repeated or missing
@@ -260,7 +260,7 @@ def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterru
     assert [j["JobState"] for j in jobs_of(cluster, "infer", folder)] == ["FAILED", "COMPLETED"]
     results, cell = folder / "results", ("tiny-llama", "lora", folder.name)
     generations = results / "generations" / "tiny-llama" / "lora" / f"{folder.name}.parquet"
-    assert read_json(generations.with_suffix(".memory.json"))["resumed_examples"] >= 32
+    assert read_json(generations.with_suffix(".cost.json"))["resumed_examples"] >= 32
     settings = Plan(Study(validate_config(read_yaml(folder / "study.yaml")))).infer_settings(*cell)
     adapter = results / "finetune" / "tiny-llama" / "lora" / folder.name / "checkpoint"
     reference = infer(results / "models" / "tiny-llama", adapter, results / "data" / folder.name,
@@ -277,5 +277,5 @@ def test_a_job_given_too_short_a_time_limit_finishes_on_its_retry_with_more(clus
         "00:01:00",
         "00:02:00",
     ]  # the retry asks for twice the time
-    record = read_json(folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name / "memory.json")
+    record = read_json(folder / "results" / "finetune" / "tiny-llama" / "lora" / folder.name / "cost.json")
     assert record["resumed_from_step"] > 0 and record["total_wall_time_s"] > 60

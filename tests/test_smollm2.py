@@ -9,7 +9,8 @@ import torch
 
 from peftcode.data.prepare_data import prepare_data
 from peftcode.hardware.memory import weight_footprint_mb
-from peftcode.inference.infer import generate_candidates, infer, load_for_inference
+from peftcode.inference.decoding import generate_candidates
+from peftcode.inference.infer import infer, load_for_inference
 from peftcode.models.checkpoints import load_checkpoint
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.settings import DataSettings
@@ -86,7 +87,7 @@ def lora_fine_tune(model_dir, conala, folder, **settings) -> tuple[dict, pd.Data
         conala,
         folder / "adapter",
         folder / "log.csv",
-        folder / "memory.json",
+        folder / "cost.json",
         training({**LORA, **settings}),
         threads=2,
     )
@@ -209,7 +210,7 @@ def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quanti
         conala,
         tmp_path / "adapter",
         tmp_path / "log.csv",
-        tmp_path / "memory.json",
+        tmp_path / "cost.json",
         training(settings),
         2,
     )

@@ -64,14 +64,14 @@ def test_a_joint_adapters_run_is_tagged_with_the_cells_method_and_logs_the_train
         tmp_path,
         joint,
         "finetune",
-        {"method_name": "lora"},
+        {"method": "lora"},
         "c",
     ):
         pass
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("study").experiment_id])
     assert run.info.run_name == "tiny-llama/lora-joint/joint"
-    assert run.data.tags["method"] == "lora-joint" and run.data.params["finetune.method_name"] == "lora"
+    assert run.data.tags["method"] == "lora-joint" and run.data.params["finetune.method"] == "lora"
 
 
 def test_a_resumed_fine_tune_continues_its_run_and_a_rerun_starts_a_new_one(tmp_path):

@@ -89,7 +89,7 @@ def test_finetune_targets(tiny_run, method):
     assert list(log["step"]) == list(range(steps + 1))
     assert log["val_loss"].notna().sum() == 1 + config["training"]["evals_per_epoch"]
     assert log["train_loss"].iloc[1:].notna().all() and log["tokens"].is_monotonic_increasing
-    memory = json.loads((folder / "memory.json").read_text())
+    memory = json.loads((folder / "cost.json").read_text())
     assert memory["steps"] == steps and memory["device"] == "cpu"
     assert memory["peak_rss_mb"] >= memory["weight_footprint_mb"] > 0
     assert memory["best_val_loss"] == pytest.approx(log["val_loss"].min())
@@ -107,7 +107,7 @@ def test_finished_fine_tunes_leave_no_resume_state(tiny_run):
 def test_the_joint_adapter_is_trained_once_on_the_union(tiny_run):
     results, config, _ = tiny_run
     memory = json.loads(
-        (results / "finetune" / "tiny-llama" / "lora-joint" / "joint" / "memory.json").read_text()
+        (results / "finetune" / "tiny-llama" / "lora-joint" / "joint" / "cost.json").read_text()
     )
     assert memory["steps"] == 32 // config["training"]["batch_size"]
     assert len(list((results / "finetune" / "tiny-llama" / "lora-joint").iterdir())) == 1
@@ -214,7 +214,7 @@ def test_the_html_report_shows_every_question_and_figure_in_a_browser(tiny_run, 
 
 def test_concurrent_model_jobs_each_computed_on_their_own_gpu(tiny_run):
     results, _, _ = tiny_run
-    records = [json.loads(path.read_text()) for path in results.rglob("*memory.json")]
+    records = [json.loads(path.read_text()) for path in results.rglob("*cost.json")]
     assert len(records) >= 10 and all(r["cuda_visible_devices"] in ("0", "1") for r in records)
     overlapping = [
         (a, b)

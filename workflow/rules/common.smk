@@ -2,13 +2,13 @@
 import re
 from pathlib import Path
 
-from peftcode.study.config import ADAPTER_KIND, PEFT_KINDS, Cell, encoder_key
+from peftcode.study.config import ADAPTER_KIND, FULL_WEIGHT_KINDS, PEFT_KINDS, Cell, encoder_key
 from peftcode.jobs.versions import code_version
 
 
 wildcard_constraints:
     model=r"[^/]+",
-    method=r"[^/]+",
+    variant=r"[^/]+",
     dataset=r"[^/]+",
 
 
@@ -33,10 +33,10 @@ def compute_resources(job):
     return {
         **study.gpu_request(),
         "mem_mb": lambda w, attempt: plan.grown(
-            plan.mem_mb(job, w.model, w.get("method"), w.get("dataset")), attempt
+            plan.mem_mb(job, w.model, w.get("variant"), w.get("dataset")), attempt
         ),
         "runtime": lambda w, attempt: plan.grown(
-            plan.runtime_min(job, w.model, w.get("method"), w.get("dataset")), attempt
+            plan.runtime_min(job, w.model, w.get("variant"), w.get("dataset")), attempt
         ),
     }
 
@@ -54,48 +54,50 @@ def embeddings_path(dataset, encoder):
     return f"{R}/embeddings/{dataset}/{encoder_key(encoder)}.npz"
 
 
-def base_model_dir(model, method):
-    """The base model a method trains and infers from: QLoRA's is quantized by a job of its own."""
-    if study.quantization(method):
-        return f"{R}/quantized/{model}/{method}"
+def base_model_dir(model, variant):
+    """The base model a variant trains and infers from: QLoRA's is quantized by a job of its own."""
+    if study.quantization(variant):
+        return f"{R}/quantized/{model}/{variant}"
     return model_dir(model)
 
 
-def adapter_dir(method):
+def adapter_dir(variant):
     """An evaluated adapter's manifest: where it lies, in the hub cache or a local folder."""
-    return f"{R}/adapters/{method}"
+    return f"{R}/adapters/{variant}"
 
 
-def finetune_dir(model, method, dataset):
-    return f"{R}/finetune/{model}/{method}/{dataset}"
+def finetune_dir(model, variant, dataset):
+    return f"{R}/finetune/{model}/{variant}/{dataset}"
 
 
-def generations_path(model, method, dataset):
-    return f"{R}/generations/{model}/{method}/{dataset}.parquet"
+def generations_path(model, variant, dataset):
+    return f"{R}/generations/{model}/{variant}/{dataset}.parquet"
 
 
-def metrics_path(model, method, dataset):
-    return f"{R}/metrics/{model}/{method}/{dataset}.json"
+def metrics_path(model, variant, dataset):
+    return f"{R}/metrics/{model}/{variant}/{dataset}.json"
 
 
 def trained_dir(w):
     """The fine-tune a cell's model comes from (shared by the cells tested on other datasets)."""
-    trained_as = study.trained_as(w.method)
-    return finetune_dir(w.model, trained_as, study.train_dataset(w.method, w.dataset))
+    trained_as = study.trained_as(w.variant)
+    return finetune_dir(w.model, trained_as, study.train_dataset(w.variant, w.dataset))
 
 
 def infer_inputs(w):
     """Full fine-tunes infer from their own checkpoint, PEFT methods from the base model plus adapter;
     in-context examples come from the training split."""
-    kind = study.kind(w.method)
+    kind = study.kind(w.variant)
     trained = f"{trained_dir(w)}/checkpoint"
     inputs = {
-        "model": trained if kind == "full-ft" else base_model_dir(w.model, study.trained_as(w.method)),
+        "model": (
+            trained if kind in FULL_WEIGHT_KINDS else base_model_dir(w.model, study.trained_as(w.variant))
+        ),
         "test": f"{data_dir(w.dataset)}/test.parquet",
     }
     if kind == ADAPTER_KIND:
-        inputs["adapter"] = adapter_dir(w.method)
-    settings = study.infer_settings(w.model, w.method, w.dataset)
+        inputs["adapter"] = adapter_dir(w.variant)
+    settings = study.configured_infer_settings(w.model, w.variant, w.dataset)
     if settings.shots:
         inputs["train"] = f"{data_dir(w.dataset)}/train.parquet"
     if settings.retriever == "dense":
@@ -107,13 +109,13 @@ def infer_inputs(w):
 
 def evaluate_inputs(w):
     inputs = {
-        "generations": generations_path(w.model, w.method, w.dataset),
+        "generations": generations_path(w.model, w.variant, w.dataset),
         # Each example's prefix, which CodeBLEU leaves out.
         "test": f"{data_dir(w.dataset)}/test.parquet",
-        "infer_memory": generations_path(w.model, w.method, w.dataset).replace(".parquet", ".memory.json"),
+        "infer_cost": generations_path(w.model, w.variant, w.dataset).replace(".parquet", ".cost.json"),
     }
-    if study.is_trained(w.method):
-        inputs["finetune_memory"] = f"{trained_dir(w)}/memory.json"
+    if study.is_trained(w.variant):
+        inputs["finetune_cost"] = f"{trained_dir(w)}/cost.json"
     return inputs
 
 
@@ -122,5 +124,5 @@ PUBLISHED = study.published()
 
 
 def published_metrics(w):
-    evaluated = PUBLISHED[Cell(w.model, w.method, w.dataset)]["evaluated"]
-    return [metrics_path(c.model, c.method, c.dataset) for c in evaluated]
+    evaluated = PUBLISHED[Cell(w.model, w.variant, w.dataset)]["evaluated"]
+    return [metrics_path(c.model, c.variant, c.dataset) for c in evaluated]

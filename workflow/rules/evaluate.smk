@@ -2,9 +2,9 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        f"{R}/metrics/{{model}}/{{method}}/{{dataset}}.json",
+        f"{R}/metrics/{{model}}/{{variant}}/{{dataset}}.json",
     log:
-        f"{R}/logs/evaluate/{{model}}/{{method}}/{{dataset}}.log",
+        f"{R}/logs/evaluate/{{model}}/{{variant}}/{{dataset}}.log",
     conda:
         "../../envs/analysis.yaml"
     # The sandbox runs this many model-written programs at once; CodeBLEU uses one core. As many as a model
@@ -15,7 +15,7 @@ rule evaluate:
         runtime=30,
     params:
         code=job_code("evaluation.evaluate"),
-        cell=lambda w: study.cell_info(Cell(w.model, w.method, w.dataset)),
+        cell=lambda w: study.cell_info(Cell(w.model, w.variant, w.dataset)),
         settings=study.eval_settings().as_dict(),
     script:
         "../scripts/evaluate.py"
@@ -23,7 +23,7 @@ rule evaluate:
 
 rule aggregate:
     input:
-        [metrics_path(c.model, c.method, c.dataset) for c in study.cells],
+        [metrics_path(c.model, c.variant, c.dataset) for c in study.cells],
     output:
         table=f"{R}/results.parquet",
         csv=f"{R}/results.csv",

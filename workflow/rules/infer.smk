@@ -2,10 +2,10 @@ rule infer:
     input:
         unpack(infer_inputs),
     output:
-        generations=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.parquet",
-        memory=f"{R}/generations/{{model}}/{{method}}/{{dataset}}.memory.json",
+        generations=f"{R}/generations/{{model}}/{{variant}}/{{dataset}}.parquet",
+        cost=f"{R}/generations/{{model}}/{{variant}}/{{dataset}}.cost.json",
     log:
-        f"{R}/logs/infer/{{model}}/{{method}}/{{dataset}}.log",
+        f"{R}/logs/infer/{{model}}/{{variant}}/{{dataset}}.log",
     # As fine-tunes: model jobs first where several are ready.
     priority: 1
     conda:
@@ -15,8 +15,8 @@ rule infer:
         **compute_resources("infer"),
     params:
         code=job_code("inference.infer"),
-        settings=lambda w: plan.infer_settings(w.model, w.method, w.dataset).as_dict(),
+        settings=lambda w: plan.infer_settings(w.model, w.variant, w.dataset).as_dict(),
         # Finished examples live outside the outputs, which Snakemake deletes before it reruns a job.
-        resume=lambda w: f"{R}/resume/infer/{w.model}/{w.method}/{w.dataset}",
+        resume=lambda w: f"{R}/resume/infer/{w.model}/{w.variant}/{w.dataset}",
     script:
         "../scripts/infer.py"

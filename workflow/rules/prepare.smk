@@ -97,9 +97,9 @@ rule quantize_model:
     input:
         lambda w: model_dir(w.model),
     output:
-        directory(f"{R}/quantized/{{model}}/{{method}}"),
+        directory(f"{R}/quantized/{{model}}/{{variant}}"),
     log:
-        f"{R}/logs/quantize_model/{{model}}/{{method}}.log",
+        f"{R}/logs/quantize_model/{{model}}/{{variant}}.log",
     conda:
         "../../envs/models.yaml"
     resources:
@@ -107,8 +107,8 @@ rule quantize_model:
     params:
         code=job_code("models.quantize_model"),
         family=lambda w: study.model_settings(w.model).family,
-        quantization=lambda w: study.quantization(w.method),
-        precision=lambda w: study.precision(w.model, w.method),
+        quantization=lambda w: study.quantization(w.variant),
+        precision=lambda w: study.precision(w.model, w.variant),
     script:
         "../scripts/quantize_model.py"
 
@@ -117,15 +117,15 @@ rule quantize_model:
 # local folder; a manifest says where it lies for the inference jobs.
 rule fetch_adapter:
     input:
-        lambda w: study.local_adapter_files(w.method),
+        lambda w: study.local_adapter_files(w.variant),
     output:
-        directory(f"{R}/adapters/{{method}}"),
+        directory(f"{R}/adapters/{{variant}}"),
     log:
-        f"{R}/logs/fetch_adapter/{{method}}.log",
+        f"{R}/logs/fetch_adapter/{{variant}}.log",
     conda:
         "../../envs/models.yaml"
     params:
         code=job_code("models.fetch_adapter"),
-        source=lambda w: study.adapter_source(w.method),
+        source=lambda w: study.adapter_source(w.variant),
     script:
         "../scripts/fetch_adapter.py"

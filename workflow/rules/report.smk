@@ -21,7 +21,7 @@ rule report:
         table=rules.aggregate.output.table,
         plan=rules.plan.output[0],
         train_logs=[
-            f"{finetune_dir(c.model, c.method, c.dataset)}/train_log.csv" for c in study.trained_cells
+            f"{finetune_dir(c.model, c.variant, c.dataset)}/train_log.csv" for c in study.trained_cells
         ],
     output:
         **{rq: f"{R}/reports/{rq}.md" for rq in RESEARCH_QUESTIONS},
@@ -62,7 +62,9 @@ rule report:
     params:
         code=job_code("report.report"),
         expected=[study.cell_info(c) for c in study.cells],
-        fine_tunes=[{"model": c.model, "method": c.method, "dataset": c.dataset} for c in study.trained_cells],
+        fine_tunes=[
+            {"model": c.model, "variant": c.variant, "dataset": c.dataset} for c in study.trained_cells
+        ],
     script:
         "../scripts/report.py"
 
@@ -79,6 +81,6 @@ rule partial_report:
     params:
         code=job_code("report.partial_report"),
         expected=[study.cell_info(c) for c in study.cells],
-        metrics=[metrics_path(c.model, c.method, c.dataset) for c in study.cells],
+        metrics=[metrics_path(c.model, c.variant, c.dataset) for c in study.cells],
     script:
         "../scripts/partial_report.py"

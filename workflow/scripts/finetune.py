@@ -22,7 +22,7 @@ with job_run(snakemake, "finetune") as run:
         data_dir=Path(snakemake.input.train).parent,
         out_dir=snakemake.output.checkpoint,
         log_path=snakemake.output.log,
-        memory_path=snakemake.output.memory,
+        cost_path=snakemake.output.cost,
         settings=settings,
         **job_compute(snakemake),
         resume_dir=snakemake.params.resume,

@@ -23,13 +23,13 @@ with job_run(snakemake, "infer") as run:
         adapter_dir=snakemake.input.get("adapter"),
         data_dir=Path(snakemake.input.test).parent,
         out_path=snakemake.output.generations,
-        memory_path=snakemake.output.memory,
+        cost_path=snakemake.output.cost,
         settings=settings,
         **job_compute(snakemake),
         embeddings_path=snakemake.input.get("embeddings"),
         resume_dir=snakemake.params.resume,
     )
-    run.log_record(json.loads(Path(snakemake.output.memory).read_text()), "infer/")
+    run.log_record(json.loads(Path(snakemake.output.cost).read_text()), "infer/")
     run.log_reference("model", snakemake.input.model)
     if snakemake.input.get("adapter"):
         run.log_reference("adapter", snakemake.input.adapter)

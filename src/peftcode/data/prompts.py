@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from peftcode.study.families import is_encoder_decoder
+
 INSTRUCTION = "### Instruction:\n"
 RESPONSE = "\n### Response:\n"
 IGNORE_INDEX = -100
@@ -96,7 +98,7 @@ def encode_example(
     style: PromptStyle = ALPACA,
 ) -> dict[str, list[int]]:
     """One training example: ``input_ids`` and ``labels`` (prompt positions masked for causal models)."""
-    if family == "seq2seq":
+    if is_encoder_decoder(family):
         source = tokenizer(intent, max_length=max_input_length, truncation=True)["input_ids"]
         target = tokenizer(code, max_length=max_target_length, truncation=True)["input_ids"]
         return {"input_ids": source, "labels": target}
@@ -138,7 +140,7 @@ def inference_prompts(
     at random from ``seed``, or retrieved as the most similar (``retriever`` "bm25", or "dense" with
     ``similar``, each test example's training examples most similar first, see
     :mod:`peftcode.data.retrieval`)."""
-    if family == "seq2seq":
+    if is_encoder_decoder(family):
         if shots:
             raise ValueError("in-context examples need a causal model")
         return list(test["intent"])

@@ -8,11 +8,14 @@ so that it can be planned, and tested, without the weights or the GPUs.
 from __future__ import annotations
 
 import torch
+import transformers
 from accelerate import infer_auto_device_map, init_empty_weights
 from accelerate.utils import get_balanced_memory
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig
 
-MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
+from peftcode.study.families import FAMILIES
+
+MODEL_CLASSES = {name: getattr(transformers, family.auto_class) for name, family in FAMILIES.items()}
 # Of each GPU's memory, the share its weights may take; the rest holds activations, adapters and their
 # optimizer state.
 WEIGHTS_SHARE = 0.85

@@ -30,7 +30,7 @@ CHUNK = 32
 KEY_FILE = "key.json"
 
 
-class Progress:
+class ResumeStore:
     """The chunks an inference finished, under ``folder`` (None keeps nothing). ``key`` is all the job's
     generations depend on; chunks saved under another key are removed, not resumed."""
 

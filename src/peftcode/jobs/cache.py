@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peftcode" / "shapes"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peftcode" / "derived"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from peftcode.study.settings import InferSettings, TrainSettings
 
-
-def import_only_what_is_used(settings: TrainSettings | InferSettings) -> None:
-    """Before importing peftcode.training.finetune or peftcode.inference.infer: a job whose ``settings``
-    quantize nothing does without bitsandbytes."""
+def import_only_what_is_used(settings) -> None:
+    """Before importing peftcode.training.finetune or peftcode.inference.infer: a job whose ``settings`` (a
+    ``TrainSettings`` or ``InferSettings``) quantize nothing does without bitsandbytes."""
     if not settings.quantization and "bitsandbytes" not in sys.modules:
         sys.modules["bitsandbytes"] = None

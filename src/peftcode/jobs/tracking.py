@@ -1,7 +1,7 @@
 """Experiment tracking: one run per cell in MLflow, TensorBoard or W&B, written beside the workflow's files.
 
 A cell's jobs (fine-tune, inference, evaluation) log into one run, named and tagged by the cell's wildcards
-``model/method/dataset``: the fine-tune its settings, every training-log row as a step and its memory
+``model/variant/dataset``: the fine-tune its settings, every training-log row as a step and its memory
 record; the inference its settings and memory record; the evaluation the metrics. A cell tested on
 another dataset than the one it was trained on (a joint adapter, a ``test_on`` cell) gets a run of its own
 that names the checkpoint it loaded.
@@ -36,13 +36,13 @@ class RunKey:
     """What names a cell's run: its wildcards, and the job that logs."""
 
     model: str
-    method: str
+    variant: str
     dataset: str
     stage: str
 
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.method}/{self.dataset}"
+        return f"{self.model}/{self.variant}/{self.dataset}"
 
 
 def metric_name(key: str) -> str:
@@ -231,7 +231,7 @@ class MlflowBackend(Backend):
 
 # --- TensorBoard -------------------------------------------------------------------------------------------
 class TensorboardBackend(Backend):
-    """A directory per cell (``<uri>/<model>/<method>/<dataset>``), which TensorBoard shows as one run
+    """A directory per cell (``<uri>/<model>/<variant>/<dataset>``), which TensorBoard shows as one run
     whatever number of jobs wrote event files into it; settings, tags and references as text."""
 
     def __init__(self, tracking: dict, results: Path, key: RunKey, settings: dict, tags: dict[str, str]):
@@ -283,7 +283,7 @@ class WandbBackend(Backend):
             mode=mode,
             dir=str(directory),
             job_type=key.stage,
-            tags=[tags["model"], tags["method"], tags["dataset"]],
+            tags=[tags["model"], tags["variant"], tags["dataset"]],
             config={f"peftcode.{k}": v for k, v in tags.items()},
             settings=wandb.Settings(silent=True, x_disable_stats=True),
         )
@@ -327,10 +327,10 @@ def cell_run(
         return
     if stage not in STAGES:
         raise ValueError(f"tracking: unknown stage {stage!r}, expected one of {STAGES}")
-    key = RunKey(wildcards.model, wildcards.method, wildcards.dataset, stage)
+    key = RunKey(wildcards.model, wildcards.variant, wildcards.dataset, stage)
     tags = {
         "model": key.model,
-        "method": key.method,
+        "variant": key.variant,
         "dataset": key.dataset,
         "peftcode.stage": stage,
         f"peftcode.{stage}_code": code,

@@ -15,11 +15,12 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from peftcode.study.families import FAMILIES
+from peftcode.study.kinds import ADAPTER_KIND
 from peftcode.study.settings import ModelSettings
 
 MANIFEST = "peftcode_adapter.json"
 ADAPTER_CONFIG = "adapter_config.json"
-TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 class AdapterError(ValueError):
@@ -49,7 +50,7 @@ def base_mismatch(adapter_config: dict, model: ModelSettings) -> str | None:
     an absolute path (an adapter of a local, packaged or built model, see :mod:`peftcode.models.export`) is
     checked by its weights' checksum once the model is prepared (:func:`check_base_weights`)."""
     task = adapter_config.get("task_type")
-    if task and task != TASK_TYPES[model.family]:
+    if task and task != FAMILIES[model.family].peft_task_type:
         return f"its task type is {task}, and the model's family is {model.family}"
     base = adapter_config.get("base_model_name_or_path")
     if not base or Path(base).is_absolute():
@@ -71,17 +72,18 @@ def check_bases(study, local_only: bool = False) -> None:
     one whose base records its weights' checksum is checked again when it is loaded."""
     configs: dict[str, dict | None] = {}
     for cell in study.cells:
-        if study.kind(cell.method) != "adapter":
+        if study.kind(cell.variant) != ADAPTER_KIND:
             continue
-        if cell.method not in configs:
-            configs[cell.method] = read_adapter_config(study.adapter_source(cell.method), local_only)
-        adapter_config = configs[cell.method]
+        if cell.variant not in configs:
+            configs[cell.variant] = read_adapter_config(study.adapter_source(cell.variant), local_only)
+        adapter_config = configs[cell.variant]
         if adapter_config is None:
             continue
         why = base_mismatch(adapter_config, study.model_settings(cell.model))
         if why:
             raise AdapterError(
-                f"config error at methods.{cell.method}: the adapter does not fit model '{cell.model}': {why}"
+                f"config error at methods.{study.method_of(cell.variant)}: the adapter does not fit model "
+                f"'{cell.model}': {why}"
             )
 
 

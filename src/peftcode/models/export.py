@@ -19,7 +19,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from peftcode.data.prompts import INSTRUCTION, RESPONSE
 from peftcode.models.checkpoints import read_manifest, weights_checksum
-from peftcode.study.kinds import SOFT_PROMPT_KINDS
+from peftcode.study.families import FAMILIES
+from peftcode.study.kinds import KINDS, SOFT_PROMPT_KINDS
 from peftcode.study.settings import TrainSettings
 
 PROMPT_FILE = "peftcode_prompt.json"
@@ -68,9 +69,9 @@ Prompt: {{ prompt }}
 
 def usage(kind: str, family: str) -> str:
     """Python that loads the checkpoint and generates with it greedily."""
-    library = "transformers" if kind == "full-ft" else "peft"
-    task = "Seq2SeqLM" if family == "seq2seq" else "CausalLM"
-    loader = f"AutoModelFor{task}" if kind == "full-ft" else f"AutoPeftModelFor{task}"
+    full = KINDS[kind].full_weights
+    library = "transformers" if full else "peft"
+    loader = FAMILIES[family].auto_class if full else FAMILIES[family].peft_auto_class
     # PEFT's generate() with soft prompts drops them after the first step where it carries a cache.
     cache = ", use_cache=False" if kind in SOFT_PROMPT_KINDS else ""
     return "\n".join(
@@ -108,13 +109,13 @@ def make_portable(
     kind, family = settings.kind, settings.family
     data = ModelCardData(
         base_model=base["name"] if base["revision"] else None,
-        library_name="transformers" if kind == "full-ft" else "peft",
-        pipeline_tag="text2text-generation" if family == "seq2seq" else "text-generation",
+        library_name="transformers" if KINDS[kind].full_weights else "peft",
+        pipeline_tag=FAMILIES[family].pipeline_tag,
         tags=["peftcode", "code-generation", kind],
         datasets=[dataset],
     )
     # The method's own options where it sets them, under what the fine-tune resolved.
-    resolved = {**settings.method.as_dict(), **settings.as_dict()}
+    resolved = {**settings.method_settings.as_dict(), **settings.as_dict()}
     trained = {k: v for k, v in sorted(resolved.items()) if v is not None and not isinstance(v, dict | list)}
     pinned = f" at {base['revision']}" if base["revision"] else f" (sha256 {base['sha256']})"
     training = "\n".join(
@@ -124,13 +125,13 @@ def make_portable(
             f"- trainable parameters: {record.get('trainable_params')}",
             f"- peak memory (MB): {record.get('peak_rss_mb')}",
             f"- settings: `{json.dumps(trained)}`",
-            f"- PEFT options: `{json.dumps(dict(settings.method.peft), sort_keys=True)}`",
+            f"- PEFT options: `{json.dumps(dict(settings.method_settings.peft), sort_keys=True)}`",
         ]
     )
     card = ModelCard.from_template(
         data,
         template_str=CARD,
-        title=f"{settings.method_name} on {base['name'].rsplit('/', 1)[-1]}",
+        title=f"{settings.method} on {base['name'].rsplit('/', 1)[-1]}",
         description=f"A {kind} fine-tune from the peftcode study (Weyssow et al.'s PEFT study of code LLMs).",
         usage=usage(kind, family),
         prompt=json.dumps(prompt),

@@ -13,6 +13,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from peftcode.data.packaged import gguf_location
 from peftcode.hardware.placement import MODEL_CLASSES, meta_model
 from peftcode.models.checkpoints import load_tokenizer_from, weights_checksum, write_manifest
+from peftcode.study.families import is_encoder_decoder
 from peftcode.study.settings import ModelSettings
 
 # Weight formats the hub may hold a model in besides safetensors, which is downloaded alone where present.
@@ -27,7 +28,7 @@ def _convert_source(settings: ModelSettings) -> tuple[PreTrainedModel, PreTraine
         build = dict(source["build"])
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         special = {"pad_token_id": pad, "eos_token_id": tokenizer.eos_token_id}
-        if settings.family == "seq2seq":
+        if is_encoder_decoder(settings.family):
             special["decoder_start_token_id"] = pad
         config = AutoConfig.for_model(build.pop("model_type"), vocab_size=len(tokenizer), **special, **build)
         torch.manual_seed(0)

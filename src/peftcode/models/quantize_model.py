@@ -80,7 +80,7 @@ def quantize_model(
         out_dir, {**read_manifest(model_dir), "weights": "local", "quantized_from": str(model_dir)}
     )
     return meter.write(
-        out_dir / "memory.json",
+        out_dir / "cost.json",
         job="quantize",
         precision=resolved.name,
         weight_footprint_mb=weight_footprint_mb(model),

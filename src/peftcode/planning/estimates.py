@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 from peftcode.planning.shapes import PeftBuilt, Shape, peft_built
+from peftcode.study.kinds import KINDS
 from peftcode.study.peft_options import config_options, peft_type
 from peftcode.study.settings import InferSettings, TrainSettings
 
@@ -39,11 +40,11 @@ RUNTIME_MIB = {"cuda": 1024, "cpu": 70}
 
 def built(shape: Shape, settings: TrainSettings) -> PeftBuilt | None:
     """What PEFT builds for a fine-tune's method on the model (None for full fine-tuning)."""
-    name = peft_type(settings.method)
+    name = peft_type(settings.method_settings)
     return (
         None
         if name is None
-        else peft_built(shape, name, config_options(settings.method, settings.target_modules))
+        else peft_built(shape, name, config_options(settings.method_settings, settings.target_modules))
     )
 
 
@@ -76,8 +77,8 @@ def _batch_shape(settings: TrainSettings, observed: dict | None) -> tuple[int, i
     else:
         length = settings.max_input_length + settings.max_target_length
         targets = settings.batch_size * settings.max_target_length
-    if settings.kind == "prompt-tuning":
-        length += settings.method.num_virtual_tokens
+    if KINDS[settings.kind].input_tokens:
+        length += settings.method_settings.num_virtual_tokens
     return length, targets
 
 
@@ -86,83 +87,107 @@ def finetune_peak(
 ) -> dict:
     """A fine-tune's peak memory in MiB, by part. ``precision`` is resolved (fp32, bf16, fp16);
     ``observed`` is a run's largest batch (see :func:`_batch_shape`; the configured maxima without it)."""
-    kind = settings.kind
-    bits = (settings.quantization or {}).get("bits")
     act = BYTES[precision]
-    linear = sum(a * b for a, b in shape.linears.values())
-    other = shape.params - linear
-    if kind == "full-ft":
-        weights = 4 * shape.params + (act * linear if precision != "fp32" else 0)
-    elif bits:
-        weights = QUANTIZED_BYTES[bits] * linear + 4 * other  # k-bit preparation: the rest in float32
-    else:
-        weights = BYTES[precision] * shape.params
     adapter = built(shape, settings)
     tensors = trainable_tensors(shape, adapter)
     trainable = sum(math.prod(t) for t in tensors)
-    options = config_options(settings.method, settings.target_modules) if adapter else {}
-    # Parameters and buffers the method adds that do not train (VeRA's shared projections), in float32.
-    weights += 4 * adapter.frozen_added if adapter else 0
+    options = config_options(settings.method_settings, settings.target_modules) if adapter else {}
+    weights = _weight_bytes(shape, settings, device, precision, adapter, options)
     if settings.optimizer == "adamw":
         state = 8 * trainable
     else:  # Adafactor: factored second moment of matrices, full of vectors
         state = 4 * sum(sum(t) if len(t) == 2 else t[0] for t in tensors)
-    gradients = 4 * trainable
-
     length, targets = _batch_shape(settings, observed)
-    batch = settings.batch_size
+    tokens = settings.batch_size * length
+    per_layer = _layer_bytes(shape, act, adapter, options)
+    runtime = RUNTIME_MIB[device] * MIB
+    parts = {
+        "weights": weights,
+        "gradients": 4 * trainable,
+        "optimizer": state,
+        "activations": _activation_bytes(shape, settings, device, act, tokens, per_layer),
+        # Logits in the compute dtype, their float32 copy (none when already float32), log-softmax and
+        # gradient.
+        "logits": targets * shape.vocab * (act + (8 if act == 4 else 12)),
+        "runtime": runtime,
+    }
+    parts = {name: value / MIB for name, value in parts.items()}
+    loading = _loading_bytes(shape, settings, device, precision, runtime)
+    # With checkpointing, the layer being recomputed holds its activations whole, on one GPU.
+    recomputed = tokens * per_layer if settings.gradient_checkpointing else 0.0
+    return {
+        **parts,
+        "loading": loading / MIB,
+        "total": max(sum(parts.values()), loading / MIB),
+        "trainable_params": trainable,
+        "uneven": (recomputed + weights / max(shape.layers, 1)) / MIB,
+    }
+
+
+def _weight_bytes(
+    shape: Shape, settings: TrainSettings, device: str, precision: str, adapter, options
+) -> float:
+    """The model's weights as the fine-tune holds them: a full fine-tune's float32 master copy (and its
+    matrices in the compute dtype), QLoRA's k-bit matrices, else the precision's dtype; with what the
+    method adds."""
+    bits = (settings.quantization or {}).get("bits")
+    linear = sum(a * b for a, b in shape.linears.values())
+    other = shape.params - linear
+    if KINDS[settings.kind].full_weights:
+        weights = 4 * shape.params + (BYTES[precision] * linear if precision != "fp32" else 0)
+    elif bits:
+        weights = QUANTIZED_BYTES[bits] * linear + 4 * other  # k-bit preparation: the rest in float32
+    else:
+        weights = BYTES[precision] * shape.params
+    # Parameters and buffers the method adds that do not train (VeRA's shared projections), in float32.
+    weights += 4 * adapter.frozen_added if adapter else 0
+    if options.get("use_dora"):
+        # DoRA's weight norm needs the adapted matrix in full, one layer at a time.
+        weights += 4 * max(inp * out for inp, out in adapter.adapted)
+    if device == "cpu" and bits and BYTES[precision] != 4:
+        # QLoRA's k-bit preparation converts the weights it keeps in float32 from the loaded dtype.
+        weights += BYTES[precision] * other
+    return weights
+
+
+def _layer_bytes(shape: Shape, act: int, adapter, options) -> float:
+    """Activations one layer keeps for the backward pass, per token."""
     layers = max(shape.layers, 1)
     # LoRA's dropout copies the input of each layer it adapts.
     lora_inputs = len(adapter.adapted) / layers if options.get("lora_dropout") else 0
     per_layer = _layer_activation_bytes(shape, act, lora_inputs)
     if options.get("use_dora"):
         # DoRA computes each adapted layer's output again, scaled by its magnitudes, and keeps both outputs
-        # for the backward pass; its weight norm needs the adapted matrix in full, one layer at a time.
+        # for the backward pass.
         per_layer += 2 * act * sum(out for _, out in adapter.adapted) / layers
-        weights += 4 * max(inp * out for inp, out in adapter.adapted)
-    tokens = batch * length
-    if settings.gradient_checkpointing:
-        activations = tokens * (shape.layers * act * shape.hidden + per_layer)
-        if bits == 8 and device == "cpu":
-            # bitsandbytes' 8-bit matmul on the CPU (MatMul8bitFp) keeps its input on the autograd context,
-            # where checkpointing does not reach: the inputs of the attention's and the feed-forward's
-            # matrices stay for every layer.
-            activations += tokens * shape.layers * act * (3 * shape.hidden + shape.intermediate)
-    else:
-        activations = tokens * shape.layers * per_layer
-    # Logits in the compute dtype, their float32 copy (none when already float32), log-softmax and gradient.
-    logits = targets * shape.vocab * (act + (8 if act == 4 else 12))
-    runtime = RUNTIME_MIB[device] * MIB
-    # On the CPU a checkpoint loaded in another dtype than it is stored in holds the file's pages and the
-    # converted weights at once (on a GPU the file's pages are host memory); QLoRA's k-bit preparation
-    # converts the weights it keeps in float32 the same way.
-    loading = 0.0
-    if device == "cpu":
-        loaded = 4 if kind == "full-ft" else BYTES[precision]
-        if bits and BYTES[precision] != 4:
-            weights += BYTES[precision] * other
-        elif not bits and loaded != shape.stored_bytes:
-            loading = (shape.stored_bytes + loaded) * shape.params + runtime
-    parts = {
-        "weights": weights,
-        "gradients": gradients,
-        "optimizer": state,
-        "activations": activations,
-        "logits": logits,
-        "runtime": runtime,
-    }
-    parts = {name: value / MIB for name, value in parts.items()}
-    total = max(sum(parts.values()), loading / MIB)
-    # With checkpointing, the layer being recomputed holds its activations whole, on one GPU.
-    recomputed = tokens * per_layer if settings.gradient_checkpointing else 0.0
-    uneven = (recomputed + weights / layers) / MIB
-    return {
-        **parts,
-        "loading": loading / MIB,
-        "total": total,
-        "trainable_params": trainable,
-        "uneven": uneven,
-    }
+    return per_layer
+
+
+def _activation_bytes(
+    shape: Shape, settings: TrainSettings, device: str, act: int, tokens: int, per_layer: float
+) -> float:
+    """The activations of a batch's forward pass, kept for the backward (each layer's input only, with
+    gradient checkpointing)."""
+    if not settings.gradient_checkpointing:
+        return tokens * shape.layers * per_layer
+    activations = tokens * (shape.layers * act * shape.hidden + per_layer)
+    if (settings.quantization or {}).get("bits") == 8 and device == "cpu":
+        # bitsandbytes' 8-bit matmul on the CPU (MatMul8bitFp) keeps its input on the autograd context,
+        # where checkpointing does not reach: the inputs of the attention's and the feed-forward's
+        # matrices stay for every layer.
+        activations += tokens * shape.layers * act * (3 * shape.hidden + shape.intermediate)
+    return activations
+
+
+def _loading_bytes(
+    shape: Shape, settings: TrainSettings, device: str, precision: str, runtime: float
+) -> float:
+    """On the CPU, a checkpoint loaded in another dtype than it is stored in holds the file's pages and the
+    converted weights at once (on a GPU the file's pages are host memory)."""
+    if device != "cpu" or (settings.quantization or {}).get("bits"):
+        return 0.0
+    loaded = 4 if KINDS[settings.kind].full_weights else BYTES[precision]
+    return (shape.stored_bytes + loaded) * shape.params + runtime if loaded != shape.stored_bytes else 0.0
 
 
 def inference_peak(
@@ -227,6 +252,6 @@ def per_gpu_peak(peak: dict, gpus: int) -> float:
 def training_flops(shape: Shape, settings: TrainSettings, tokens: float) -> float:
     """2 FLOPs a parameter a token forward; backward 4 for trained weights, 2 for frozen ones (their input
     gradients only); gradient checkpointing recomputes the forward."""
-    backward = 4 if settings.kind == "full-ft" else 2
+    backward = 4 if KINDS[settings.kind].full_weights else 2
     forward = 4 if settings.gradient_checkpointing else 2
     return (forward + backward) * shape.params * tokens

@@ -51,7 +51,7 @@ class Plan:
 
     def _estimate(self, cell) -> dict:
         study, shape = self.study, self.shapes[cell.model]
-        infer = study.infer_settings(cell.model, cell.method, cell.dataset)
+        infer = study.configured_infer_settings(cell.model, cell.variant, cell.dataset)
         trusted = study.model_settings(cell.model).trust_remote_code
         precision = resolved_name(infer.precision, self.device)
         # Fewer prompts a batch where the configured batch's beams would not fit: batched beam search
@@ -65,7 +65,7 @@ class Plan:
             )
         row = {
             "model": cell.model,
-            "method": cell.method,
+            "variant": cell.variant,
             "dataset": cell.dataset,
             "precision": precision,
             "generation_batch": batch,
@@ -79,17 +79,17 @@ class Plan:
         tests = self._examples(cell.dataset, "test")
         new_tokens = infer.max_new_tokens * (infer.sampling or {}).get("samples", infer.num_beams)
         flops = 2 * shape.params * tests * new_tokens if tests else None
-        if study.is_trained(cell.method):
-            train_dataset = study.train_dataset(cell.method, cell.dataset)
-            train = study.train_settings(cell.model, cell.method, train_dataset)
+        if study.is_trained(cell.variant):
+            train_dataset = study.train_dataset(cell.variant, cell.dataset)
+            train = study.train_settings(cell.model, cell.variant, train_dataset)
             try:
                 peak = finetune_peak(shape, train, self.device, resolved_name(train.precision, self.device))
             except ValueError as error:  # PEFT cannot build the method on this model
                 from peftcode.study.validation import ConfigError
 
                 raise ConfigError(
-                    f"config error at methods.{cell.method}: PEFT cannot build it on model '{cell.model}': "
-                    f"{error}"
+                    f"config error at methods.{study.method_of(cell.variant)}: PEFT cannot build it on "
+                    f"model '{cell.model}': {error}"
                 ) from None
             examples = self._examples(train_dataset, "train")
             tokens = (
@@ -142,12 +142,12 @@ class Plan:
             )
             on = f"on each of its {self.gpus} GPUs" if self.gpus > 1 else "on its GPU"
             raise ConfigError(
-                f"config error at resources.gpu_memory_gb: cell {row['model']} / {row['method']} / "
+                f"config error at resources.gpu_memory_gb: cell {row['model']} / {row['variant']} / "
                 f"{row['dataset']} needs about {peak / 1024:.1f} GB {on} for its {job}, over the "
                 f"{self.budget_mb / 1024:g} GB budget ({len(rows)} cells are); set over_budget: skip to "
                 "leave such cells out"
             )
-        return frozenset(Cell(row["model"], row["method"], row["dataset"]) for row in rows)
+        return frozenset(Cell(row["model"], row["variant"], row["dataset"]) for row in rows)
 
     def summary(self) -> str:
         fitting = [row for row in self.rows if row["fits"]]
@@ -169,20 +169,20 @@ class Plan:
             f"; {len(hours) - len(known)} cells of unknown size)" if len(known) < len(hours) else ")"
         )
 
-    def infer_settings(self, model: str, method: str, dataset: str) -> InferSettings:
+    def infer_settings(self, model: str, variant: str, dataset: str) -> InferSettings:
         """An inference job's settings, with the batch of prompts that fits the budget."""
-        batch = self._row(model, method, dataset)["generation_batch"]
-        return replace(self.study.infer_settings(model, method, dataset), batch_size=batch)
+        batch = self._row(model, variant, dataset)["generation_batch"]
+        return replace(self.study.configured_infer_settings(model, variant, dataset), batch_size=batch)
 
     # --- what jobs ask of the scheduler ------------------------------------------------------------------
-    def _row(self, model: str, method: str, dataset: str) -> dict:
+    def _row(self, model: str, variant: str, dataset: str) -> dict:
         """The row of a cell, or of the first cell a fine-tune on a union trains for."""
         members = self.study.config["datasets"][dataset].get("union", [dataset])
         return next(
-            r for r in self.rows if (r["model"], r["method"], r["dataset"]) == (model, method, members[0])
+            r for r in self.rows if (r["model"], r["variant"], r["dataset"]) == (model, variant, members[0])
         )
 
-    def mem_mb(self, job: str, model: str, method: str | None = None, dataset: str | None = None) -> int:
+    def mem_mb(self, job: str, model: str, variant: str | None = None, dataset: str | None = None) -> int:
         """Host memory for a job. A job on a GPU passes its weights through on their way (a shard at a time:
         at most 16 GB of them); on the CPU it holds its estimated peak, and its libraries' 2 GB. Preparing
         a model converts float32 weights (a hub model's are only downloaded)."""
@@ -193,7 +193,7 @@ class Plan:
             return int(4096 + (0 if kept else 8 * params / MIB))
         if self.gpus or job == "quantize":
             return int(4096 + min(4 * params / MIB, 16 * 1024))
-        row = self._row(model, method, dataset)
+        row = self._row(model, variant, dataset)
         peak = row["finetune_peak_mb"] if job == "finetune" else row["infer_peak_mb"]
         return int(2048 + 1.25 * peak)
 
@@ -202,12 +202,14 @@ class Plan:
         times, so that a job killed for its limit is retried with a larger one."""
         return int(value * min(attempt, self.study.config["resources"]["retry_growth"]))
 
-    def runtime_min(self, job: str, model: str, method: str | None = None, dataset: str | None = None) -> int:
+    def runtime_min(
+        self, job: str, model: str, variant: str | None = None, dataset: str | None = None
+    ) -> int:
         """Twice the estimated time and ``resources.runtime_margin_min``; four hours where the data's size is
         unknown."""
         if job == "quantize":
             return 60
-        hours = self._row(model, method, dataset)["gpu_hours"]
+        hours = self._row(model, variant, dataset)["gpu_hours"]
         margin = self.study.config["resources"]["runtime_margin_min"]
         return 240 if hours is None else max(1, int(margin + 2 * 60 * hours / max(self.gpus, 1)))
 

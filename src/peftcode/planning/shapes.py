@@ -21,6 +21,7 @@ from peftcode.data.packaged import gguf_location
 from peftcode.jobs.cache import CACHE, write_atomically
 from peftcode.jobs.versions import code_version
 from peftcode.models.hub_config import hub_config
+from peftcode.study.families import FAMILIES, is_encoder_decoder
 from peftcode.study.settings import ModelSettings
 
 
@@ -85,7 +86,7 @@ def shape_of_config(fields: dict, family: str) -> Shape:
     heads = _width(config, "num_attention_heads", "n_head", "num_heads")
     head_size = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden // heads
     intermediate = _width(config, "intermediate_size", "n_inner", "d_ff", default=4 * hidden)
-    decoder = _width(config, "num_decoder_layers", default=0) if family == "seq2seq" else 0
+    decoder = _width(config, "num_decoder_layers", default=0) if is_encoder_decoder(family) else 0
     layers = _width(config, "num_hidden_layers", "n_layer", "num_layers") + decoder
     # The first block's matrices (an encoder's, for a seq2seq model): a gated feed-forward has two that
     # widen to the intermediate size.
@@ -164,7 +165,7 @@ def peft_built(shape: Shape, peft_type: str, options: dict) -> PeftBuilt:
     fields = dict(shape.config)
     model = meta_model(AutoConfig.for_model(fields.pop("model_type"), **fields), shape.family)
     before = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
-    task = "SEQ_2_SEQ_LM" if shape.family == "seq2seq" else "CAUSAL_LM"
+    task = FAMILIES[shape.family].peft_task_type
     with torch.device("meta"):
         peft_model = get_peft_model(model, PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](task_type=task, **options))
     trainable = [tuple(p.shape) for p in peft_model.parameters() if p.requires_grad]

@@ -13,7 +13,7 @@ def collect(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     rows = [json.loads(Path(path).read_text()) for path in metrics_paths]
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).sort_values(["dataset", "model", "method"], ignore_index=True)
+    return pd.DataFrame(rows).sort_values(["dataset", "model", "variant"], ignore_index=True)
 
 
 def aggregate(

@@ -125,8 +125,8 @@ class Comparison:
         ours, base = self.ours, self.baseline
         gain = relative_gain(ours[self.metric], base[self.metric])
         said = (
-            f"{self.title}: {ours['method']} ({ours['model']}) reaches {self.metric} "
-            f"{with_ci(ours, self.metric)} against {with_ci(base, self.metric)} for {base['method']} "
+            f"{self.title}: {ours['variant']} ({ours['model']}) reaches {self.metric} "
+            f"{with_ci(ours, self.metric)} against {with_ci(base, self.metric)} for {base['variant']} "
             f"({base['model']}), {gain_text(gain)} relative"
         )
         if self.testable:

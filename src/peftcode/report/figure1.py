@@ -9,11 +9,11 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from peftcode.report.tables import no_cells_figure
-from peftcode.study.kinds import LORA_KINDS
+from peftcode.study.kinds import FULL_WEIGHT_KINDS, LORA_KINDS
 
 # The bars of Figure 1, in the study's order: each method of these kinds (DoRA is a LoRA method of its own);
 # other trained kinds are left out of it.
-FIGURE1_KINDS = ("full-ft", *LORA_KINDS)
+FIGURE1_KINDS = (*FULL_WEIGHT_KINDS, *LORA_KINDS)
 
 
 def figure1(table: pd.DataFrame, figure_path: Path) -> None:
@@ -27,7 +27,7 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
     # Peaks grow with sequence length: compare each model's methods on the datasets all of them ran on.
     # Each method by its name, its kind beside where the name does not say it (dora (lora)).
     rows = rows.assign(
-        bar=[m if m == k else f"{m} ({k})" for m, k in zip(rows["method"], rows["kind"], strict=True)]
+        bar=[m if m == k else f"{m} ({k})" for m, k in zip(rows["variant"], rows["kind"], strict=True)]
     )
     methods_run = rows.groupby(["model", "dataset"])["bar"].agg(frozenset)
     every_method = rows.groupby("model")["bar"].agg(frozenset)
@@ -38,7 +38,7 @@ def figure1(table: pd.DataFrame, figure_path: Path) -> None:
     peaks = rows.groupby(["model", "bar"])[["finetune_peak_mb", "finetune_weight_mb"]].max()
     models = sorted(peaks.index.get_level_values("model").unique())
     order = rows.drop_duplicates("bar").assign(rank=lambda r: r["kind"].map(FIGURE1_KINDS.index))
-    bars = list(order.sort_values(["rank", "method"])["bar"])
+    bars = list(order.sort_values(["rank", "variant"])["bar"])
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colours = {bar: palette[i % len(palette)] for i, bar in enumerate(bars)}
     width = 0.8 / peaks.groupby("model").size().max()

@@ -26,9 +26,9 @@ def loss_figure(fine_tunes: list[dict], figure_path: Path) -> None:
     for axis, dataset in zip(axes[:, 0], datasets, strict=True):
         tunes = [(tune, log) for tune, log in logs if tune["dataset"] == dataset]
         for index, (tune, log) in enumerate(
-            sorted(tunes, key=lambda pair: (pair[0]["model"], pair[0]["method"]))
+            sorted(tunes, key=lambda pair: (pair[0]["model"], pair[0]["variant"]))
         ):
-            colour, label = colours[index % len(colours)], f"{tune['method']} ({tune['model']})"
+            colour, label = colours[index % len(colours)], f"{tune['variant']} ({tune['model']})"
             train, validation = log.dropna(subset=["train_loss"]), log.dropna(subset=["val_loss"])
             axis.plot(train["epoch"], train["train_loss"], color=colour, lw=1.2, alpha=0.8, label=label)
             axis.plot(validation["epoch"], validation["val_loss"], "o--", color=colour, markersize=4)

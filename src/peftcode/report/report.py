@@ -43,7 +43,7 @@ def not_fitting(plan: pd.DataFrame | None) -> list[str]:
     for _, row in out.iterrows():
         finetune = row["finetune_per_gpu_mb"] if pd.notna(row["finetune_per_gpu_mb"]) else 0
         peak = max(finetune, row["infer_per_gpu_mb"])
-        cell = f"{row['model']} / {row['method']} / {row['dataset']}"
+        cell = f"{row['model']} / {row['variant']} / {row['dataset']}"
         lines.append(f"- {cell}: about {peak / 1024:.1f} GB a GPU")
     return [*lines, ""]
 
@@ -55,7 +55,7 @@ def unsafe_execution_warning(table: pd.DataFrame) -> list[str]:
     unsafe = table[table["sandbox"].fillna("").str.startswith("UNSAFE")]
     if unsafe.empty:
         return []
-    cells = ", ".join(f"{r['model']} / {r['method']} / {r['dataset']}" for _, r in unsafe.iterrows())
+    cells = ", ".join(f"{r['model']} / {r['variant']} / {r['dataset']}" for _, r in unsafe.iterrows())
     return [
         f"**UNSAFE: the pass@k of {len(unsafe)} cells ran model-written programs without kernel isolation "
         f"(evaluation.execution.unsafe_without_isolation): {cells}.**",
@@ -68,9 +68,9 @@ def missing_cells(table: pd.DataFrame, expected: list[dict] | None) -> list[str]
         return []
     present = set(map(tuple, table[CELL_COLUMNS].itertuples(index=False))) if len(table) else set()
     return [
-        f"{c['model']} / {c['method']} / {c['dataset']}"
+        f"{c['model']} / {c['variant']} / {c['dataset']}"
         for c in expected
-        if (c["model"], c["method"], c["dataset"]) not in present
+        if (c["model"], c["variant"], c["dataset"]) not in present
     ]
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from peftcode.report.claims import Comparison, Untested
 from peftcode.report.tables import em_columns, fine_tuned, pass_columns, planned_hours, results_table
-from peftcode.study.kinds import PEFT_KINDS
+from peftcode.study.kinds import FULL_WEIGHT_KINDS, PEFT_KINDS
 
 TITLE = "RQ1: PEFT-tuned LLMs vs fully fine-tuned models"
 
@@ -37,7 +37,7 @@ def rq1(table: pd.DataFrame, figure_path: Path) -> list:
         if rows.empty:
             continue
         body += [results_table(rows, columns, metric), ""]
-        full, peft = rows[rows["kind"] == "full-ft"], rows[rows["kind"].isin(PEFT_KINDS)]
+        full, peft = rows[rows["kind"].isin(FULL_WEIGHT_KINDS)], rows[rows["kind"].isin(PEFT_KINDS)]
         if full.empty or peft.empty:
             body.append(Untested("rq1", f"no {'full fine-tune' if full.empty else 'PEFT'} cell on {dataset}"))
             continue
@@ -56,7 +56,7 @@ def heat_maps(trained: pd.DataFrame, figure_path: Path) -> None:
     """One panel per test set, on its primary metric: models (smallest first) by method, each cell's value
     printed in it; it reads the same for one model and a few methods as for the paper's 12 and 9."""
     datasets = sorted(trained["dataset"].unique())
-    methods = sorted(trained["method"].unique())
+    methods = sorted(trained["variant"].unique())
     models = sorted(
         trained["model"].unique(), key=lambda m: (trained.loc[trained["model"] == m, "size_b"].max(), m)
     )
@@ -67,7 +67,7 @@ def heat_maps(trained: pd.DataFrame, figure_path: Path) -> None:
     )
     for axis, dataset in zip(axes[:, 0], datasets, strict=True):
         rows = trained[trained["dataset"] == dataset]
-        grid = rows.pivot_table(index="model", columns="method", values="score")
+        grid = rows.pivot_table(index="model", columns="variant", values="score")
         grid = grid.reindex(index=[m for m in models if m in grid.index], columns=methods)
         image = axis.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         for (row, column), value in np.ndenumerate(grid.to_numpy(dtype=float)):

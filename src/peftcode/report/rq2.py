@@ -18,7 +18,7 @@ from peftcode.report.tables import (
     results_table,
     with_primary,
 )
-from peftcode.study.kinds import PEFT_KINDS, PROMPTED_KINDS
+from peftcode.study.kinds import PEFT_KINDS, PROMPTED_KINDS, RETRIEVING_KINDS
 
 TITLE = "RQ2: PEFT vs in-context learning and retrieval-augmented prompts"
 
@@ -47,7 +47,8 @@ def rq2(table: pd.DataFrame, figure_path: Path) -> list:
         ]
     table = with_primary(table)
     prompted = table[table["kind"].isin(PROMPTED_KINDS)]
-    icl, rag = prompted[prompted["kind"] == "icl"], prompted[prompted["kind"] == "rag"]
+    retrieved = prompted["kind"].isin(RETRIEVING_KINDS)
+    icl, rag = prompted[~retrieved], prompted[retrieved]
     peft = table[table["kind"].isin(PEFT_KINDS)]
     summary = icl_summary(icl.astype({"shots": int, "seed": int}))
     body = []

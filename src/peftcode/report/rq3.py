@@ -23,8 +23,8 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list:
             "No jointly trained cells in this study: RQ3 is not answered by this run.",
             Untested("rq3", "no cells"),
         ]
-    pairs = joint[["model", "method_group", "dataset"]].drop_duplicates()
-    compared = with_primary(table.merge(pairs, on=["model", "method_group", "dataset"]))
+    pairs = joint[["model", "method", "dataset"]].drop_duplicates()
+    compared = with_primary(table.merge(pairs, on=["model", "method", "dataset"]))
     compared["training"] = compared["train_dataset"].fillna("per-dataset")
     body = [
         "Each adapter on each test set, on its primary metric; a joint adapter was trained once on the union "
@@ -35,14 +35,14 @@ def rq3(table: pd.DataFrame, figure_path: Path) -> list:
         *finding_lines("rq3"),
         "",
     ]
-    for (model, dataset, group), rows in compared.groupby(["model", "dataset", "method_group"]):
+    for (model, dataset, group), rows in compared.groupby(["model", "dataset", "method"]):
         alone = rows[rows["training"] == "per-dataset"]
         for _, together in rows[rows["training"] != "per-dataset"].iterrows():
             if alone.empty:
                 body.append(Untested("rq3", f"no per-dataset {group} cell of {model} on {dataset}"))
                 continue
             trained_on = together["train_dataset"]
-            title = f"{model} on {dataset}, {together['method']} (trained on {trained_on}) vs {group}"
+            title = f"{model} on {dataset}, {together['variant']} (trained on {trained_on}) vs {group}"
             body.append(
                 Comparison(
                     title, together, alone.iloc[0], together["metric"], None, "same",

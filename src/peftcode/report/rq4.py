@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 
 from peftcode.report.claims import PAPER, Comparison, Untested, finding_lines
 from peftcode.report.tables import error_bars, fine_tuned, planned_hours, results_table
+from peftcode.study.kinds import QLORA_BITS, UNQUANTIZED_LORA_KINDS
 
 TITLE = "RQ4: memory against effectiveness"
 MEMORY_COLUMNS = ["weights", "optimizer", "checkpointing", "weight_mb", "peak_mb", "own_mb", "estimated_mb"]
@@ -23,21 +24,21 @@ def memory_comparisons(trained: pd.DataFrame) -> list:
     body = []
     trained = trained[trained["train_dataset"].isna()]  # joint or transferred adapters saw other data
     for (model, dataset), rows in trained.groupby(["model", "dataset"]):
-        for _, qlora in rows[rows["kind"].str.startswith("qlora")].iterrows():
+        for _, qlora in rows[rows["kind"].isin(QLORA_BITS)].iterrows():
             # The LoRA whose options it shares (rank, alpha, dropout, targets, PEFT options), and the 4-bit
             # QLoRA of the same options.
             same = rows[rows["adapter_options"] == qlora["adapter_options"]]
-            lora = same[same["kind"] == "lora"]
+            lora = same[same["kind"].isin(UNQUANTIZED_LORA_KINDS)]
             if lora.empty:
                 body.append(
-                    f"- {model} on {dataset}: {qlora['method']} has no LoRA of its options to compare."
+                    f"- {model} on {dataset}: {qlora['variant']} has no LoRA of its options to compare."
                 )
                 continue
             lora = lora.iloc[0]
-            four_bit = same.loc[same["kind"] == "qlora-4bit", "finetune_peak_mb"]
+            four_bit = same.loc[same["kind"].map(QLORA_BITS) == 4, "finetune_peak_mb"]
             peak = qlora["finetune_peak_mb"]
             ratio = peak / lora["finetune_peak_mb"]
-            if qlora["kind"] == "qlora-4bit":
+            if QLORA_BITS[qlora["kind"]] == 4:
                 low, high = PAPER["rq4"]["memory_ratio"]
                 ours = (
                     "inside it" if low <= ratio <= high else ("saves less" if ratio > high else "saves more")
@@ -49,8 +50,8 @@ def memory_comparisons(trained: pd.DataFrame) -> list:
                 between = four_bit.iloc[0] <= peak <= lora["finetune_peak_mb"]
                 verdict = f"{'' if between else 'not '}between LoRA and QLoRA-4bit"
             body.append(
-                f"- {model} on {dataset}: {qlora['method']} peaks at {peak:.0f} MB, {ratio:.2f}x "
-                f"{lora['method']}'s {lora['finetune_peak_mb']:.0f} MB ({verdict}), a measurement."
+                f"- {model} on {dataset}: {qlora['variant']} peaks at {peak:.0f} MB, {ratio:.2f}x "
+                f"{lora['variant']}'s {lora['finetune_peak_mb']:.0f} MB ({verdict}), a measurement."
             )
             if bool(qlora["gradient_checkpointing"]) != bool(lora["gradient_checkpointing"]):
                 body.append(
@@ -58,7 +59,7 @@ def memory_comparisons(trained: pd.DataFrame) -> list:
                     "its recipe), so part of the difference is recomputed activations, not quantization."
                 )
             body += ["", Comparison(
-                f"Effectiveness, {qlora['method']} vs {lora['method']} ({model} on {dataset})", qlora, lora,
+                f"Effectiveness, {qlora['variant']} vs {lora['variant']} ({model} on {dataset})", qlora, lora,
                 qlora["metric"], None, "same", hours=planned_hours(qlora, lora),
             )]  # fmt: skip
     return body
@@ -104,14 +105,14 @@ def memory_scatter(trained: pd.DataFrame, figure_path: Path) -> None:
     """Peak memory against each test set's primary metric: a marker per method, a colour per model, one
     legend for each (12 models and 9 methods make 21 entries, not 108), memory on a log scale."""
     trained = trained[trained["finetune_peak_mb"].notna()]
-    methods = sorted(trained["method_group"].unique())
+    methods = sorted(trained["method"].unique())
     models = sorted(
         trained["model"].unique(), key=lambda m: (trained.loc[trained["model"] == m, "size_b"].max(), m)
     )
     colours = dict(zip(models, plt.get_cmap("tab20" if len(models) > 10 else "tab10").colors, strict=False))
     markers = dict(zip(methods, "osD^v<>ph*XP8", strict=False))
     figure, axis = plt.subplots(figsize=(8, 4.8), constrained_layout=True)
-    for (model, method), rows in trained.groupby(["model", "method_group"]):
+    for (model, method), rows in trained.groupby(["model", "method"]):
         axis.errorbar(
             rows["finetune_peak_mb"], rows["score"], yerr=error_bars(rows, "score"), fmt=markers[method],
             color=colours[model], capsize=2, markersize=6, alpha=0.85, linestyle="none",

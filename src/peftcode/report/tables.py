@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from peftcode.evaluation.scores import hits_at_k, pass_at_k  # noqa: E402
 from peftcode.study.kinds import TRAINED_KINDS  # noqa: E402
 
-CELL_COLUMNS = ["model", "method", "dataset"]
+CELL_COLUMNS = ["model", "variant", "dataset"]
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "figure.dpi": 120})
 
 
@@ -81,7 +81,7 @@ def results_table(rows: pd.DataFrame, columns: list[str], sort: str) -> str:
     for column in [c for c in columns if f"{c}_ci_low" in rows.columns]:
         view[column] = [with_ci(row, column) for _, row in view.iterrows()]
     view["model"] = [model_label(row) for _, row in view.iterrows()]
-    return markdown_table(view[["model", "method", *columns]])
+    return markdown_table(view[["model", "variant", *columns]])
 
 
 def no_cells_figure(path: Path, message: str) -> None:

@@ -1,7 +1,9 @@
 """The study grid: a validated config resolved into cells, and each job's settings.
 
-One source of truth: every rule takes its ``params`` from the functions here, so a job's params hold exactly
-the settings that job depends on and nothing else.
+One source of truth: config -> cells -> each job's typed settings (:mod:`peftcode.study.settings`), which the
+rules take as their ``params`` (an inference's batch of prompts through the plan,
+:mod:`peftcode.planning.plan`),
+so a job's params hold exactly the settings that job depends on and nothing else.
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftcode.study.kinds import ADAPTER_KIND, PEFT_KINDS, PROMPTED_KINDS, QLORA_BITS, TRAINED_KINDS  # noqa: F401
+from peftcode.study.kinds import (  # noqa: F401
+    ADAPTER_KIND,
+    FULL_WEIGHT_KINDS,
+    PEFT_KINDS,
+    PROMPTED_KINDS,
+    QLORA_BITS,
+    RETRIEVING_KINDS,
+    TRAINED_KINDS,
+)
 from peftcode.study.peft_options import config_options, peft_type
 from peftcode.study.settings import (
     DataSettings,
@@ -46,10 +56,11 @@ def quantization_settings(method: dict) -> dict | None:
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One job chain of the study: a model, a method variant and a dataset."""
+    """One job chain of the study: a model, a variant (of a method: its shots, seed, training set) and a
+    dataset."""
 
     model: str
-    method: str
+    variant: str
     dataset: str
 
 
@@ -106,11 +117,11 @@ class Study:
             return {f"{method}-{dataset}": self._trained_elsewhere(method, dataset)}
         if settings["kind"] not in PROMPTED_KINDS:
             return {method: {"method": method, **settings}}
-        if settings["kind"] == "rag":
+        if settings["kind"] in RETRIEVING_KINDS:
             return {
                 f"{method}-{shots}shot": {
                     "method": method,
-                    "kind": "rag",
+                    "kind": settings["kind"],
                     "shots": shots,
                     "retriever": settings["retriever"],
                     "encoder": settings.get("encoder"),
@@ -125,6 +136,10 @@ class Study:
         return variants
 
     # --- lookups -----------------------------------------------------------------------------------
+    def method_of(self, variant: str) -> str:
+        """The ``methods`` entry a variant comes from."""
+        return self._variants[variant]["method"]
+
     def kind(self, variant: str) -> str:
         return self._variants[variant]["kind"]
 
@@ -156,7 +171,7 @@ class Study:
         return self._variants[variant].get("train_dataset", dataset)
 
     def trained_as(self, variant: str) -> str:
-        """The method name of the fine-tune job a cell's model comes from."""
+        """The variant of the fine-tune job a cell's model comes from."""
         return self._variants[variant].get("trained_as", variant)
 
     @property
@@ -166,11 +181,11 @@ class Study:
     @property
     def trained_cells(self) -> list[Cell]:
         """The fine-tune jobs: one per trained cell, and one per union for joint training."""
-        return sorted({self.fine_tune(c) for c in self.cells if self.is_trained(c.method)})
+        return sorted({self.fine_tune(c) for c in self.cells if self.is_trained(c.variant)})
 
     def fine_tune(self, cell: Cell) -> Cell:
         """The fine-tune job a trained cell's model comes from."""
-        return Cell(cell.model, self.trained_as(cell.method), self.train_dataset(cell.method, cell.dataset))
+        return Cell(cell.model, self.trained_as(cell.variant), self.train_dataset(cell.variant, cell.dataset))
 
     def published(self) -> dict[Cell, dict]:
         """The fine-tunes to publish (config ``publish``): each one's repository and the cells evaluated on
@@ -180,14 +195,14 @@ class Study:
             return {}
         published = {}
         for index, named in enumerate(settings["cells"]):
-            cell = Cell(named["model"], named["method"], named["dataset"])
-            if cell not in self.cells or not self.is_trained(cell.method):
+            cell = Cell(named["model"], named["variant"], named["dataset"])
+            if cell not in self.cells or not self.is_trained(cell.variant):
                 raise ConfigError(
                     f"config error at publish.cells[{index}]: {named} is no fine-tuned cell of the study"
                 )
             tune = self.fine_tune(cell)
-            evaluated = [c for c in self.cells if self.is_trained(c.method) and self.fine_tune(c) == tune]
-            repo = f"{settings['namespace']}/{tune.model}-{tune.method}-{tune.dataset}"
+            evaluated = [c for c in self.cells if self.is_trained(c.variant) and self.fine_tune(c) == tune]
+            repo = f"{settings['namespace']}/{tune.model}-{tune.variant}-{tune.dataset}"
             published[tune] = {"repo": repo, "private": settings["private"], "evaluated": evaluated}
         return published
 
@@ -225,25 +240,24 @@ class Study:
             if {key: value for key, value in settings.items() if key in WEIGHT_KEYS} == weights
         )
 
-    def train_settings(self, model: str, method: str, dataset: str) -> TrainSettings:
+    def train_settings(self, model: str, variant: str, dataset: str) -> TrainSettings:
         """All a fine-tune depends on: method hyperparameters over training defaults, lengths, model."""
-        if not self.is_trained(method):
-            raise KeyError(f"method '{method}' is not trained")
-        variant, data, model_entry = (
-            self._variants[method],
+        if not self.is_trained(variant):
+            raise KeyError(f"variant '{variant}' is not trained")
+        named, data, model_entry = (
+            self._variants[variant],
             self.data_settings(dataset),
             self.model_settings(model),
         )
-        entry = self.method_settings(variant["method"])
-        loop = {key: value for key, value in variant.items() if key in TRAINING_LOOP_KEYS}
+        loop = {key: value for key, value in named.items() if key in TRAINING_LOOP_KEYS}
         return TrainSettings(
-            method_name=variant["method"],
-            method=entry,
-            train_dataset=variant.get("train_dataset"),
-            trained_as=variant.get("trained_as"),
+            method=named["method"],
+            method_settings=self.method_settings(named["method"]),
+            train_dataset=named.get("train_dataset"),
+            trained_as=named.get("trained_as"),
             **{**self.config["training"], **loop},
-            precision=self.precision(model, method),
-            quantization=self.quantization(method),
+            precision=self.precision(model, variant),
+            quantization=self.quantization(variant),
             family=model_entry.family,
             prompt=model_entry.prompt,
             target_modules=model_entry.target_modules,
@@ -251,22 +265,23 @@ class Study:
             max_target_length=data.max_target_length,
         )
 
-    def infer_settings(self, model: str, method: str, dataset: str) -> InferSettings:
-        """An inference's settings, with the configured batch of prompts (the plan may make it smaller)."""
-        data, variant, model_entry = (
+    def configured_infer_settings(self, model: str, variant: str, dataset: str) -> InferSettings:
+        """An inference's settings with the config's batch of prompts; a job's come from the plan
+        (:meth:`peftcode.planning.plan.Plan.infer_settings`), whose batch fits the budget."""
+        data, named, model_entry = (
             self.data_settings(dataset),
-            self._variants[method],
+            self._variants[variant],
             self.model_settings(model),
         )
         return InferSettings(
-            method_name=variant["method"],
-            kind=variant["kind"],
-            quantization=self.quantization(method),
-            precision=self.precision(model, method),
-            shots=variant.get("shots", 0),
-            seed=variant.get("seed", self.config["training"]["seed"]),
-            retriever=variant.get("retriever"),
-            encoder=variant.get("encoder"),
+            method=named["method"],
+            kind=named["kind"],
+            quantization=self.quantization(variant),
+            precision=self.precision(model, variant),
+            shots=named.get("shots", 0),
+            seed=named.get("seed", self.config["training"]["seed"]),
+            retriever=named.get("retriever"),
+            encoder=named.get("encoder"),
             prompt=model_entry.prompt,
             sampling=data.sampling,
             family=model_entry.family,
@@ -304,12 +319,12 @@ class Study:
 
     def cell_info(self, cell: Cell) -> dict:
         """The descriptive columns of a cell's row in the results table."""
-        variant = self._variants[cell.method]
+        variant = self._variants[cell.variant]
         method = self.method_settings(variant["method"])
         return {
             "model": cell.model,
-            "method": cell.method,
-            "method_group": variant["method"],
+            "variant": cell.variant,
+            "method": variant["method"],
             "kind": variant["kind"],
             "shots": variant.get("shots"),
             "seed": variant.get("seed"),

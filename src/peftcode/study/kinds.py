@@ -14,37 +14,44 @@ from dataclasses import dataclass
 class Kind:
     name: str
     trains: bool = False  # a fine-tune job trains it
+    full_weights: bool = False  # every weight trained, in float32 master copies; no adapter
     peft_type: str | None = None  # PEFT's type (None: full fine-tuning, prompted kinds, or the method's own)
     lora_like: bool = False  # LoRA's options: rank, alpha, dropout, attention targets
     bits: int | None = None  # the base model quantized by bitsandbytes (QLoRA)
     soft_prompt: bool = False  # virtual tokens or a key/value prefix that the model reads before the prompt
+    input_tokens: bool = False  # the soft prompt is virtual tokens in the input (longer sequences)
     prompted: bool = False  # in-context examples, no training
+    retrieves: bool = False  # the in-context examples are those nearest the test intent (a retriever's)
+    fetched: bool = False  # an adapter trained elsewhere, fetched by its own job
 
 
 KINDS = {
     kind.name: kind
     for kind in (
-        Kind("full-ft", trains=True),
+        Kind("full-ft", trains=True, full_weights=True),
         Kind("lora", trains=True, peft_type="LORA", lora_like=True),
         Kind("qlora-8bit", trains=True, peft_type="LORA", lora_like=True, bits=8),
         Kind("qlora-4bit", trains=True, peft_type="LORA", lora_like=True, bits=4),
         Kind("ia3", trains=True, peft_type="IA3"),
-        Kind("prompt-tuning", trains=True, peft_type="PROMPT_TUNING", soft_prompt=True),
+        Kind("prompt-tuning", trains=True, peft_type="PROMPT_TUNING", soft_prompt=True, input_tokens=True),
         Kind("prefix-tuning", trains=True, peft_type="PREFIX_TUNING", soft_prompt=True),
         Kind("peft", trains=True),
         Kind("icl", prompted=True),
-        Kind("rag", prompted=True),
+        Kind("rag", prompted=True, retrieves=True),
         # An adapter trained elsewhere, evaluated over its base model (peftcode.models.adapters).
-        Kind("adapter"),
+        Kind("adapter", fetched=True),
     )
 }
 QLORA_BITS = {name: kind.bits for name, kind in KINDS.items() if kind.bits}
 SOFT_PROMPT_KINDS = tuple(name for name, kind in KINDS.items() if kind.soft_prompt)
 LORA_KINDS = tuple(name for name, kind in KINDS.items() if kind.lora_like)
+UNQUANTIZED_LORA_KINDS = tuple(name for name in LORA_KINDS if not KINDS[name].bits)
 TRAINED_KINDS = tuple(name for name, kind in KINDS.items() if kind.trains)
-PEFT_KINDS = tuple(name for name in TRAINED_KINDS if name != "full-ft")
+PEFT_KINDS = tuple(name for name in TRAINED_KINDS if not KINDS[name].full_weights)
+FULL_WEIGHT_KINDS = tuple(name for name, kind in KINDS.items() if kind.full_weights)
 PROMPTED_KINDS = tuple(name for name, kind in KINDS.items() if kind.prompted)
-ADAPTER_KIND = "adapter"
+RETRIEVING_KINDS = tuple(name for name, kind in KINDS.items() if kind.retrieves)
+ADAPTER_KIND = next(name for name, kind in KINDS.items() if kind.fetched)
 
 # PEFT types whose adapters inference merges into the base weights (the same function, without the
 # adapters' extra products at every step); the others, soft prompts above all, stay apart.

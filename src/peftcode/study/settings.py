@@ -104,8 +104,8 @@ class TrainSettings(Settings):
     """All a fine-tune depends on: its method's options, the training loop's settings (the method's own over
     the config's ``training``), the model's and the dataset's."""
 
-    method_name: str
-    method: MethodSettings
+    method: str  # the ``methods`` entry's name
+    method_settings: MethodSettings
     train_dataset: str | None
     trained_as: str | None
     epochs: float
@@ -130,11 +130,11 @@ class TrainSettings(Settings):
 
     @property
     def kind(self) -> str:
-        return self.method.kind
+        return self.method_settings.kind
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainSettings:
-        return cls(**{**data, "method": MethodSettings(**data["method"])})
+        return cls(**{**data, "method_settings": MethodSettings(**data["method_settings"])})
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class InferSettings(Settings):
     """All an inference depends on: how a cell prompts (shots, retriever), decodes and stops; the batch of
     prompts is the plan's, the one that fits the budget."""
 
-    method_name: str
+    method: str  # the ``methods`` entry's name
     kind: str
     quantization: Mapping | None
     precision: str

@@ -30,6 +30,16 @@ def _where(path) -> str:
 
 def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
     """Check ``config`` against the schema (filling defaults in place) and its names against each other."""
+    check_schema(config, schema)
+    check_models(config)
+    check_methods(config)
+    check_datasets(config)
+    check_study(config)
+    return config
+
+
+def check_schema(config: dict, schema: str | Path) -> None:
+    """The schema's check, which fills in its defaults; its error as one line naming the key."""
     try:
         validate(config, str(schema))
     except WorkflowError as error:
@@ -39,6 +49,10 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
             raise
         cause = jsonschema.exceptions.best_match([cause, *cause.context]) or cause
         raise ConfigError(f"config error at {_where(cause.absolute_path)}: {cause.message}") from None
+
+
+def check_models(config: dict) -> None:
+    """A model's source and tokenizer go together."""
     for name, model in config["models"].items():
         if "build" in model["source"] and "tokenizer" not in model:
             raise ConfigError(f"config error at models.{name}: a built model needs a 'tokenizer' source")
@@ -49,6 +63,10 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
             )
         if "revision" in model["source"] and "hub" not in model["source"]:
             raise ConfigError(f"config error at models.{name}.source: a revision pins a hub model only")
+
+
+def check_methods(config: dict) -> None:
+    """A dense retriever names its encoder; a method's PEFT options are its PEFT config class's."""
     for name, method in config["methods"].items():
         if method.get("retriever") == "dense" and not method.get("encoder"):
             raise ConfigError(f"config error at methods.{name}: the dense retriever needs an 'encoder'")
@@ -56,6 +74,10 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
             check_options(name, MethodSettings.of(method, f"methods.{name}"))
         except OptionError as error:
             raise ConfigError(str(error)) from None
+
+
+def check_datasets(config: dict) -> None:
+    """A dataset's source, splits, sampling and primary metric go together; a union's members exist."""
     for name, dataset in config["datasets"].items():
         hub_only = sorted({"revision", "data_files"} & set(dataset.get("source", {})))
         if hub_only and "hub" not in dataset["source"]:
@@ -84,6 +106,10 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
                 raise ConfigError(
                     f"config error at datasets.{name}.union: '{member}' is not a dataset with a source"
                 )
+
+
+def check_study(config: dict) -> None:
+    """A block's names are the config's; what trains or shows examples has a training split."""
     for index, block in enumerate(config["study"]):
         for section, names in (
             *((s, block[s]) for s in ("models", "methods", "datasets")),
@@ -106,7 +132,6 @@ def validate_config(config: dict, schema: str | Path = DEFAULT_SCHEMA) -> dict:
                         f"config error at study[{index}]: dataset '{dataset}' has no training split, so "
                         f"method '{method}' cannot use it (evaluate it zero-shot, or with test_on)"
                     )
-    return config
 
 
 def _splits(config: dict, dataset: str) -> set[str]:

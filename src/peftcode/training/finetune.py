@@ -1,30 +1,32 @@
 """The fine-tuning recipe: one cell's model, method and training split -> the checkpoint of the lowest
-validation loss, a per-step training log and the job's memory record.
+validation loss, a per-step training log and the job's cost record.
 
 A plain loop, with the study's recipe as its defaults: Adafactor (or AdamW) with a linear schedule after a
 warmup, batches padded to their own longest example and accumulated over ``grad_accum_steps``, frozen
 weights in the precision's dtype and the forward under its autocast (fp16 with a gradient scaler), the
 validation loss measured ``evals_per_epoch`` times per epoch, and the best trainable weights kept.
+
+In phases, after torchtune's single-device LoRA recipe: :func:`set_up` (model, data, optimizer),
+:func:`start_or_resume` (a :class:`~peftcode.training.progress.TrainingProgress`), :func:`train_steps`
+(saving the progress at every validation), :func:`save_checkpoint` and :func:`write_record`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
-from transformers.optimization import Adafactor
 
-from peftcode.data.prompts import IGNORE_INDEX, collate, encode_example, prompt_style
+from peftcode.data.prompts import collate
 from peftcode.data.splits import read_split
 from peftcode.hardware.memory import JobMeter, parameter_counts, weight_footprint_mb
 from peftcode.hardware.placement import job_device
@@ -34,158 +36,100 @@ from peftcode.jobs.preemption import Preempted, PreemptionWatch
 from peftcode.models.checkpoints import load_checkpoint, model_commit, read_manifest, write_manifest
 from peftcode.models.export import make_portable
 from peftcode.models.probe import PROBE_FILE, write_probe
+from peftcode.study.kinds import KINDS
 from peftcode.study.settings import TrainSettings
+from peftcode.training import steps
 from peftcode.training.peft_setup import (
-    after_optimizer_step,
-    loss_term,
     prepare_for_training,
     rank_allocation,
     restore_rank_allocation,
     rewrites_base,
 )
+from peftcode.training.progress import TrainingProgress
 
-RESUME_FILE = "resume.pt"
+
+@dataclass(frozen=True)
+class Schedule:
+    """A fine-tune's step arithmetic: examples a step (a batch accumulated ``grad_accum_steps`` times),
+    steps an epoch and in all, and how often the validation loss is measured."""
+
+    batch_size: int
+    examples_per_step: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+
+    @classmethod
+    def of(cls, settings: TrainSettings, examples: int) -> Schedule:
+        examples_per_step = settings.batch_size * settings.grad_accum_steps
+        steps_per_epoch = math.ceil(examples / examples_per_step)
+        return cls(
+            batch_size=settings.batch_size,
+            examples_per_step=examples_per_step,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=math.ceil(steps_per_epoch * settings.epochs),
+            eval_every=max(1, steps_per_epoch // settings.evals_per_epoch),
+        )
+
+    def validates(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.total_steps
 
 
-def encode_split(frame: pd.DataFrame, tokenizer, settings: TrainSettings) -> list[dict[str, list[int]]]:
-    style = prompt_style(settings.prompt, tokenizer)
-    return [
-        encode_example(
-            tokenizer,
+@dataclass
+class Training:
+    """What the steps run on, set up once: the model, its data, its optimizer and schedule."""
+
+    settings: TrainSettings
+    model: torch.nn.Module
+    tokenizer: object
+    precision: Precision
+    train: list[dict]
+    validation: list[dict]
+    schedule: Schedule
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    shuffler: torch.Generator  # the data order's own random stream
+    initial: Path | None  # the adapter as initialised, for a base-rewriting initialisation
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def validation_loss(self) -> float:
+        settings = self.settings
+        return steps.validation_loss(
+            self.model,
+            self.validation,
+            settings.eval_batch_size,
+            self.pad_id,
             settings.family,
-            intent,
-            code,
-            settings.max_input_length,
-            settings.max_target_length,
-            style,
+            self.precision,
         )
-        for intent, code in zip(frame["intent"], frame["code"], strict=True)
-    ]
 
+    def states(self) -> dict:
+        """What a resumed run needs besides its progress: trainable weights, optimizer, schedule, scaler and
+        the random streams."""
+        return {
+            "trainable": steps.trainable_copy(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "shuffler": self.shuffler.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
-def target_loss(model, batch: dict[str, torch.Tensor], family: str) -> torch.Tensor:
-    """Mean cross-entropy over a batch's target tokens.
-
-    A causal model's vocabulary logits are computed only at the positions that predict a target token: the
-    prompt's would be masked out of the loss anyway, and with a 49k-token vocabulary they are most of a
-    small model's training memory. Seq2seq decoders see only the target already.
-    """
-    if family == "seq2seq":
-        return model(**batch).loss
-    labels = batch["labels"]
-    predicts_target = labels[:, 1:] != IGNORE_INDEX  # the hidden state at i predicts the token at i + 1
-
-    def keep_target_positions(_head, args):
-        hidden = args[0]  # on the last GPU of a model spread over several
-        offset = hidden.shape[1] - labels.shape[1]  # prompt tuning puts its virtual tokens first
-        return (hidden[:, offset : hidden.shape[1] - 1][predicts_target.to(hidden.device)],)
-
-    hook = model.get_output_embeddings().register_forward_pre_hook(keep_target_positions)
-    try:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    finally:
-        hook.remove()
-    targets = labels[:, 1:][predicts_target].to(logits.device)
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
-
-
-def target_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"] != IGNORE_INDEX).sum())
-
-
-def make_optimizer(settings: TrainSettings, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The study's optimizer: transformers' Adafactor as its Trainer sets it up for ``optim="adafactor"``
-    (the given learning rate, no parameter scaling, no relative step), or AdamW."""
-    if settings.optimizer == "adafactor":
-        return Adafactor(
-            parameters,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            scale_parameter=False,
-            relative_step=False,
-            warmup_init=False,
-        )
-    return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-
-
-def train_step(
-    model,
-    batches: list[dict[str, torch.Tensor]],
-    family: str,
-    precision: Precision,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    max_grad_norm: float | None = None,
-    step: int = 0,
-) -> tuple[float, float]:
-    """One optimizer step, its gradient accumulated over ``batches``; returns the step's loss and the
-    gradients' total norm before clipping.
-
-    Each batch's mean loss is weighted by its share of the step's target tokens: the accumulated gradient is
-    that of the mean over all of them, as if the step were one batch. fp16 scales the loss for the backward
-    pass, and its scaler skips a step whose gradients overflowed. With ``max_grad_norm`` the gradients are
-    clipped to that total norm (unscaled first), as transformers' Trainer does by default (1.0).
-    """
-    step_tokens = sum(target_tokens(batch) for batch in batches)
-    step_loss = 0.0
-    for batch in batches:
-        with precision.autocast():
-            share = target_tokens(batch) / step_tokens
-            # A seq2seq model computes its own loss, to which PEFT adds AdaLoRA's term already.
-            term = loss_term(model) if family == "causal" else 0.0
-            loss = (target_loss(model, batch, family) + term) * share
-        (scaler.scale(loss) if scaler else loss).backward()
-        step_loss += loss.item()
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    trained = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(trained, max_grad_norm if max_grad_norm else math.inf)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    after_optimizer_step(model, step)
-    optimizer.zero_grad(set_to_none=True)
-    return step_loss, float(norm)
-
-
-@torch.no_grad()
-def validation_loss(
-    model, examples: list[dict], batch_size: int, pad_id: int, family: str, precision: Precision
-) -> float:
-    """Mean loss per target token over the whole validation split."""
-    model.eval()
-    total, tokens = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], pad_id, model.device)
-        count = target_tokens(batch)
-        with precision.autocast():
-            total += target_loss(model, batch, family).item() * count
-        tokens += count
-    model.train()
-    return total / tokens
-
-
-def trainable_copy(model) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def load_resume_state(resume_dir: Path | None, settings: TrainSettings) -> dict | None:
-    """The state a killed run of the same settings saved, if any."""
-    path = resume_dir / RESUME_FILE if resume_dir else None
-    if path is None or not path.is_file():
-        return None
-    state = torch.load(path, weights_only=False)
-    return state if state["settings"] == settings.as_dict() else None
-
-
-def save_resume_state(resume_dir: Path, state: dict) -> None:
-    """Written whole or not at all, so that a kill during the write leaves the previous state."""
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    partial = resume_dir / f"{RESUME_FILE}.partial"
-    torch.save(state, partial)
-    os.replace(partial, resume_dir / RESUME_FILE)
+    def restore(self, states: dict) -> None:
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                if parameter.requires_grad:
+                    parameter.copy_(states["trainable"][name])
+        self.optimizer.load_state_dict(states["optimizer"])
+        self.scheduler.load_state_dict(states["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(states["scaler"])
+        self.shuffler.set_state(states["shuffler"])
+        torch.set_rng_state(states["torch_rng"])
 
 
 def finetune(
@@ -193,7 +137,7 @@ def finetune(
     data_dir: str | Path,
     out_dir: str | Path,
     log_path: str | Path,
-    memory_path: str | Path,
+    cost_path: str | Path,
     settings: TrainSettings,
     threads: int | None = None,
     resume_dir: str | Path | None = None,
@@ -209,180 +153,206 @@ def finetune(
     the last one: same step counter, parameters, optimizer, schedule, data order and random state.
     """
     meter = JobMeter()
+    training = set_up(model_dir, data_dir, settings, threads, gpus, gpu_memory_gb)
+    resume_dir = Path(resume_dir) if resume_dir else None
+    progress = start_or_resume(training, resume_dir, on_log_row)
+    train_steps(training, progress, resume_dir, meter, on_log_row)
+    save_checkpoint(training, progress, model_dir, out_dir)
+    pd.DataFrame(progress.log).to_csv(log_path, index=False)
+    record = write_record(training, progress, model_dir, cost_path, meter)
+    make_portable(out_dir, model_dir, training.tokenizer, settings, record, Path(data_dir).name)
+    if resume_dir:
+        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
+    return record
+
+
+def set_up(
+    model_dir, data_dir, settings: TrainSettings, threads: int | None, gpus: int, gpu_memory_gb: float | None
+) -> Training:
+    """The model (with its adapter), the encoded splits, the optimizer and the schedule, in the order that
+    draws the same random numbers on every run of the same settings."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings.seed)
     precision = resolve_precision(settings.precision, job_device())
     # A full fine-tune keeps float32 master weights and computes in the precision (mixed precision); the
     # other methods' frozen weights are loaded in it.
-    weights_dtype = torch.float32 if settings.kind == "full-ft" else precision.dtype
+    weights_dtype = torch.float32 if KINDS[settings.kind].full_weights else precision.dtype
     model, tokenizer = load_checkpoint(model_dir, settings.family, weights_dtype, gpus, gpu_memory_gb)
-    pad_id, family = tokenizer.pad_token_id, settings.family
-    train = encode_split(read_split(data_dir, "train"), tokenizer, settings)
-    validation = encode_split(read_split(data_dir, "validation"), tokenizer, settings)
-
-    batch_size = settings.batch_size
-    examples_per_step = batch_size * settings.grad_accum_steps
-    steps_per_epoch = math.ceil(len(train) / examples_per_step)
-    total_steps = math.ceil(steps_per_epoch * settings.epochs)
-    eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
-    model = prepare_for_training(model, settings, str(model_dir), total_steps)
+    train = steps.encode_split(read_split(data_dir, "train"), tokenizer, settings)
+    validation = steps.encode_split(read_split(data_dir, "validation"), tokenizer, settings)
+    schedule = Schedule.of(settings, len(train))
+    model = prepare_for_training(model, settings, str(model_dir), schedule.total_steps)
     model.train()
-    # The adapter as initialised, which a base-rewriting initialisation's saved adapter is converted against.
     initial = Path(tempfile.mkdtemp(prefix="peftcode-initial-")) if rewrites_base(settings) else None
     if initial:
         model.save_pretrained(initial)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(settings, trainable)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(settings.warmup_ratio * total_steps), total_steps
-    )
-    scaler = precision.grad_scaler()
-    shuffler = torch.Generator().manual_seed(settings.seed)
-    evaluate = partial(
-        validation_loss, model, validation, settings.eval_batch_size, pad_id, family, precision
+    optimizer = steps.make_optimizer(settings, [p for p in model.parameters() if p.requires_grad])
+    warmup = round(settings.warmup_ratio * schedule.total_steps)
+    return Training(
+        settings=settings,
+        model=model,
+        tokenizer=tokenizer,
+        precision=precision,
+        train=train,
+        validation=validation,
+        schedule=schedule,
+        optimizer=optimizer,
+        scheduler=get_linear_schedule_with_warmup(optimizer, warmup, schedule.total_steps),
+        scaler=precision.grad_scaler(),
+        shuffler=torch.Generator().manual_seed(settings.seed),
+        initial=initial,
     )
 
-    resume_dir = Path(resume_dir) if resume_dir else None
-    resumed = load_resume_state(resume_dir, settings)
-    if resumed is None:
-        first_step, order, earlier_time, earlier_wall, attempt = 1, None, 0.0, 0.0, 1
-        best_loss = evaluate()
-        best_step, best_state, best_allocation = 0, None, None
-        log = [{"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": best_loss, "tokens": 0}]
-        if on_log_row:
-            on_log_row(log[0])
-        tokens, longest, most_targets = 0, 0, 0
-    else:
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if parameter.requires_grad:
-                    parameter.copy_(resumed["trainable"][name])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        if scaler is not None:
-            scaler.load_state_dict(resumed["scaler"])
-        shuffler.set_state(resumed["shuffler"])
-        torch.set_rng_state(resumed["torch_rng"])
-        first_step, order, earlier_time = resumed["step"] + 1, resumed["order"], resumed["train_time"]
-        earlier_wall, attempt = resumed["wall_time"], resumed["attempt"] + 1
-        best_loss, best_step, best_state = resumed["best"]
-        best_allocation = rank_allocation(model)  # AdaLoRA's allocator state is not resumed
-        log, tokens = resumed["log"], resumed["tokens"]
-        longest, most_targets = resumed["longest"], resumed["most_targets"]
-    loop_started = time.perf_counter()
-    progress = tqdm(
-        range(first_step, total_steps + 1), desc=f"finetune {settings.method_name}", mininterval=5
+
+def start_or_resume(
+    training: Training, resume_dir: Path | None, on_log_row: Callable[[dict], None] | None
+) -> TrainingProgress:
+    """The progress a killed run of the same settings saved, its states restored; else a new one, from the
+    validation loss before any step."""
+    saved = TrainingProgress.load(resume_dir, training.settings)
+    if saved is not None:
+        progress, states = saved
+        training.restore(states)
+        progress.best_allocation = rank_allocation(training.model)  # AdaLoRA's allocator is not resumed
+        return progress
+    loss = training.validation_loss()
+    first = {"step": 0, "epoch": 0.0, "lr": 0.0, "train_loss": None, "val_loss": loss, "tokens": 0}
+    if on_log_row:
+        on_log_row(first)
+    return TrainingProgress(best_loss=loss, log=[first])
+
+
+def train_steps(
+    training: Training,
+    progress: TrainingProgress,
+    resume_dir: Path | None,
+    meter: JobMeter,
+    on_log_row: Callable[[dict], None] | None,
+) -> None:
+    """The steps left, each logged; the progress saved at every validation and, on preemption, at the step
+    it arrives in, which then stops the job."""
+    total, started = training.schedule.total_steps, time.perf_counter()
+    bar = tqdm(
+        range(progress.step + 1, total + 1), desc=f"finetune {training.settings.method}", mininterval=5
     )
     with PreemptionWatch() as preemption:
-        for step in progress:
-            position = (step - 1) % steps_per_epoch
-            if position == 0:
-                order = torch.randperm(len(train), generator=shuffler).tolist()
-            chosen = order[position * examples_per_step : (position + 1) * examples_per_step]
-            batches = [
-                collate([train[i] for i in chosen[start : start + batch_size]], pad_id, model.device)
-                for start in range(0, len(chosen), batch_size)
-            ]
-            longest = max(longest, *(batch["input_ids"].shape[1] for batch in batches))
-            most_targets = max(most_targets, *(target_tokens(batch) for batch in batches))
-            step_loss, grad_norm = train_step(
-                model, batches, family, precision, optimizer, scaler, settings.max_grad_norm, step
-            )
-            tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
-            scheduler.step()
-            row = {
-                "step": step,
-                "epoch": round(step / steps_per_epoch, 4),
-                "lr": scheduler.get_last_lr()[0],
-                "train_loss": step_loss,
-                "grad_norm": grad_norm,
-                "val_loss": None,
-                "tokens": tokens,
-            }
-            if step % eval_every == 0 or step == total_steps:
-                row["val_loss"] = evaluate()
-                if row["val_loss"] < best_loss:
-                    best_loss, best_step = row["val_loss"], step
-                    best_state, best_allocation = trainable_copy(model), rank_allocation(model)
-                progress.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{best_loss:.3f}")
-            log.append(row)
+        for step in bar:
+            row = one_step(training, progress, step)
+            if row["val_loss"] is not None:
+                bar.set_postfix(val_loss=f"{row['val_loss']:.3f}", best=f"{progress.best_loss:.3f}")
+            progress.log.append(row)
+            progress.step = step
             if on_log_row:
                 on_log_row(row)
-            if resume_dir and (row["val_loss"] is not None or preemption.requested) and step < total_steps:
-                save_resume_state(
-                    resume_dir,
-                    {
-                        "settings": settings.as_dict(),
-                        "step": step,
-                        "order": order,
-                        "trainable": trainable_copy(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "shuffler": shuffler.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "best": (best_loss, best_step, best_state),
-                        "log": log,
-                        "tokens": tokens,
-                        "longest": longest,
-                        "most_targets": most_targets,
-                        "train_time": earlier_time + time.perf_counter() - loop_started,
-                        "wall_time": earlier_wall + meter.elapsed(),
-                        "attempt": attempt,
-                    },
-                )
-            if preemption.requested and step < total_steps:
+            if resume_dir and (row["val_loss"] is not None or preemption.requested) and step < total:
+                elapsed = time.perf_counter() - started
+                progress.save(resume_dir, training.settings, training.states(), elapsed, meter.elapsed())
+            if preemption.requested and step < total:
                 saved = f"the state is saved in {resume_dir}" if resume_dir else "no resume folder was given"
-                raise Preempted(f"SIGTERM at step {step} of {total_steps}: {saved}")
+                raise Preempted(f"SIGTERM at step {step} of {total}: {saved}")
+    progress.train_time += time.perf_counter() - started
 
-    if best_state is not None:
-        restore_rank_allocation(model, best_allocation)
+
+def one_step(training: Training, progress: TrainingProgress, step: int) -> dict:
+    """One optimizer step over the next examples of the epoch's order (a new order at each epoch's start),
+    and the validation loss where the schedule measures it; returns the step's log row."""
+    schedule, settings, model = training.schedule, training.settings, training.model
+    position = (step - 1) % schedule.steps_per_epoch
+    if position == 0:
+        progress.order = torch.randperm(len(training.train), generator=training.shuffler).tolist()
+    size = schedule.batch_size
+    chosen = progress.order[
+        position * schedule.examples_per_step : (position + 1) * schedule.examples_per_step
+    ]
+    batches = [
+        collate([training.train[i] for i in chosen[start : start + size]], training.pad_id, model.device)
+        for start in range(0, len(chosen), size)
+    ]
+    progress.longest = max(progress.longest, *(batch["input_ids"].shape[1] for batch in batches))
+    progress.most_targets = max(progress.most_targets, *(steps.target_tokens(batch) for batch in batches))
+    loss, grad_norm = steps.train_step(
+        model,
+        batches,
+        settings.family,
+        training.precision,
+        training.optimizer,
+        training.scaler,
+        settings.max_grad_norm,
+        step,
+    )
+    progress.tokens += sum(int(batch["attention_mask"].sum()) for batch in batches)
+    training.scheduler.step()
+    row = {
+        "step": step,
+        "epoch": round(step / schedule.steps_per_epoch, 4),
+        "lr": training.scheduler.get_last_lr()[0],
+        "train_loss": loss,
+        "grad_norm": grad_norm,
+        "val_loss": None,
+        "tokens": progress.tokens,
+    }
+    if schedule.validates(step):
+        row["val_loss"] = training.validation_loss()
+        if progress.better(row["val_loss"], step):
+            progress.best_state = steps.trainable_copy(model)
+            progress.best_allocation = rank_allocation(model)
+    return row
+
+
+def save_checkpoint(training: Training, progress: TrainingProgress, model_dir, out_dir) -> None:
+    """The best validation loss's weights saved as the checkpoint (a full fine-tune's with its manifest),
+    and the probe of what it predicts."""
+    model = training.model
+    if progress.best_state is not None:
+        restore_rank_allocation(model, progress.best_allocation)
         parameters = dict(model.named_parameters())
         with torch.no_grad():
-            for name, value in best_state.items():
+            for name, value in progress.best_state.items():
                 parameters[name].copy_(value)
     out_dir = Path(out_dir)
+    initial = training.initial
     converted = {"path_initial_model_for_weight_conversion": str(initial)} if initial else {}
     model.save_pretrained(out_dir, **converted)
     if initial:
         shutil.rmtree(initial)
-    if settings.kind == "full-ft":
+    if KINDS[training.settings.kind].full_weights:
         write_manifest(out_dir, {**read_manifest(model_dir), "weights": "local"})
-    write_probe(model, validation[0], pad_id, out_dir / PROBE_FILE, precision)
-    train_time = earlier_time + time.perf_counter() - loop_started
-    pd.DataFrame(log).to_csv(log_path, index=False)
-    record = meter.write(
-        memory_path,
+    write_probe(model, training.validation[0], training.pad_id, out_dir / PROBE_FILE, training.precision)
+
+
+def write_record(
+    training: Training, progress: TrainingProgress, model_dir, cost_path, meter: JobMeter
+) -> dict:
+    """The job's cost record: memory, parameters, settings that size a step, times and losses."""
+    settings, model = training.settings, training.model
+    return meter.write(
+        cost_path,
         job="finetune",
         **parameter_counts(model),
         weight_footprint_mb=weight_footprint_mb(model),
-        precision=precision.name,
+        precision=training.precision.name,
         optimizer=settings.optimizer,
-        batch_size=batch_size,
+        batch_size=settings.batch_size,
         grad_accum_steps=settings.grad_accum_steps,
         max_grad_norm=settings.max_grad_norm,
         eval_batch_size=settings.eval_batch_size,
         # The largest batch's shape, which sets the activations' peak (see peftcode.planning.plan).
-        longest_sequence=longest,
-        most_target_tokens=most_targets,
+        longest_sequence=progress.longest,
+        most_target_tokens=progress.most_targets,
         devices=sorted({str(p.device) for p in model.parameters()}),
         model_commit=model_commit(model_dir),
         quantization_bits=(settings.quantization or {}).get("bits"),
         gradient_checkpointing=settings.gradient_checkpointing,
-        steps=total_steps,
-        resumed_from_step=first_step - 1 if resumed else None,
-        train_tokens=tokens,
-        train_time_s=round(train_time, 3),
+        steps=training.schedule.total_steps,
+        resumed_from_step=progress.resumed_from,
+        train_tokens=progress.tokens,
+        train_time_s=round(progress.train_time, 3),
         # Over every attempt, to its last save for a killed one: what the cell cost, not its last run.
-        total_wall_time_s=round(earlier_wall + meter.elapsed(), 3),
-        attempts=attempt,
-        tokens_per_s=round(tokens / train_time, 1),
-        best_step=best_step,
-        best_val_loss=best_loss,
-        initial_val_loss=log[0]["val_loss"],
+        total_wall_time_s=round(progress.wall_time + meter.elapsed(), 3),
+        attempts=progress.attempt,
+        tokens_per_s=round(progress.tokens / progress.train_time, 1),
+        best_step=progress.best_step,
+        best_val_loss=progress.best_loss,
+        initial_val_loss=progress.log[0]["val_loss"],
     )
-    make_portable(out_dir, model_dir, tokenizer, settings, record, Path(data_dir).name)
-    if resume_dir:
-        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
-    return record

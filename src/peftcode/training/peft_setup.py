@@ -20,30 +20,32 @@ from transformers import PreTrainedModel
 
 from peftcode.hardware.precision import cast_trainable_to_float32
 from peftcode.models.checkpoints import weights_location
+from peftcode.study.families import FAMILIES
+from peftcode.study.kinds import KINDS
 from peftcode.study.peft_options import config_options, peft_type
 from peftcode.study.settings import TrainSettings
-
-TASK_TYPES = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
 
 
 def peft_config(settings: TrainSettings, model_dir: str, total_steps: int | None = None) -> PeftConfig:
     """The PEFT config of a method's settings (a job's resolved ``train_settings``); ``total_steps`` is the
     fine-tune's, which AdaLoRA's rank schedule runs over unless the method sets its own."""
-    name = peft_type(settings.method)
-    options = config_options(settings.method, settings.target_modules)
-    if settings.kind == "prompt-tuning":
+    name = peft_type(settings.method_settings)
+    options = config_options(settings.method_settings, settings.target_modules)
+    if KINDS[settings.kind].input_tokens:
         # Initialised from the embeddings of the init text's tokens, with the model's own tokenizer.
         location, tokenizer_options = weights_location(model_dir)
         options = {
             "prompt_tuning_init": PromptTuningInit.TEXT,
-            "prompt_tuning_init_text": settings.method.init_text,
+            "prompt_tuning_init_text": settings.method_settings.init_text,
             "tokenizer_name_or_path": location,
             "tokenizer_kwargs": tokenizer_options,
             **options,
         }
     if name == "ADALORA" and "total_step" not in options:
         options["total_step"] = total_steps
-    return PEFT_TYPE_TO_CONFIG_MAPPING[name](task_type=TASK_TYPES[settings.family], **options)
+    return PEFT_TYPE_TO_CONFIG_MAPPING[name](
+        task_type=TaskType(FAMILIES[settings.family].peft_task_type), **options
+    )
 
 
 # LoRA initialisations that move part of the base weights into the adapter (PiSSA, OLoRA): the adapter
@@ -52,7 +54,7 @@ BASE_REWRITING_INITS = ("pissa", "olora")
 
 
 def rewrites_base(settings: TrainSettings) -> bool:
-    init = settings.method.peft.get("init_lora_weights")
+    init = settings.method_settings.peft.get("init_lora_weights")
     return isinstance(init, str) and init.startswith(BASE_REWRITING_INITS)
 
 
@@ -115,7 +117,7 @@ def prepare_for_training(
         )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
-    if settings.kind == "full-ft":
+    if KINDS[settings.kind].full_weights:
         return model
     model = get_peft_model(model, peft_config(settings, model_dir, total_steps))
     cast_trainable_to_float32(model)  # over frozen weights in a lower precision
