@@ -138,8 +138,8 @@ def main() -> None:
         print()
         trained = {}
         for row in plan.rows:
-            if row["finetune_peak_mb"] is not None and not row["method"].endswith("-joint"):
-                key = (row["model"], row["method"])
+            if row["finetune_peak_mb"] is not None and not row["variant"].endswith("-joint"):
+                key = (row["model"], row["variant"])
                 peak, fits = trained.get(key, (0, True))
                 trained[key] = max(peak, row["finetune_peak_mb"]), fits and row["fits"]
         methods = sorted({method for _, method in trained})

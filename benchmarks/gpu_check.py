@@ -52,8 +52,8 @@ from peftcode.hardware.placement import MODEL_CLASSES, meta_model, spread_device
 from peftcode.hardware.precision import resolve as resolve_precision
 from peftcode.models.checkpoints import load_checkpoint
 from peftcode.study.settings import TrainSettings
-from peftcode.training.steps import make_optimizer, train_step, trainable_copy
 from peftcode.training.peft_setup import prepare_for_training
+from peftcode.training.steps import make_optimizer, train_step, trainable_copy
 
 PLACEMENT_COLUMNS = [
     "placement", "status", "device map", "loss", "finite", "trainable tensors changed", "parameters on",

@@ -35,7 +35,7 @@ def paper_cells() -> dict:
     paper["study"] = [{"models": [MODEL], "methods": list(METHODS), "datasets": [DATASET]}]
     study = Study(validate_config(paper))
     plan = planner.Plan(study)
-    rows = {row["method"]: row for row in plan.rows if row["dataset"] == DATASET}
+    rows = {row["variant"]: row for row in plan.rows if row["dataset"] == DATASET}
 
     def plan_row(method: str) -> dict:
         keys = ("precision", "generation_batch", "infer_peak_mb", "finetune_peak_mb", "fits")
@@ -51,7 +51,7 @@ def paper_cells() -> dict:
             for method in METHODS
         },
         "inference": {
-            "method": INFERENCE_METHOD,
+            "variant": INFERENCE_METHOD,
             # The batch of prompts the plan gives the job (halved where the configured one would not fit).
             "settings": replace(inference, batch_size=rows[INFERENCE_METHOD]["generation_batch"]),
             "plan": plan_row(INFERENCE_METHOD),

@@ -26,6 +26,7 @@ from gpu_check_common import (
     synchronize,
 )
 
+from peftcode.data.prompts import collate
 from peftcode.hardware.precision import Precision
 from peftcode.hardware.precision import resolve as resolve_precision
 from peftcode.inference.beam_search import beam_search
@@ -33,9 +34,8 @@ from peftcode.models.checkpoints import bitsandbytes_problem, load_checkpoint
 from peftcode.models.quantize_model import quantize_model
 from peftcode.planning import plan as planner
 from peftcode.study.settings import TrainSettings
-from peftcode.data.prompts import collate
-from peftcode.training.steps import make_optimizer, target_loss, train_step, trainable_copy
 from peftcode.training.peft_setup import prepare_for_training
+from peftcode.training.steps import make_optimizer, target_loss, train_step, trainable_copy
 
 # The target: every estimate within 15% of the measured peak.
 TOLERANCE = 0.15
@@ -157,7 +157,7 @@ def memory_plan(mode: Mode, cells: dict, scratch: Path, deadline: Deadline) -> T
     inference = cells["inference"]
     settings = inference["settings"]
     settings = replace(settings, max_new_tokens=mode.max_new_tokens or settings.max_new_tokens)
-    label = f"{inference['method']} inference: {settings.num_beams}-beam search"
+    label = f"{inference['variant']} inference: {settings.num_beams}-beam search"
     label += f", batch {settings.batch_size}"
 
     def infer() -> None:
