@@ -249,7 +249,7 @@ def test_mlflow_holds_a_run_per_cell_with_its_loss_curve_and_metrics(hub_study):
         for column in ("train_loss", "val_loss"):
             curve = client.get_metric_history(run.info.run_id, column)
             assert [m.step for m in curve] == list(log.loc[log[column].notna(), "step"]), (folder, column)
-        assert run.data.tags["method"] == run.data.params["finetune.method"] == folder.parent.name
+        assert run.data.tags["variant"] == run.data.params["finetune.method"] == folder.parent.name
         memory = json.loads((folder / "cost.json").read_text())
         assert run.data.metrics["finetune/peak_rss_mb"] == memory["peak_rss_mb"]
         assert run.data.tags["peftcode.checkpoint"] == str((folder / "checkpoint").resolve())

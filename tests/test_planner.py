@@ -70,7 +70,7 @@ def test_estimates_order_the_methods_as_their_memory_does():
 
 def test_the_paper_grid_at_24_gb_keeps_what_fits_and_says_what_does_not():
     plan = paper_plan(24)
-    fits = {(row["model"], row["method"], row["dataset"]): row["fits"] for row in plan.rows}
+    fits = {(row["model"], row["variant"], row["dataset"]): row["fits"] for row in plan.rows}
     assert fits[
         ("codellama-34b", "qlora-4bit", "conala")
     ]  # the study's headline: QLoRA takes 34B under 24 GB
@@ -104,7 +104,7 @@ def test_draws_and_beams_hold_their_prompts_cache_once_unless_the_models_own_cod
 def test_inference_takes_fewer_prompts_a_batch_rather_than_leaving_a_cell_out():
     cell = ("codellama-7b", "icl-3shot-seed42", "codealpacapy")
     at_16, at_24 = (
-        {(r["model"], r["method"], r["dataset"]): r for r in paper_plan(gb).rows} for gb in (16, 24)
+        {(r["model"], r["variant"], r["dataset"]): r for r in paper_plan(gb).rows} for gb in (16, 24)
     )
     assert at_16[cell]["fits"] and at_16[cell]["generation_batch"] < 8
     assert (

@@ -29,7 +29,12 @@ def test_qlora_methods_get_the_paper_lora_settings_and_their_quantization(tiny_c
     ]
     study = Study(validate_config(tiny_config, SCHEMA))
     four = study.train_settings("tiny-llama", "qlora-4bit", "conala-style")
-    assert (four.lr, four.method.r, four.method.alpha, four.method.dropout) == (3e-4, 8, 16, 0.05)
+    assert (four.lr, four.method_settings.r, four.method_settings.alpha, four.method_settings.dropout) == (
+        3e-4,
+        8,
+        16,
+        0.05,
+    )
     assert four.quantization == {
         "bits": 4,
         "quant_type": "nf4",
@@ -73,8 +78,10 @@ def test_qlora_on_an_already_quantized_model_stops_before_loading_it(gptq_checkp
 
 def test_qlora_on_a_device_bitsandbytes_cannot_serve_says_so(gptq_checkpoint, tmp_path, monkeypatch):
     import peftcode.models.checkpoints
+    import peftcode.models.quantize_model
 
-    monkeypatch.setattr(peftcode.models.checkpoints, "job_device", lambda: torch.device("meta"))
+    for module in (peftcode.models.checkpoints, peftcode.models.quantize_model):
+        monkeypatch.setattr(module, "job_device", lambda: torch.device("meta"))
     with pytest.raises(QuantizationError, match="cannot run on device 'meta'"):
         quantize_model(gptq_checkpoint, tmp_path / "out", "causal", {"bits": 8})
     # A checkpoint quantized elsewhere stops the same way before its weights load.

@@ -14,12 +14,12 @@ from peftcode.report.report import write_reports
 from peftcode.report.tables import primary_metric
 
 
-def row(method, kind, ranks, dataset="conala", model="llm", shots=None, seed=None, memory=None, joint=None):
+def row(variant, kind, ranks, dataset="conala", model="llm", shots=None, seed=None, memory=None, joint=None):
     hits = {k: sum(0 <= r < k for r in ranks) / len(ranks) for k in (1, 10)}
     return {
         "model": model,
-        "method": method,
-        "method_group": method.removesuffix("-joint"),
+        "variant": variant,
+        "method": variant.removesuffix("-joint"),
         "dataset": dataset,
         "train_dataset": joint,
         "joint": joint is not None,
@@ -231,9 +231,9 @@ def test_a_dataset_with_tests_is_judged_by_pass_at_1():
 
 
 def test_partial_report_lists_missing_cells_instead_of_failing(table, tmp_path):
-    expected = [{"model": "llm", "method": m, "dataset": "conala"} for m in table["method"]]
-    expected.append({"model": "llm", "method": "prefix-tuning", "dataset": "conala"})
-    partial = table[table["method"] != "full-ft"]
+    expected = [{"model": "llm", "variant": v, "dataset": "conala"} for v in table["variant"]]
+    expected.append({"model": "llm", "variant": "prefix-tuning", "dataset": "conala"})
+    partial = table[table["variant"] != "full-ft"]
     write_reports(partial, tmp_path, expected)
     text = (tmp_path / "rq1.md").read_text()
     assert "2 of 12 cells have not finished" in text
@@ -242,7 +242,7 @@ def test_partial_report_lists_missing_cells_instead_of_failing(table, tmp_path):
 
 
 def test_an_empty_table_still_reports(tmp_path):
-    write_reports(pd.DataFrame(), tmp_path, [{"model": "m", "method": "lora", "dataset": "d"}])
+    write_reports(pd.DataFrame(), tmp_path, [{"model": "m", "variant": "lora", "dataset": "d"}])
     assert "1 of 1 cells have not finished" in (tmp_path / "rq2.md").read_text()
 
 
@@ -268,7 +268,7 @@ def test_reports_list_what_does_not_fit_and_rq4_sets_estimates_beside_peaks(tabl
         [
             {
                 "model": "llm",
-                "method": "lora",
+                "variant": "lora",
                 "dataset": "conala",
                 "finetune_peak_mb": 1800,
                 "infer_peak_mb": 900,
@@ -279,7 +279,7 @@ def test_reports_list_what_does_not_fit_and_rq4_sets_estimates_beside_peaks(tabl
             },
             {
                 "model": "big",
-                "method": "lora",
+                "variant": "lora",
                 "dataset": "conala",
                 "finetune_peak_mb": 70000,
                 "infer_peak_mb": 30000,
@@ -310,7 +310,7 @@ def test_the_loss_figure_draws_each_fine_tunes_curves(table, tmp_path):
         steps["train_loss"] = [None] + [scale * (2 - i / 8) for i in range(1, 9)]
         steps["val_loss"] = [scale * 2.1 if i in (0, 4, 8) else None for i in range(9)]
         steps.to_csv(log, index=False)
-        fine_tunes.append({"model": "llm", "method": method, "dataset": "conala", "log": str(log)})
+        fine_tunes.append({"model": "llm", "variant": method, "dataset": "conala", "log": str(log)})
     write_reports(table, tmp_path / "reports", fine_tunes=fine_tunes)
     image = matplotlib.image.imread(tmp_path / "reports" / "losses.png")
     assert image.shape[0] > 200 and image.shape[1] > 400

@@ -10,7 +10,7 @@ import pytest
 
 from peftcode.jobs.tracking import cell_run
 
-CELL = SimpleNamespace(model="tiny-llama", method="lora", dataset="conala-style")
+CELL = SimpleNamespace(model="tiny-llama", variant="lora", dataset="conala-style")
 TRAIN_SETTINGS = {"lr": 1e-3, "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}, "seed": 42}
 LOG = [{"step": s, "epoch": s / 4, "lr": 1e-3, "train_loss": 2 - s / 10, "val_loss": None} for s in range(5)]
 
@@ -49,16 +49,16 @@ def test_mlflow_keeps_a_cell_in_one_run_read_back_by_its_client(tmp_path):
     assert run.data.metrics["finetune/peak_rss_mb"] == 812.5 and run.data.metrics["infer/tokens_per_s"] == 33
     assert "ranks" not in run.data.params and "evaluate/ranks" not in run.data.params
     tags = run.data.tags
-    assert (tags["model"], tags["method"], tags["dataset"]) == ("tiny-llama", "lora", "conala-style")
+    assert (tags["model"], tags["variant"], tags["dataset"]) == ("tiny-llama", "lora", "conala-style")
     assert tags["peftcode.finetune_code"] == "code-a" and tags["peftcode.evaluate_code"] == "code-c"
     assert tags["peftcode.checkpoint"] == str((tmp_path / "finetune" / "checkpoint").resolve())
     assert "checkpoint.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-def test_a_joint_adapters_run_is_tagged_with_the_cells_method_and_logs_the_trained_one(tmp_path):
+def test_a_joint_adapters_run_is_tagged_with_the_cells_variant_and_logs_the_trained_method(tmp_path):
     from mlflow import MlflowClient
 
-    joint = SimpleNamespace(model="tiny-llama", method="lora-joint", dataset="joint")
+    joint = SimpleNamespace(model="tiny-llama", variant="lora-joint", dataset="joint")
     with cell_run(
         {"backend": "mlflow", "experiment": "study"},
         tmp_path,
@@ -71,7 +71,7 @@ def test_a_joint_adapters_run_is_tagged_with_the_cells_method_and_logs_the_train
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("study").experiment_id])
     assert run.info.run_name == "tiny-llama/lora-joint/joint"
-    assert run.data.tags["method"] == "lora-joint" and run.data.params["finetune.method"] == "lora"
+    assert run.data.tags["variant"] == "lora-joint" and run.data.params["finetune.method"] == "lora"
 
 
 def test_a_resumed_fine_tune_continues_its_run_and_a_rerun_starts_a_new_one(tmp_path):
