@@ -29,12 +29,8 @@ def test_qlora_methods_get_the_paper_lora_settings_and_their_quantization(tiny_c
     ]
     study = Study(validate_config(tiny_config, SCHEMA))
     four = study.train_settings("tiny-llama", "qlora-4bit", "conala-style")
-    assert (four.lr, four.method_settings.r, four.method_settings.alpha, four.method_settings.dropout) == (
-        3e-4,
-        8,
-        16,
-        0.05,
-    )
+    entry = four.method_settings
+    assert (four.lr, entry.r, entry.alpha, entry.dropout) == (3e-4, 8, 16, 0.05)
     assert four.quantization == {
         "bits": 4,
         "quant_type": "nf4",
