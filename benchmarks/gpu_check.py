@@ -14,7 +14,7 @@ step.
 A section that needs what the machine lacks (CUDA, bitsandbytes, a second GPU) says so in a row; a failure
 is reported in its row or its section's table and the others still run. Results are measurements: the
 script exits 0 whatever they are. Without CUDA (or with ``--cpu``) it runs a reduced mode: a tiny llama
-config and a handful of steps, every section end to end (tests/test_gpu_check.py runs it).
+config and a handful of steps, every section end to end (tests/workflow/test_gpu_check.py runs it).
 
 Usage: python benchmarks/gpu_check.py [--cpu] [--out gpu_check.md] [--sections 1,2,3,4] [--budget-s 420]
 On the GPU machine: bash benchmarks/gpu_check.sh (see benchmarks/README.md).

@@ -3,7 +3,7 @@
 their settings as the study resolves them and the memory plan's row of each at the paper's 24 GB budget.
 
 The GPU machine has no Snakemake, which peftcode.study.config validates configs with, so the cells travel as
-gpu_check_cells.json; tests/test_gpu_check.py checks that file against this module's output.
+gpu_check_cells.json; tests/workflow/test_gpu_check.py checks that file against this module's output.
 
 Usage: python benchmarks/gpu_check_cells.py  (rewrites gpu_check_cells.json)
 """

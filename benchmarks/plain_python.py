@@ -2,7 +2,7 @@
 in one namespace of one process (HumanEval's and MBPP's ``exec`` of program and tests), or, for APPS, the
 program after APPS' imports, run as a script on each case's standard input or called with each case's
 arguments. No sandbox and no judge: the reference the judge's verdicts are compared with
-(``bench_judge.py``, ``tests/test_judge.py``). Every process runs with the judge's hash seed.
+(``bench_judge.py``, ``tests/sandbox/test_judge.py``). Every process runs with the judge's hash seed.
 """
 
 from __future__ import annotations

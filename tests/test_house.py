@@ -126,3 +126,13 @@ def test_each_rule_calls_the_entry_module_named_after_it():
     for entry in entries:
         script = (REPO / "workflow" / "scripts" / f"{entry.rsplit('.', 1)[1]}.py").read_text()
         assert f"from peftcode.{entry} import" in script, entry
+
+
+def test_the_tests_mirror_the_package_and_share_helpers_not_each_other():
+    tests = REPO / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert set(LAYER) <= folders
+    for path in tests.rglob("test_*.py"):
+        text = path.read_text()
+        assert "tests.conftest" not in text, path
+        assert not re.search(r"from tests(\.\w+)*\.test_\w+ import|import tests(\.\w+)*\.test_", text), path

@@ -5,7 +5,7 @@ beam. This loop makes the same choices as transformers' vectorized beam search (
 continuations, stopping, length penalty and early stopping, step by step), but computes each prompt once and
 shares its keys and values with its beams (:class:`peftcode.inference.shared_prompt.Continuations`), and
 drops an example from the batch, cache included, as soon as its finished hypotheses are final: at that point
-`generate` run on the example alone would stop. The test `tests/test_infer.py` and
+`generate` run on the example alone would stop. The test `tests/inference/test_infer.py` and
 `benchmarks/bench_inference.py` check that the candidates are the same.
 """
 

@@ -55,7 +55,7 @@ class Plan:
         trusted = study.model_settings(cell.model).trust_remote_code
         precision = resolved_name(infer.precision, self.device)
         # Fewer prompts a batch where the configured batch's beams would not fit: batched beam search
-        # returns the same candidates whatever the batch (tests/test_infer.py).
+        # returns the same candidates whatever the batch (tests/inference/test_infer.py).
         batch = infer.batch_size
         inference = inference_peak(shape, infer, self.device, precision, trusted)
         while self.budget_mb is not None and self._on_a_gpu(inference) > self.budget_mb and batch > 1:
