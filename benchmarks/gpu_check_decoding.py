@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py's decoding section: peftcode's batched beam search and sampler against
-transformers' ``generate`` on the same prompts, as tests/inference/test_infer.py compares them: ``generate`` on each
-prompt alone is the reference; both are timed, with ``generate`` on the whole left-padded batch beside."""
+transformers' ``generate`` on the same prompts, as tests/inference/test_infer.py compares them: ``generate``
+on each prompt alone is the reference; both are timed, with ``generate`` on the whole left-padded batch
+beside."""
 
 from __future__ import annotations
 
