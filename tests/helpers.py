@@ -169,3 +169,16 @@ def greedy(folder) -> list[int]:
     inputs = tokenizer(causal_prompt("sort list `l`"), return_tensors="pt")
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=6, do_sample=False)[0].tolist()
+
+
+def sandbox_settings(timeout_s: float):
+    """The evaluation settings of a sandbox test: pass@1 of programs judged under kernel isolation."""
+    from peftcode.study.settings import EvalSettings
+
+    return EvalSettings(
+        k=[1],
+        pass_k=[1],
+        bootstrap_samples=10,
+        codebleu_bootstrap_samples=10,
+        execution={"timeout_s": timeout_s, "memory_mb": 512, "unsafe_without_isolation": False},
+    )

@@ -19,17 +19,10 @@ from peftcode.sandbox.namespaces import SITE, runtime
 from peftcode.sandbox.runner import Limits, run_program
 from peftcode.sandbox.tests_column import io_tests, task_names
 from peftcode.sandbox.verdicts import Submission, run_submissions
-from peftcode.study.settings import EvalSettings
-from tests.helpers import REPO
+from tests.helpers import REPO, sandbox_settings
 
 LIMITS = Limits(timeout_s=10, memory_mb=512)
-SETTINGS = EvalSettings(
-    k=[1],
-    pass_k=[1],
-    bootstrap_samples=10,
-    codebleu_bootstrap_samples=10,
-    execution={"timeout_s": 10, "memory_mb": 512, "unsafe_without_isolation": False},
-)
+SETTINGS = sandbox_settings(timeout_s=10)
 
 
 def humaneval() -> list[dict]:

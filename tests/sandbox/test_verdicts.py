@@ -10,15 +10,9 @@ from peftcode.evaluation.evaluate import execution_metrics
 from peftcode.sandbox.runner import Limits
 from peftcode.sandbox.tests_column import io_tests
 from peftcode.sandbox.verdicts import Submission, run_submissions
-from peftcode.study.settings import EvalSettings
+from tests.helpers import sandbox_settings
 
-SETTINGS = EvalSettings(
-    k=[1],
-    pass_k=[1],
-    bootstrap_samples=10,
-    codebleu_bootstrap_samples=10,
-    execution={"timeout_s": 5, "memory_mb": 512, "unsafe_without_isolation": False},
-)
+SETTINGS = sandbox_settings(timeout_s=5)
 ADD_TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
 # Native code: the guard's own descriptors, whatever the guard did to hide them.
