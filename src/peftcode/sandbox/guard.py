@@ -13,8 +13,8 @@ and MBPP's harnesses, which ``exec`` the candidate and its tests. (APPS' input/o
 solution as ``__main__`` itself, since such a solution is a script.)
 
 The filter (built by :func:`peftcode.sandbox.seccomp.seccomp_filter`) is what the kernel enforces from
-here on, for this process and every thread it starts: no new processes or programs, no tracing, no namespaces or mounts,
-no sockets but Unix ones. It is loaded here rather than by bubblewrap, which loads its filter before it
+here on, for this process and every thread it starts: no new processes or programs, no tracing, no
+namespaces or mounts, no sockets but Unix ones. It is loaded here rather than by bubblewrap, which loads its filter before it
 executes the command and so could not forbid ``execve``. A filter that does not load stops the run: the
 program is never started without it.
 
