@@ -14,9 +14,9 @@ solution as ``__main__`` itself, since such a solution is a script.)
 
 The filter (built by :func:`peftcode.sandbox.seccomp.seccomp_filter`) is what the kernel enforces from
 here on, for this process and every thread it starts: no new processes or programs, no tracing, no
-namespaces or mounts, no sockets but Unix ones. It is loaded here rather than by bubblewrap, which loads its filter before it
-executes the command and so could not forbid ``execve``. A filter that does not load stops the run: the
-program is never started without it.
+namespaces or mounts, no sockets but Unix ones. It is loaded here rather than by bubblewrap, which loads
+its filter before it executes the command and so could not forbid ``execve``. A filter that does not load
+stops the run: the program is never started without it.
 
 After the filter, starting a process through Python's own functions (``os.system``, ``subprocess``) fails
 early with a message that says why: convenience, not a layer anything relies on.
