@@ -270,7 +270,8 @@ DOWNSTREAM = {"aggregate": 1, "report": 1, "all": 1}
 
 def checkout_with(tmp_path, module: str, edit, dated: bool = True):
     """A copy of this checkout (its Snakefile, workflow and src) that runs the finished tiny study, with a
-    file edited (``edit`` of its text; ``module`` is a module of src/peftcode, or a path in the checkout);
+    file edited (``edit`` of its text; ``module`` is a module of peftcode, ``training.finetune``, or a path in
+    the checkout);
     the study's record of what made each file comes along. Without ``dated``, every file is new (a fresh
     clone, or every file touched)."""
     copy = tmp_path / "checkout"
@@ -283,7 +284,11 @@ def checkout_with(tmp_path, module: str, edit, dated: bool = True):
         else:
             copied(source, copy / part)
     shutil.copytree(REPO / ".snakemake" / "metadata", copy / ".snakemake" / "metadata")
-    path = copy / module if (copy / module).is_file() else copy / "src" / "peftcode" / f"{module}.py"
+    path = (
+        copy / module
+        if (copy / module).is_file()
+        else copy / "src" / "peftcode" / f"{module.replace('.', '/')}.py"
+    )
     path.write_text(edit(path.read_text()))
     return copy
 
@@ -300,13 +305,13 @@ def docstring_edited(source: str) -> str:
     ("module", "edit", "expected"),
     [
         # A comment, a docstring: nothing to rerun.
-        ("finetune", appended("\n# a comment\n"), {}),
-        ("sandbox", docstring_edited, {}),
+        ("training.finetune", appended("\n# a comment\n"), {}),
+        ("sandbox.runner", docstring_edited, {}),
         # The sandbox harness: every evaluation, and what follows them.
-        ("sandbox", appended("\nEDITED = True\n"), {"evaluate": 16, **DOWNSTREAM}),
+        ("sandbox.runner", appended("\nEDITED = True\n"), {"evaluate": 16, **DOWNSTREAM}),
         # The training loop: the 9 fine-tunes and their 11 cells' inference, no ICL, RAG or zero-shot.
         (
-            "finetune",
+            "training.finetune",
             appended("\nEDITED = True\n"),
             {"finetune": 9, "infer": 11, "evaluate": 11, **DOWNSTREAM},
         ),
