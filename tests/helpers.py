@@ -140,21 +140,22 @@ def generate_one_at_a_time(model, tokenizer, prompts: list[str], settings) -> li
     from peftcode.inference.decoding import search_settings
     from peftcode.inference.stops import StopTokens, cut_at_stop
 
-    stopping = StoppingCriteriaList([StopTokens(tokenizer, settings.stop)])
-    candidates = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
-        output = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            **search_settings(settings),
-            max_new_tokens=settings.max_new_tokens,
-            stopping_criteria=stopping,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
-        candidates.append([cut_at_stop(text, settings.stop) for text in texts])
-    return candidates
+    with torch.no_grad():
+        stopping = StoppingCriteriaList([StopTokens(tokenizer, settings.stop)])
+        candidates = []
+        for prompt in prompts:
+            ids = torch.tensor([prompt_ids(tokenizer, prompt, settings.max_input_length)])
+            output = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                **search_settings(settings),
+                max_new_tokens=settings.max_new_tokens,
+                stopping_criteria=stopping,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+            candidates.append([cut_at_stop(text, settings.stop) for text in texts])
+        return candidates
 
 
 def greedy(folder) -> list[int]:

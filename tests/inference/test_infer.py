@@ -26,7 +26,6 @@ def tiny_llama(tmp_path_factory):
     return folder
 
 
-@torch.no_grad()
 @pytest.fixture(params=["shared prompt", "prompt cache copied"])
 def continuations(request, monkeypatch):
     """Both ways a prompt's beams or draws reach its keys and values: shared, or copied for models whose

@@ -126,7 +126,7 @@ def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_trainin
         conala,
         tmp_path / "g.parquet",
         tmp_path / "m.json",
-        GENERATION,
+        settings,
         threads=2,
     )
     assert all(not c.startswith("```") for c in generations["candidates"].map(lambda c: c[0]))
@@ -156,7 +156,7 @@ def test_batched_beam_search_returns_the_candidates_of_generate_one_example_at_a
     torch.set_num_threads(2)
     prompts = [
         f"### Instruction:\n{i}\n### Response:\n" for i in pd.read_parquet(conala / "test.parquet")["intent"]
-    ]
+    ][:6]
     batched = generate_candidates(model, tokenizer, prompts, GENERATION)
     assert batched == generate_one_at_a_time(model, tokenizer, prompts, GENERATION)
     lengths = {len(tokenizer(c[0])["input_ids"]) for c in batched}

@@ -20,6 +20,8 @@ from tests.helpers import REPO, read_yaml
 from tests.hub_server import LocalHub
 from tests.study_runs import planned_jobs, snakemake, write_study
 
+pytestmark = pytest.mark.slow  # the tiny study from a local hub, then offline
+
 MODEL = "peftcode-test/tiny-llama"
 REMOTE_CODE_MODEL = "peftcode-test/tiny-remote-code"
 CONFIGURATION = """from transformers import LlamaConfig
@@ -32,7 +34,6 @@ MODELING = """from transformers import LlamaForCausalLM
 
 from .configuration_tiny import TinyRemoteConfig
 
-pytestmark = pytest.mark.slow  # the tiny study from a local hub, then offline
 
 
 class TinyRemoteForCausalLM(LlamaForCausalLM):
@@ -259,7 +260,7 @@ def test_mlflow_holds_a_run_per_cell_with_its_loss_curve_and_metrics(hub_study):
     assert len(evaluated) == len(runs) == 3
     for path in evaluated:
         metrics = json.loads(path.read_text())
-        run = runs[f"{metrics['model']}/{metrics['method']}/{metrics['dataset']}"]
+        run = runs[f"{metrics['model']}/{metrics['variant']}/{metrics['dataset']}"]
         assert run.data.metrics["em_at_1"] == metrics["em@1"] and run.info.status == "FINISHED"
         assert run.data.params["infer.kind"] == metrics["kind"]
         assert "evaluate.bootstrap_samples" in run.data.params

@@ -212,7 +212,7 @@ def runs(cluster, tmp_path_factory):
             cluster, lora_study(timed_out, short_limit, {"limit": {**everything, "test": 4}}, 90),
             "--until", "finetune",
         ),
-        "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 12)),
+        "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 6)),
         "study": submitted(cluster, configfile),
     }  # fmt: skip
     try:

@@ -137,7 +137,7 @@ def test_generation_and_metrics_targets(tiny_run, dataset, method):
     for name in [f"em@{k}" for k in config["evaluation"]["k"]] + ["codebleu"]:
         assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
     assert len(metrics["ranks"]) == len(test)
-    assert (metrics["model"], metrics["method"], metrics["dataset"], metrics["n_test"]) == (
+    assert (metrics["model"], metrics["variant"], metrics["dataset"], metrics["n_test"]) == (
         "tiny-llama",
         method,
         dataset,
@@ -162,7 +162,7 @@ def test_results_table_and_reports(tiny_run):
     results, _, _ = tiny_run
     table = pd.read_parquet(results / "results.parquet")
     assert len(table) == len(list(cells()))
-    assert set(zip(table["dataset"], table["method"], strict=True)) == set(cells())
+    assert set(zip(table["dataset"], table["variant"], strict=True)) == set(cells())
     assert len(pd.read_csv(results / "results.csv")) == len(table)
     icl = table[table["kind"] == "icl"]
     assert sorted(icl["shots"]) == [0, 0, 1, 1]
@@ -349,9 +349,9 @@ def test_partial_report_lists_what_has_not_run(tmp_path):
 def test_the_plan_lists_every_cell_and_rq4_sets_estimates_beside_measurements(tiny_run):
     results, _, _ = tiny_run
     plan = pd.read_csv(results / "plan.csv")
-    planned = set(zip(plan["dataset"], plan["method"], strict=True))
+    planned = set(zip(plan["dataset"], plan["variant"], strict=True))
     assert planned == set(cells()) and plan["fits"].all()
-    trained = plan[plan["method"].isin([*TRAINED, "lora-joint"])]
+    trained = plan[plan["variant"].isin([*TRAINED, "lora-joint"])]
     assert trained["finetune_peak_mb"].notna().all() and (plan["gpu_hours"] > 0).all()
     rq4 = (results / "reports" / "rq4.md").read_text()
     assert "estimated_mb" in rq4 and "optimizer" in rq4 and "adamw" in rq4
