@@ -62,7 +62,7 @@ def run(script: str, *args) -> None:
 def measure(
     model_dir: Path, data_dir: Path, out: Path, settings: TrainSettings, threads: int
 ) -> tuple[dict, dict]:
-    """The fine-tune's memory record, and the quantize job's (empty without quantization)."""
+    """The fine-tune's cost record, and the quantize job's (empty without quantization)."""
     quantized = {}
     if settings.quantization:
         run(QUANTIZE, model_dir, out / "base", json.dumps(settings.quantization))

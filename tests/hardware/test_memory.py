@@ -1,4 +1,4 @@
-"""The per-job memory record."""
+"""The per-job cost record: peak memory, time and what sized the job."""
 
 import subprocess
 import sys

@@ -12,8 +12,8 @@ with job_run(snakemake, "evaluate") as run:
         out_path=snakemake.output[0],
         cell=snakemake.params.cell,
         settings=EvalSettings.from_dict(snakemake.params.settings),
-        infer_memory_path=snakemake.input.infer_cost,
-        finetune_memory_path=snakemake.input.get("finetune_cost"),
+        infer_cost_path=snakemake.input.infer_cost,
+        finetune_cost_path=snakemake.input.get("finetune_cost"),
         workers=snakemake.threads,
         test_path=snakemake.input.test,
     )

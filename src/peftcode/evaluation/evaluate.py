@@ -71,7 +71,7 @@ def written_parts(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
     return [t[len(p) :] if p and t.startswith(p) else t for t, p in zip(texts, prefixes, strict=True)]
 
 
-# The columns of a cell's row taken from its jobs' memory records: ours -> the record's.
+# The columns of a cell's row taken from its jobs' cost records: ours -> the record's.
 INFER_RECORD = {
     "infer_peak_rss_mb": "peak_rss_mb",
     "infer_time_s": "wall_time_s",
@@ -101,8 +101,8 @@ def evaluate(
     out_path: str | Path,
     cell: dict,
     settings: EvalSettings,
-    infer_memory_path: str | Path,
-    finetune_memory_path: str | Path | None = None,
+    infer_cost_path: str | Path,
+    finetune_cost_path: str | Path | None = None,
     workers: int = 1,
     test_path: str | Path | None = None,
 ) -> dict:
@@ -128,10 +128,10 @@ def evaluate(
     )
     if "samples" in generations.columns:
         row.update(execution_metrics(generations, settings, workers))
-    inference = json.loads(Path(infer_memory_path).read_text())
+    inference = json.loads(Path(infer_cost_path).read_text())
     row.update({ours: inference[theirs] for ours, theirs in INFER_RECORD.items()})
-    if finetune_memory_path is not None:
-        training = json.loads(Path(finetune_memory_path).read_text())
+    if finetune_cost_path is not None:
+        training = json.loads(Path(finetune_cost_path).read_text())
         row.update({ours: training[theirs] for ours, theirs in FINETUNE_RECORD.items()})
         # What the study's Figure 1 plots: accelerator memory where there is one, else the process's.
         row["finetune_peak_mb"] = training.get("cuda_max_allocated_mb", training["peak_rss_mb"])

@@ -2,7 +2,7 @@
 
 A cell's jobs (fine-tune, inference, evaluation) log into one run, named and tagged by the cell's wildcards
 ``model/variant/dataset``: the fine-tune its settings, every training-log row as a step and its memory
-record; the inference its settings and memory record; the evaluation the metrics. A cell tested on
+record; the inference its settings and cost record; the evaluation the metrics. A cell tested on
 another dataset than the one it was trained on (a joint adapter, a ``test_on`` cell) gets a run of its own
 that names the checkpoint it loaded.
 
