@@ -120,10 +120,7 @@ class Training:
         }
 
     def restore(self, states: dict) -> None:
-        with torch.no_grad():
-            for name, parameter in self.model.named_parameters():
-                if parameter.requires_grad:
-                    parameter.copy_(states["trainable"][name])
+        steps.load_trainable(self.model, states["trainable"])
         self.optimizer.load_state_dict(states["optimizer"])
         self.scheduler.load_state_dict(states["scheduler"])
         if self.scaler is not None:
@@ -306,10 +303,7 @@ def save_checkpoint(training: Training, progress: TrainingProgress, model_dir, o
     model = training.model
     if progress.best_state is not None:
         restore_rank_allocation(model, progress.best_allocation)
-        parameters = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in progress.best_state.items():
-                parameters[name].copy_(value)
+        steps.load_trainable(model, progress.best_state)
     out_dir = Path(out_dir)
     initial = training.initial
     converted = {"path_initial_model_for_weight_conversion": str(initial)} if initial else {}

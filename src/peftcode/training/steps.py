@@ -138,3 +138,11 @@ def validation_loss(
 
 def trainable_copy(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    """Trainable weights saved by :func:`trainable_copy` put back into the model, in place."""
+    parameters = dict(model.named_parameters())
+    for name, value in state.items():
+        parameters[name].copy_(value)
