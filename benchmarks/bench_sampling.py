@@ -103,7 +103,8 @@ def main() -> None:
     model.eval()
     prompts = humaneval_prompts(args.prompts)
     settings = InferSettings(
-        method="icl", kind="icl", quantization=None, precision="auto", shots=0, seed=42, retriever=None,
+        method="icl", engine="ours", kind="icl", quantization=None, precision="auto", shots=0, seed=42,
+        retriever=None,
         encoder=None, prompt="alpaca", sampling=None, family="causal", max_input_length=512, stop=None,
         num_beams=1, num_return_sequences=1, batch_size=args.prompts, early_stopping=True,
         max_new_tokens=args.new_tokens,

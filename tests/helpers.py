@@ -18,6 +18,7 @@ def read_yaml(path: Path) -> dict:
 # An inference's settings that tests of decoding leave as they are.
 DECODING = {
     "method": "icl",
+    "engine": "ours",
     "kind": "icl",
     "quantization": None,
     "precision": "auto",

@@ -14,6 +14,7 @@ def test_default_config_is_valid_and_filled_with_paper_defaults(default_config):
         "num_return_sequences": 10,
         "batch_size": 32,
         "early_stopping": True,
+        "engine": "ours",
     }
     assert config["evaluation"]["k"] == [1, 2, 5, 10]
     assert config["methods"]["prompt-tuning"]["init_text"] == (

@@ -104,6 +104,8 @@ def infer_inputs(w):
         inputs["embeddings"] = embeddings_path(w.dataset, settings.encoder)
     if kind in PEFT_KINDS:
         inputs["adapter"] = trained
+    if settings.engine == "vllm":
+        inputs["engine"] = f"{R}/engines/vllm.json"
     return inputs
 
 

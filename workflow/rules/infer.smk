@@ -20,3 +20,18 @@ rule infer:
         resume=lambda w: f"{R}/resume/infer/{w.model}/{w.variant}/{w.dataset}",
     script:
         "../scripts/infer.py"
+
+
+# vLLM's environment, found once for the cells vLLM decodes (generation.engine): vLLM pins its own
+# transformers, so its worker runs in an interpreter of its own (peftcode.inference.vllm_engine).
+rule vllm_engine:
+    output:
+        f"{R}/engines/vllm.json",
+    log:
+        f"{R}/logs/vllm_engine.log",
+    conda:
+        "../../envs/vllm.yaml"
+    params:
+        code=job_code("inference.vllm_engine"),
+    script:
+        "../scripts/vllm_engine.py"

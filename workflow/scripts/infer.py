@@ -17,6 +17,7 @@ import_only_what_is_used(settings)
 from peftcode.inference.infer import infer
 from peftcode.jobs.tracking import job_run
 
+vllm = snakemake.input.get("engine")  # vLLM's environment, for a cell it decodes
 with job_run(snakemake, "infer") as run:
     infer(
         model_dir=snakemake.input.model,
@@ -28,6 +29,7 @@ with job_run(snakemake, "infer") as run:
         **job_compute(snakemake),
         embeddings_path=snakemake.input.get("embeddings"),
         resume_dir=snakemake.params.resume,
+        vllm_engine=json.loads(Path(snakemake.input.engine).read_text()) if vllm else None,
     )
     run.log_record(json.loads(Path(snakemake.output.cost).read_text()), "infer/")
     run.log_reference("model", snakemake.input.model)

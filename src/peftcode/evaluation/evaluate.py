@@ -79,6 +79,7 @@ INFER_RECORD = {
     "total_params": "total_params",
     "device": "device",
     "precision": "precision",
+    "engine": "engine",
     "model_commit": "model_commit",
 }
 FINETUNE_RECORD = {

@@ -51,7 +51,11 @@ def reshapes_scores(generation_config) -> bool:
 
 def eos_ids(model) -> list[int]:
     """The token ids that end a hypothesis, as ``generate`` reads them from the model's generation config."""
-    eos = model.generation_config.eos_token_id
+    return end_ids(model.generation_config)
+
+
+def end_ids(generation_config) -> list[int]:
+    eos = generation_config.eos_token_id
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 

@@ -3,32 +3,36 @@ beam-search candidates of every test example and, for a test set with tests, the
 pass@k; with the job's cost record.
 
 In phases: :func:`load_model` (the model, its adapter merged where it merges, checked against the
-fine-tune's probe), :func:`build_prompts` (zero-shot, in-context or retrieved examples), the candidates and
-samples decoded in resumable chunks (:mod:`peftcode.inference.decoding`,
+fine-tune's probe; for a cell vLLM decodes, what its worker loads: :func:`load_for_vllm`),
+:func:`build_prompts` (zero-shot, in-context or retrieved examples), the candidates and samples decoded in
+resumable chunks (:mod:`peftcode.inference.decoding` or :mod:`peftcode.inference.vllm_decoding`,
 :mod:`peftcode.inference.resume_store`), and :func:`write_record`.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from peft import PeftModel
+from transformers import AutoConfig, GenerationConfig
 
 from peftcode.data.prompts import inference_prompts, prompt_style
 from peftcode.data.retrieval import nearest
 from peftcode.data.splits import read_split
 from peftcode.hardware.memory import JobMeter, parameter_counts, weight_footprint_mb
-from peftcode.hardware.placement import job_device
+from peftcode.hardware.placement import job_device, meta_model
 from peftcode.hardware.precision import Precision
 from peftcode.hardware.precision import resolve as resolve_precision
-from peftcode.inference.decoding import generate_candidates
+from peftcode.inference.decoding import encode_prompts, end_ids, generate_candidates, reshapes_scores
 from peftcode.inference.resume_store import ResumeStore, generation_key
+from peftcode.inference.vllm_decoding import VllmDecoder, lora_request_rank
 from peftcode.models.adapters import adapter_location, check_base_weights
-from peftcode.models.checkpoints import load_checkpoint, model_commit
-from peftcode.models.probe import PROBE_FILE, probe_agreement
+from peftcode.models.checkpoints import load_checkpoint, load_tokenizer, model_commit, weights_location
+from peftcode.models.probe import PROBE_FILE, probe_agreement, recorded_agreement, recorded_probe
 from peftcode.study.kinds import MERGEABLE_PEFT_TYPES
 from peftcode.study.settings import InferSettings
 
@@ -40,11 +44,16 @@ MIN_PROBE_AGREEMENT = 0.9
 class Loaded:
     """The model a cell generates with, and what it was loaded from."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None where vLLM decodes: the model is its worker's
     tokenizer: object
     precision: Precision
     adapter: Path | None  # where the adapter loaded from (a fine-tune's checkpoint, or a fetched one)
     probe_agreement: float | None  # the share of the fine-tune's probe predictions it reproduces
+    vllm: VllmDecoder | None = None
+
+    @property
+    def engine(self) -> str:
+        return "vllm" if self.vllm else "ours"
 
 
 @dataclass
@@ -60,22 +69,19 @@ class Decoding:
     def generated(self, stage: str, sampling: dict | None) -> list[list[str]]:
         """Every prompt's candidates (``sampling=None``) or draws: resumed chunks as they were, the rest
         decoded."""
-        model, tokenizer, settings = self.loaded.model, self.loaded.tokenizer, self.settings
-        return self.store.generated(
-            stage,
-            len(self.prompts),
-            lambda first, last: generate_candidates(
-                model,
-                tokenizer,
-                self.prompts[first:last],
-                settings,
-                sampling,
-                self.loaded.precision,
-                self.prefixes[first:last],
-                first,
-            ),
-            settings.batch_size,
-        )
+        loaded, settings = self.loaded, self.settings
+        model, tokenizer, vllm = loaded.model, loaded.tokenizer, loaded.vllm
+
+        def chunk(first: int, last: int) -> list[list[str]]:
+            prompts, prefixes = self.prompts[first:last], self.prefixes[first:last]
+            if vllm:
+                encoded = encode_prompts(tokenizer, prompts, prefixes, settings)
+                return vllm.candidates(encoded, prefixes, sampling, first)
+            return generate_candidates(
+                model, tokenizer, prompts, settings, sampling, loaded.precision, prefixes, first
+            )
+
+        return self.store.generated(stage, len(self.prompts), chunk, settings.batch_size)
 
 
 def load_for_inference(
@@ -113,49 +119,145 @@ def infer(
     gpu_memory_gb: float | None = None,
     embeddings_path: str | Path | None = None,
     resume_dir: str | Path | None = None,
+    vllm_engine: dict | None = None,
 ) -> pd.DataFrame:
     """Generate candidates for one cell's test split on the job's device (or spread over its ``gpus``);
     writes them as parquet with the job's cost record. Finished examples are kept in ``resume_dir`` as
-    they go, for a rerun to resume from (:mod:`peftcode.inference.resume_store`)."""
+    they go, for a rerun to resume from (:mod:`peftcode.inference.resume_store`). A cell vLLM decodes
+    (``settings.engine``) runs it in ``vllm_engine``'s environment (its ``python`` and ``vllm`` version,
+    as :mod:`peftcode.inference.vllm_engine` found them)."""
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model_dir, adapter_dir, settings, gpus, gpu_memory_gb)
-    test = read_split(data_dir, "test")
-    prompts = build_prompts(test, data_dir, settings, loaded.tokenizer, embeddings_path)
-    splits = [Path(data_dir) / f"{split}.parquet" for split in ("test", "train")[: 1 + bool(settings.shots)]]
-    inputs = [model_dir, loaded.adapter, *splits, embeddings_path]
-    key = generation_key(settings.as_dict(), inputs, loaded.precision.name, loaded.model)
-    decoding = Decoding(loaded, settings, prompts, list(test["prefix"]), ResumeStore(resume_dir, key))
-    generations = generations_frame(test, decoding, decoding.generated("candidates", None))
-    if settings.sampling:
-        add_samples(generations, test, decoding)
-    generations.to_parquet(out_path, index=False)
-    write_record(cost_path, meter, loaded, decoding, generations, model_dir)
+    with tempfile.TemporaryDirectory(prefix="peftcode-infer-") as scratch:
+        loaded = load_model(model_dir, adapter_dir, settings, gpus, gpu_memory_gb, vllm_engine, scratch)
+        test = read_split(data_dir, "test")
+        prompts = build_prompts(test, data_dir, settings, loaded.tokenizer, embeddings_path)
+        splits = [Path(data_dir) / f"{s}.parquet" for s in ("test", "train")[: 1 + bool(settings.shots)]]
+        inputs = [model_dir, loaded.adapter, *splits, embeddings_path]
+        key = generation_key(settings.as_dict(), inputs, loaded.precision.name, devices(loaded))
+        key["engine"] = vllm_engine if loaded.vllm else "ours"
+        decoding = Decoding(loaded, settings, prompts, list(test["prefix"]), ResumeStore(resume_dir, key))
+        if loaded.vllm:
+            start_vllm(loaded, decoding, model_dir)
+    try:
+        generations = generations_frame(test, decoding, decoding.generated("candidates", None))
+        if settings.sampling:
+            add_samples(generations, test, decoding)
+        generations.to_parquet(out_path, index=False)
+        write_record(cost_path, meter, loaded, decoding, generations, model_dir)
+    finally:
+        if loaded.vllm:
+            loaded.vllm.close()
     decoding.store.finish()
     return generations
 
 
 def load_model(
-    model_dir, adapter_dir, settings: InferSettings, gpus: int, gpu_memory_gb: float | None
+    model_dir,
+    adapter_dir,
+    settings: InferSettings,
+    gpus: int,
+    gpu_memory_gb: float | None,
+    vllm_engine: dict | None = None,
+    scratch: str | None = None,
 ) -> Loaded:
     """The model in the job's precision, its adapter over it; stops where it does not reproduce the
-    fine-tune's own predictions on its probe example (a checkpoint that did not load as trained)."""
+    fine-tune's own predictions on its probe example (a checkpoint that did not load as trained). For a
+    cell vLLM decodes, what its worker loads (:func:`load_for_vllm`), checked once it has started."""
     precision = resolve_precision(settings.precision, job_device())
     adapter = adapter_location(adapter_dir) if adapter_dir else None
     if adapter:
         check_base_weights(adapter_dir, model_dir)
+    if settings.engine == "vllm":
+        if vllm_engine is None:
+            raise ValueError("this cell's engine is vllm, and no vLLM environment was given (vllm_engine)")
+        vllm = load_for_vllm(model_dir, adapter, settings, precision, vllm_engine["python"], scratch)
+        if vllm is not None:
+            return Loaded(None, vllm.tokenizer, precision, adapter, None, vllm)
     model, tokenizer = load_for_inference(
         model_dir, adapter, settings.family, precision.dtype, gpus, gpu_memory_gb
     )
-    checkpoint_dir = adapter or Path(model_dir)
-    agreement = probe_agreement(model, checkpoint_dir, precision)
+    agreement = probe_agreement(model, adapter or Path(model_dir), precision)
+    check_agreement(agreement, adapter or Path(model_dir))
+    return Loaded(model, tokenizer, precision, adapter, agreement)
+
+
+def check_agreement(agreement: float | None, checkpoint_dir: Path) -> None:
     if agreement is not None and agreement < MIN_PROBE_AGREEMENT:
         raise RuntimeError(
             f"{checkpoint_dir}: the loaded model reproduces only {agreement:.0%} of the fine-tune's top-1 "
             f"predictions on its probe example ({PROBE_FILE}); the checkpoint did not load as trained"
         )
-    return Loaded(model, tokenizer, precision, adapter, agreement)
+
+
+def load_for_vllm(
+    model_dir, adapter: Path | None, settings: InferSettings, precision: Precision, python, scratch
+) -> VllmDecoder | None:
+    """What vLLM's worker loads: the model directory's weights (a full fine-tune's own), with a plain LoRA
+    adapter as a LoRA request; any other adapter merged into a checkpoint of its own in ``scratch``. None
+    where the model's generation config reshapes scores, which our decoder follows and vLLM would not."""
+    location, options = weights_location(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    generation = load_generation_config(location, options)
+    if reshapes_scores(generation):
+        print(f"vllm: {location}'s generation config reshapes scores; ours decodes this cell", flush=True)
+        return None
+    load = {
+        "model": location,
+        "dtype": str(precision.dtype).removeprefix("torch."),
+        "seed": settings.seed,
+        "options": {k: options[k] for k in ("revision", "trust_remote_code") if k in options},
+    }
+    rank = lora_request_rank(adapter) if adapter else None
+    if rank:
+        load.update(adapter=str(adapter), max_lora_rank=rank)
+    elif adapter:
+        merged, _ = load_for_inference(model_dir, adapter, settings.family, precision.dtype)
+        merged.save_pretrained(Path(scratch) / "merged")
+        tokenizer.save_pretrained(Path(scratch) / "merged")
+        load.update(model=str(Path(scratch) / "merged"), options={"trust_remote_code": False})
+        del merged
+    config = AutoConfig.from_pretrained(location, **loading_options(options))
+    total = sum(
+        p.numel() for p in meta_model(config, settings.family, options["trust_remote_code"]).parameters()
+    )
+    return VllmDecoder(python, load, tokenizer, settings, end_ids(generation), total)
+
+
+def load_generation_config(location: str, options: dict) -> GenerationConfig:
+    """The generation config our decoder reads from the loaded model: the checkpoint's, or its config's."""
+    loading = loading_options(options)
+    try:
+        return GenerationConfig.from_pretrained(location, **loading)
+    except OSError:
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(location, **loading))
+
+
+def loading_options(options: dict) -> dict:
+    return {k: options[k] for k in ("revision", "trust_remote_code", "local_files_only") if k in options}
+
+
+def start_vllm(loaded: Loaded, decoding: Decoding, model_dir) -> None:
+    """vLLM's worker, its context as long as the longest prompt, checked against the fine-tune's probe."""
+    vllm, settings = loaded.vllm, decoding.settings
+    encoded = encode_prompts(loaded.tokenizer, decoding.prompts, decoding.prefixes, settings)
+    checkpoint_dir = loaded.adapter or Path(model_dir)
+    probe = recorded_probe(checkpoint_dir)
+    vllm.start(
+        max([len(ids) for ids in encoded] + [len(probe["top1"]) if probe else 0]), torch.get_num_threads()
+    )
+    loaded.probe_agreement = recorded_agreement(
+        checkpoint_dir, lambda recorded: vllm.probe(recorded["example"]["input_ids"])
+    )
+    check_agreement(loaded.probe_agreement, checkpoint_dir)
+
+
+def devices(loaded: Loaded) -> list[str]:
+    """Where the cell's model computes."""
+    if loaded.model is None:
+        return [job_device().type]
+    return sorted({str(parameter.device) for parameter in loaded.model.parameters()})
 
 
 def build_prompts(
@@ -206,7 +308,7 @@ def write_record(
 ) -> dict:
     """The job's cost record: memory, parameters, and the candidates' speed over every attempt's chunks (the
     examples resumed counted)."""
-    model, settings, store = loaded.model, decoding.settings, decoding.store
+    settings, store = decoding.settings, decoding.store
     generation_time = store.seconds["candidates"]
     candidate_tokens = sum(
         len(loaded.tokenizer(c[len(prefix) :])["input_ids"])
@@ -216,10 +318,10 @@ def write_record(
     return meter.write(
         cost_path,
         job="infer",
-        **parameter_counts(model),
-        weight_footprint_mb=weight_footprint_mb(model),
+        **model_record(loaded, meter),
+        engine=loaded.engine,
         precision=loaded.precision.name,
-        devices=sorted({str(p.device) for p in model.parameters()}),
+        devices=devices(loaded),
         model_commit=model_commit(model_dir),
         quantization_bits=(settings.quantization or {}).get("bits"),
         checkpoint_probe_agreement=loaded.probe_agreement,
@@ -229,3 +331,20 @@ def write_record(
         candidate_tokens=candidate_tokens,
         tokens_per_s=round(candidate_tokens / generation_time, 1),
     )
+
+
+def model_record(loaded: Loaded, meter: JobMeter) -> dict:
+    """The cost record's parameters and weights; where vLLM decodes, its worker's, whose peak memory adds to
+    the job's (the two processes run side by side)."""
+    if loaded.vllm is None:
+        return {**parameter_counts(loaded.model), "weight_footprint_mb": weight_footprint_mb(loaded.model)}
+    worker = loaded.vllm.memory()
+    return {
+        "total_params": loaded.vllm.total_params,
+        "trainable_params": 0,
+        "weight_footprint_mb": round(loaded.vllm.total_params * loaded.precision.dtype.itemsize / 2**20, 1),
+        "peak_rss_mb": round(meter.snapshot()["peak_rss_mb"] + worker["peak_rss_mb"], 1),
+        "vllm_peak_rss_mb": worker["peak_rss_mb"],
+        "vllm_gpu_peak_mb": worker["gpu_peak_mb"],
+        "vllm_version": loaded.vllm.engine.version,
+    }

@@ -81,7 +81,9 @@ class ResumeStore:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def generation_key(settings: dict, inputs: list[str | Path | None], precision: str, model) -> dict:
+def generation_key(
+    settings: dict, inputs: list[str | Path | None], precision: str, devices: list[str]
+) -> dict:
     """All an inference's generations depend on: its settings, its input files as they are now
     (:func:`stamps`), the code and libraries it runs, the precision and devices it computes in; a rerun
     that differs in any starts over."""
@@ -95,7 +97,7 @@ def generation_key(settings: dict, inputs: list[str | Path | None], precision: s
             version(name) for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
         ],
         "precision": precision,
-        "devices": sorted({str(parameter.device) for parameter in model.parameters()}),
+        "devices": devices,
         "gpus": [torch.cuda.get_device_name(device) for device in range(torch.cuda.device_count())],
     }
 

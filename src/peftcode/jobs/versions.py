@@ -23,6 +23,7 @@ READS = {
         f"sandbox/{name}.py" for name in ("judge", "peer", "wire", "rebuild", "layouts", "tests_column")
     ),
     "report.claims": ("report/paper_claims.yaml",),
+    "inference.vllm_decoding": ("inference/vllm_worker.py",),
 }
 
 

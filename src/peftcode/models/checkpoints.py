@@ -150,10 +150,16 @@ def load_checkpoint(
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
+    return model, load_tokenizer(model_dir)
+
+
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model directory, padding with its end of text where it names no pad token."""
+    location, options = weights_location(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(location, **options)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def is_8bit(model) -> bool:

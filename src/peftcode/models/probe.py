@@ -34,9 +34,22 @@ def write_probe(model, example: dict[str, list[int]], pad_id: int, path: Path, p
 def probe_agreement(model, checkpoint_dir: Path, precision: Precision) -> float | None:
     """The share of the fine-tune's recorded top-1 predictions on its probe example that the loaded model
     reproduces; None for a checkpoint without a probe (an untuned base model)."""
-    path = checkpoint_dir / PROBE_FILE
-    if not path.is_file():
+    return recorded_agreement(
+        checkpoint_dir, lambda probe: probe_predictions(model, probe["example"], probe["pad_id"], precision)
+    )
+
+
+def recorded_agreement(checkpoint_dir: Path, predict) -> float | None:
+    """The share of the recorded top-1 predictions that ``predict`` (the probe -> its top-1 tokens)
+    reproduces; None for a checkpoint without a probe."""
+    probe = recorded_probe(checkpoint_dir)
+    if probe is None:
         return None
-    probe = json.loads(path.read_text())
-    top1 = probe_predictions(model, probe["example"], probe["pad_id"], precision)
+    top1 = predict(probe)
     return sum(a == b for a, b in zip(top1, probe["top1"], strict=True)) / len(top1)
+
+
+def recorded_probe(checkpoint_dir: Path) -> dict | None:
+    """The probe recorded beside a fine-tune's checkpoint: its example, pad id and top-1 predictions."""
+    path = Path(checkpoint_dir) / PROBE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

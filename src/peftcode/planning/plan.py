@@ -68,6 +68,7 @@ class Plan:
             "variant": cell.variant,
             "dataset": cell.dataset,
             "precision": precision,
+            "engine": infer.engine,
             "generation_batch": batch,
             "infer_peak_mb": round(inference["total"]),
             "infer_per_gpu_mb": round(self._on_a_gpu(inference)),

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftcode.study.engines import resolve_engine, vllm_refusal
+from peftcode.study.families import is_encoder_decoder
 from peftcode.study.kinds import (  # noqa: F401
     ADAPTER_KIND,
     FULL_WEIGHT_KINDS,
+    KINDS,
     PEFT_KINDS,
     PROMPTED_KINDS,
     QLORA_BITS,
@@ -273,8 +276,17 @@ class Study:
             self._variants[variant],
             self.model_settings(model),
         )
+        generation = {**self.config["generation"], **data.generation}
+        study_engine = generation.pop("engine")
+        requested = self.method_settings(named["method"]).engine or study_engine
         return InferSettings(
             method=named["method"],
+            engine=resolve_engine(
+                requested,
+                self.vllm_refusal(model, variant),
+                self.config["resources"]["gpu"] > 0,
+                generation["num_beams"],
+            ),
             kind=named["kind"],
             quantization=self.quantization(variant),
             precision=self.precision(model, variant),
@@ -288,7 +300,19 @@ class Study:
             max_input_length=data.max_input_length,
             max_new_tokens=data.max_target_length,
             stop=data.stop,
-            **{**self.config["generation"], **data.generation},
+            **generation,
+        )
+
+    def vllm_refusal(self, model: str, variant: str) -> str | None:
+        """Why vLLM cannot decode a cell's generations as ours does (None where it can)."""
+        kind = KINDS[self.kind(variant)]
+        method = self.method_settings(self._variants[variant]["method"])
+        return vllm_refusal(
+            is_encoder_decoder(self.model_settings(model).family),
+            kind.soft_prompt,
+            kind.bits,
+            peft_type(method),
+            kind.fetched,
         )
 
     def local_model_files(self, model: str) -> list[str]:

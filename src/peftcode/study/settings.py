@@ -97,6 +97,7 @@ class MethodSettings(Settings):
     seeds: list | None = None
     retriever: str | None = None
     encoder: str | None = None
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class InferSettings(Settings):
     prompts is the plan's, the one that fits the budget."""
 
     method: str  # the ``methods`` entry's name
+    engine: str  # what decodes the cell: ours or vllm (peftcode.study.engines)
     kind: str
     quantization: Mapping | None
     precision: str
