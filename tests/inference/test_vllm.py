@@ -19,6 +19,7 @@ from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
 from peftcode.training.finetune import finetune
 from tests.helpers import REPO, read_yaml, training
+from tests.study_runs import planned_jobs, snakemake, write_study
 
 pytestmark = pytest.mark.slow  # vLLM's worker started for each inference, on a real model
 
@@ -154,3 +155,51 @@ def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoint
         resumed = run("resumed")
     assert json.loads((tmp_path / "resumed.json").read_text())["resumed_examples"] == 4
     pd.testing.assert_frame_equal(resumed, run("uninterrupted", resume=False))
+
+
+def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path):
+    """A LoRA fine-tune and the base model, decoded by vLLM, beside the same LoRA decoded by ours: the plan
+    and the results table say which engine decoded each cell."""
+    config = read_yaml(REPO / "tests" / "tiny.yaml")
+    config["results"] = str(tmp_path / "results")
+    # vLLM's CPU attention takes heads of 32 dimensions and more.
+    build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
+    config["models"]["tiny-llama"]["source"]["build"] = build
+    config["methods"] = {
+        "lora": {"kind": "lora", "lr": 1.0e-2},
+        "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
+        "zero-shot": {"kind": "icl", "shots": [0], "engine": "vllm"},
+    }
+    config["study"] = [
+        {
+            "models": ["tiny-llama"],
+            "methods": ["lora", "lora-vllm", "zero-shot"],
+            "datasets": ["conala-style"],
+        },
+        {"models": ["tiny-llama"], "methods": ["zero-shot"], "datasets": ["humaneval"]},
+    ]
+    configfile = write_study(config, tmp_path)
+    env = {"PEFTCODE_VLLM_PYTHON": ENGINE["python"]}
+    done = snakemake(configfile, "--cores", "2", env=env)
+    assert done.returncode == 0, done.stderr[-5000:]
+    results = tmp_path / "results"
+    engines = {
+        (row.variant, row.dataset): row.engine for row in pd.read_csv(results / "plan.csv").itertuples()
+    }
+    table = pd.read_parquet(results / "results.parquet")
+    assert (
+        {(row.variant, row.dataset): row.engine for row in table.itertuples()}
+        == engines
+        == {
+            ("lora", "conala-style"): "ours",
+            ("lora-vllm", "conala-style"): "vllm",
+            ("zero-shot-0shot", "conala-style"): "vllm",
+            ("zero-shot-0shot", "humaneval"): "vllm",
+        }
+    )
+    assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
+    assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
+    generations = results / "generations" / "tiny-llama"
+    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
+    assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
+    assert planned_jobs(configfile, env=env) == {}
