@@ -42,6 +42,12 @@ class Engine:
             "enforce_eager": True,
             **request.get("options", {}),
         }
+        import torch
+
+        if not torch.cuda.is_available():
+            # A prompt prefilled in parts discards a token drawn from its seeded generator and rewinds the
+            # generator, which a CPU generator cannot (vLLM 0.32): prompts are prefilled whole instead.
+            options["enable_chunked_prefill"] = False
         if request.get("adapter"):
             from vllm.lora.request import LoRARequest
 
