@@ -5,7 +5,10 @@ beside."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from gpu_check_common import (
@@ -181,4 +184,25 @@ def decoding(mode: Mode, deadline: Deadline) -> Table:
         except Exception as error:  # noqa: BLE001 (reported in the table)
             table.fail(label, error)
         release()
+    table.notes.append(vllm_rows(mode))
     return table
+
+
+def vllm_rows(mode: Mode) -> str:
+    """vLLM against ours on SmolLM2-135M (benchmarks/bench_vllm.py, bfloat16 on the GPU), where the machine
+    has a vLLM environment: its rows decide what generation.engine's auto picks."""
+    from peftcode.inference.vllm_engine import candidates, vllm_version
+
+    if mode.device.type != "cuda":
+        return "vLLM: its rows run on a GPU (benchmarks/bench_vllm.py measures it on this CPU)."
+    if not any(vllm_version(python) for python in candidates()):
+        return "vLLM: no vLLM environment on this machine (make vllm), so no vLLM rows."
+    size = ["--precision", "bf16", "--prompts", "16", "--repeats", "2"]
+    bench = Path(__file__).with_name("bench_vllm.py")
+    result = subprocess.run([sys.executable, str(bench), *size],
+                            capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    if result.returncode != 0:
+        return f"vLLM: bench_vllm.py failed: {result.stderr.strip().splitlines()[-1:]}"
+    kept = ("|", "SmolLM2", "vLLM", "Top", "Greedy")
+    table = [line for line in result.stdout.splitlines() if line.startswith(kept)]
+    return "vLLM against ours (benchmarks/bench_vllm.py):\n\n" + "\n".join(table)
