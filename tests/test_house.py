@@ -138,3 +138,22 @@ def test_the_tests_mirror_the_package_and_share_helpers_not_each_other():
         text = path.read_text()
         assert "tests.conftest" not in text, path
         assert not re.search(r"from tests(\.\w+)*\.test_\w+ import|import tests(\.\w+)*\.test_", text), path
+
+
+def test_what_runs_in_vllms_environment_imports_only_the_standard_library_and_vllm():
+    """vLLM's environment holds vLLM and none of the project's libraries (envs/vllm.yaml, make vllm)."""
+    import sys
+
+    for module, allowed in (
+        ("inference/vllm_worker.py", {"vllm", "torch"}),
+        ("inference/vllm_engine.py", set()),
+    ):
+        tree = ast.parse((PACKAGE / module).read_text())
+        imported = {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
+        outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+        assert {name.split(".")[0] for name in outside} <= allowed | {"__future__"}, (module, outside)
