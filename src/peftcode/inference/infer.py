@@ -11,6 +11,8 @@ resumable chunks (:mod:`peftcode.inference.decoding` or :mod:`peftcode.inference
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +131,12 @@ def infer(
     meter = JobMeter()
     if threads:
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="peftcode-infer-") as scratch:
+    with contextlib.ExitStack() as stack:
+        # A merged checkpoint for vLLM's worker to load lives here until the worker has loaded it.
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="peftcode-infer-"))
         loaded = load_model(model_dir, adapter_dir, settings, gpus, gpu_memory_gb, vllm_engine, scratch)
+        if loaded.vllm:
+            stack.callback(loaded.vllm.close)
         test = read_split(data_dir, "test")
         prompts = build_prompts(test, data_dir, settings, loaded.tokenizer, embeddings_path)
         splits = [Path(data_dir) / f"{s}.parquet" for s in ("test", "train")[: 1 + bool(settings.shots)]]
@@ -140,15 +146,11 @@ def infer(
         decoding = Decoding(loaded, settings, prompts, list(test["prefix"]), ResumeStore(resume_dir, key))
         if loaded.vllm:
             start_vllm(loaded, decoding, model_dir)
-    try:
         generations = generations_frame(test, decoding, decoding.generated("candidates", None))
         if settings.sampling:
             add_samples(generations, test, decoding)
         generations.to_parquet(out_path, index=False)
         write_record(cost_path, meter, loaded, decoding, generations, model_dir)
-    finally:
-        if loaded.vllm:
-            loaded.vllm.close()
     decoding.store.finish()
     return generations
 
@@ -210,19 +212,20 @@ def load_for_vllm(
         "options": {k: options[k] for k in ("revision", "trust_remote_code") if k in options},
     }
     rank = lora_request_rank(adapter) if adapter else None
+    merged = Path(scratch) / "merged" if adapter and not rank else None
     if rank:
         load.update(adapter=str(adapter), max_lora_rank=rank)
-    elif adapter:
-        merged, _ = load_for_inference(model_dir, adapter, settings.family, precision.dtype)
-        merged.save_pretrained(Path(scratch) / "merged")
-        tokenizer.save_pretrained(Path(scratch) / "merged")
-        load.update(model=str(Path(scratch) / "merged"), options={"trust_remote_code": False})
-        del merged
+    elif merged:
+        model, _ = load_for_inference(model_dir, adapter, settings.family, precision.dtype)
+        model.save_pretrained(merged)
+        tokenizer.save_pretrained(merged)
+        load.update(model=str(merged), options={"trust_remote_code": False})
+        del model
     config = AutoConfig.from_pretrained(location, **loading_options(options))
     total = sum(
         p.numel() for p in meta_model(config, settings.family, options["trust_remote_code"]).parameters()
     )
-    return VllmDecoder(python, load, tokenizer, settings, end_ids(generation), total)
+    return VllmDecoder(python, load, tokenizer, settings, end_ids(generation), total, merged)
 
 
 def load_generation_config(location: str, options: dict) -> GenerationConfig:
@@ -244,9 +247,10 @@ def start_vllm(loaded: Loaded, decoding: Decoding, model_dir) -> None:
     encoded = encode_prompts(loaded.tokenizer, decoding.prompts, decoding.prefixes, settings)
     checkpoint_dir = loaded.adapter or Path(model_dir)
     probe = recorded_probe(checkpoint_dir)
-    vllm.start(
-        max([len(ids) for ids in encoded] + [len(probe["top1"]) if probe else 0]), torch.get_num_threads()
-    )
+    longest = max([len(ids) for ids in encoded] + [len(probe["top1"]) if probe else 0])
+    vllm.start(longest, torch.get_num_threads())
+    if vllm.merged:  # loaded by the worker: no longer needed
+        shutil.rmtree(vllm.merged, ignore_errors=True)
     loaded.probe_agreement = recorded_agreement(
         checkpoint_dir, lambda recorded: vllm.probe(recorded["example"]["input_ids"])
     )

@@ -40,12 +40,13 @@ def lora_request_rank(adapter: Path) -> int | None:
     """The rank vLLM is started with for a LoRA adapter it serves as a LoRA request; None for an adapter it
     does not (DoRA, trained embeddings or heads, other PEFT types), which is merged instead."""
     config = json.loads((adapter / "adapter_config.json").read_text())
+    # What vLLM's LoRA layers compute as PEFT does: none of the options below set.
+    options = ("use_dora", "use_rslora", "modules_to_save", "rank_pattern", "alpha_pattern",
+               "layers_to_transform", "target_parameters", "trainable_token_indices")  # fmt: skip
     plain = (
         config.get("peft_type") == "LORA"
-        and not config.get("use_dora")
-        and not config.get("modules_to_save")
-        and not config.get("rank_pattern")
-        and not config.get("alpha_pattern")
+        and not any(config.get(option) for option in options)
+        and config.get("bias", "none") == "none"
         and config.get("r", 0) <= LORA_RANKS[-1]
     )
     return next(r for r in LORA_RANKS if r >= config["r"]) if plain else None
@@ -112,6 +113,7 @@ class VllmDecoder:
     settings: InferSettings
     end_ids: list[int]  # the model's end-of-text ids, as our decoder reads them from its generation config
     total_params: int  # the model's, as ours counts them (an adapter merged)
+    merged: Path | None = None  # the checkpoint an adapter was merged into for the worker, until it loads
     engine: VllmEngine | None = None
     stop_ids: list[int] = field(default_factory=list)
 
