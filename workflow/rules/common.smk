@@ -105,7 +105,8 @@ def infer_inputs(w):
     if kind in PEFT_KINDS:
         inputs["adapter"] = trained
     if settings.engine == "vllm":
-        inputs["engine"] = f"{R}/engines/vllm.json"
+        # Found once: rewriting it reruns nothing (a changed vLLM stops the inference, saying so).
+        inputs["engine"] = ancient(f"{R}/engines/vllm.json")
     return inputs
 
 

@@ -12,6 +12,7 @@ resumable chunks (:mod:`peftcode.inference.decoding` or :mod:`peftcode.inference
 from __future__ import annotations
 
 import contextlib
+import gc
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from huggingface_hub import snapshot_download
 from peft import PeftModel
 from transformers import AutoConfig, GenerationConfig
 
@@ -174,7 +176,7 @@ def load_model(
     if settings.engine == "vllm":
         if vllm_engine is None:
             raise ValueError("this cell's engine is vllm, and no vLLM environment was given (vllm_engine)")
-        vllm = load_for_vllm(model_dir, adapter, settings, precision, vllm_engine["python"], scratch)
+        vllm = load_for_vllm(model_dir, adapter, settings, precision, vllm_engine, scratch, gpus)
         if vllm is not None:
             return Loaded(None, vllm.tokenizer, precision, adapter, None, vllm)
     model, tokenizer = load_for_inference(
@@ -194,38 +196,56 @@ def check_agreement(agreement: float | None, checkpoint_dir: Path) -> None:
 
 
 def load_for_vllm(
-    model_dir, adapter: Path | None, settings: InferSettings, precision: Precision, python, scratch
+    model_dir,
+    adapter: Path | None,
+    settings: InferSettings,
+    precision: Precision,
+    engine: dict,
+    scratch,
+    gpus,
 ) -> VllmDecoder | None:
-    """What vLLM's worker loads: the model directory's weights (a full fine-tune's own), with a plain LoRA
-    adapter as a LoRA request; any other adapter merged into a checkpoint of its own in ``scratch``. None
-    where the model's generation config reshapes scores, which our decoder follows and vLLM would not."""
+    """What vLLM's worker loads: the model directory's weights (a full fine-tune's own; a hub model's from
+    the cache's snapshot), spread over the job's ``gpus``, with a plain LoRA adapter as a LoRA request in
+    float32; any other adapter, and any adapter in a lower precision (where ours computes with the weights
+    it merged into, rounded), merged into a checkpoint of its own in ``scratch``. None where the model's
+    generation config reshapes scores, which our decoder follows and vLLM would not."""
     location, options = weights_location(model_dir)
     tokenizer = load_tokenizer(model_dir)
     generation = load_generation_config(location, options)
     if reshapes_scores(generation):
         print(f"vllm: {location}'s generation config reshapes scores; ours decodes this cell", flush=True)
         return None
+    config = AutoConfig.from_pretrained(location, **loading_options(options))
+    shape = meta_model(config, settings.family, options["trust_remote_code"])
+    total = sum(parameter.numel() for parameter in shape.parameters())
+    if options.get("local_files_only"):  # the hub cache's snapshot: the worker never asks the network
+        location = snapshot_download(location, revision=options["revision"], local_files_only=True)
     load = {
         "model": location,
         "dtype": str(precision.dtype).removeprefix("torch."),
         "seed": settings.seed,
-        "options": {k: options[k] for k in ("revision", "trust_remote_code") if k in options},
+        "options": {"trust_remote_code": options["trust_remote_code"], "tensor_parallel_size": gpus},
     }
-    rank = lora_request_rank(adapter) if adapter else None
+    rank = lora_request_rank(adapter) if adapter and precision.name == "fp32" else None
     merged = Path(scratch) / "merged" if adapter and not rank else None
     if rank:
         load.update(adapter=str(adapter), max_lora_rank=rank)
     elif merged:
-        model, _ = load_for_inference(model_dir, adapter, settings.family, precision.dtype)
-        model.save_pretrained(merged)
-        tokenizer.save_pretrained(merged)
-        load.update(model=str(merged), options={"trust_remote_code": False})
-        del model
-    config = AutoConfig.from_pretrained(location, **loading_options(options))
-    total = sum(
-        p.numel() for p in meta_model(config, settings.family, options["trust_remote_code"]).parameters()
-    )
-    return VllmDecoder(python, load, tokenizer, settings, end_ids(generation), total, merged)
+        merge_for_vllm(model_dir, adapter, settings, precision, tokenizer, merged)
+        load.update(model=str(merged), options={**load["options"], "trust_remote_code": False})
+    return VllmDecoder(engine, load, tokenizer, settings, end_ids(generation), total, merged)
+
+
+def merge_for_vllm(model_dir, adapter, settings: InferSettings, precision: Precision, tokenizer, merged):
+    """The adapter merged into its base as ours merges it, saved for the worker; its memory given back
+    before vLLM starts (it takes a share of the whole GPU's)."""
+    model, _ = load_for_inference(model_dir, adapter, settings.family, precision.dtype)
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def load_generation_config(location: str, options: dict) -> GenerationConfig:

@@ -40,12 +40,15 @@ def lora_request_rank(adapter: Path) -> int | None:
     """The rank vLLM is started with for a LoRA adapter it serves as a LoRA request; None for an adapter it
     does not (DoRA, trained embeddings or heads, other PEFT types), which is merged instead."""
     config = json.loads((adapter / "adapter_config.json").read_text())
-    # What vLLM's LoRA layers compute as PEFT does: none of the options below set.
-    options = ("use_dora", "use_rslora", "modules_to_save", "rank_pattern", "alpha_pattern",
-               "layers_to_transform", "target_parameters", "trainable_token_indices")  # fmt: skip
+    # What vLLM's LoRA layers compute as PEFT does: none of the options below set, an initialisation that
+    # leaves the base weights as they are (PiSSA, OLoRA and LoftQ change them).
+    options = ("use_dora", "use_rslora", "modules_to_save", "rank_pattern", "alpha_pattern", "lora_bias",
+               "layers_to_transform", "layer_replication", "target_parameters", "trainable_token_indices",
+               "use_qalora", "alora_invocation_tokens")  # fmt: skip
     plain = (
         config.get("peft_type") == "LORA"
         and not any(config.get(option) for option in options)
+        and config.get("init_lora_weights", True) in (True, False, "gaussian")
         and config.get("bias", "none") == "none"
         and config.get("r", 0) <= LORA_RANKS[-1]
     )
@@ -77,7 +80,11 @@ class VllmEngine:
             text=True, env=env,
         )  # fmt: skip
         engine = cls(process)
-        engine.version = engine.ask({"op": "load", **load})["answer"]
+        try:
+            engine.version = engine.ask({"op": "load", **load})["answer"]
+        except BaseException:
+            engine.close()
+            raise
         return engine
 
     def ask(self, request: dict):
@@ -107,7 +114,9 @@ class VllmDecoder:
     """A cell's decoding by vLLM, to the same candidates as ours: what it loads, and the engine once
     started."""
 
-    python: str  # the interpreter of vLLM's environment
+    environment: (
+        dict  # vLLM's: its interpreter (``python``) and version (``vllm``), as vllm_engine found them
+    )
     load: dict  # the worker's load request: the model vLLM serves, its dtype, the LoRA adapter
     tokenizer: object
     settings: InferSettings
@@ -124,7 +133,12 @@ class VllmDecoder:
     def start(self, longest_prompt: int, threads: int) -> None:
         """The worker, its context as long as the longest prompt and its continuation."""
         load = {**self.load, "max_model_len": longest_prompt + self.settings.max_new_tokens + 1}
-        self.engine = VllmEngine.start(self.python, load, threads)
+        self.engine = VllmEngine.start(self.environment["python"], load, threads)
+        if self.engine.version != self.environment["vllm"]:
+            raise VllmError(
+                f"vLLM is now {self.engine.version}, where the study found {self.environment['vllm']}: "
+                "delete results/engines/vllm.json to rerun the cells it decodes with this version"
+            )
 
     def candidates(
         self, encoded: list[list[int]], prefixes: list[str], sampling: dict | None, first_index: int
