@@ -224,7 +224,7 @@ def load_for_vllm(
         "model": location,
         "dtype": str(precision.dtype).removeprefix("torch."),
         "seed": settings.seed,
-        "options": {"trust_remote_code": options["trust_remote_code"], "tensor_parallel_size": gpus},
+        "options": {"trust_remote_code": options["trust_remote_code"], "tensor_parallel_size": max(gpus, 1)},
     }
     rank = lora_request_rank(adapter) if adapter and precision.name == "fp32" else None
     merged = Path(scratch) / "merged" if adapter and not rank else None
