@@ -28,7 +28,7 @@ from peftcode.data.prompts import inference_prompts, prompt_style
 from peftcode.hardware.precision import resolve as resolve_precision
 from peftcode.inference.decoding import encode_prompts, generate_candidates
 from peftcode.inference.infer import load_for_inference, load_for_vllm
-from peftcode.inference.vllm_engine import candidates, vllm_version
+from peftcode.inference.vllm_engine import vllm_environment
 from peftcode.models.prepare_model import prepare_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--model", help="a prepared model directory (default: SmolLM2-135M from its GGUF)")
     args = parser.parse_args()
-    found = [{"python": p, "vllm": v} for p in candidates() if (v := vllm_version(p))]
-    if not found:
+    environment = vllm_environment()
+    if environment is None:
         raise SystemExit("no vLLM environment: make vllm, or set PEFTCODE_VLLM_PYTHON")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"]["humaneval"]["limit"] = {"test": args.prompts}
@@ -76,7 +76,7 @@ def main() -> None:
             prepare_model(study.model_settings("smollm2-135m"), model_dir)
         for dataset in ("humaneval", "conala-style"):
             prepare_data(study.data_settings(dataset), scratch / dataset)
-        compare(args, study, model_dir, scratch, found[0])
+        compare(args, study, model_dir, scratch, environment)
 
 
 def compare(args, study: Study, model_dir: Path, scratch: Path, environment: dict) -> None:

@@ -191,11 +191,11 @@ def decoding(mode: Mode, deadline: Deadline) -> Table:
 def vllm_rows(mode: Mode) -> str:
     """vLLM against ours on SmolLM2-135M (benchmarks/bench_vllm.py, bfloat16 on the GPU), where the machine
     has a vLLM environment: its rows decide what generation.engine's auto picks."""
-    from peftcode.inference.vllm_engine import candidates, vllm_version
+    from peftcode.inference.vllm_engine import vllm_environment
 
     if mode.device.type != "cuda":
         return "vLLM: its rows run on a GPU (benchmarks/bench_vllm.py measures it on this CPU)."
-    if not any(vllm_version(python) for python in candidates()):
+    if vllm_environment() is None:
         return "vLLM: no vLLM environment on this machine (make vllm), so no vLLM rows."
     size = ["--precision", "bf16", "--prompts", "16", "--repeats", "2"]
     bench = Path(__file__).with_name("bench_vllm.py")

@@ -14,7 +14,7 @@ from peftcode.data.prepare_data import prepare_data
 from peftcode.evaluation.evaluate import execution_metrics
 from peftcode.inference import resume_store, vllm_decoding
 from peftcode.inference.infer import infer
-from peftcode.inference.vllm_engine import candidates, vllm_version
+from peftcode.inference.vllm_engine import vllm_environment
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
 from peftcode.training.finetune import finetune
@@ -23,16 +23,7 @@ from tests.study_runs import planned_jobs, snakemake, write_study
 
 pytestmark = pytest.mark.slow  # vLLM's worker started for each inference, on a real model
 
-
-def found_vllm() -> dict | None:
-    for python in candidates():
-        version = vllm_version(python)
-        if version:
-            return {"python": python, "vllm": version}
-    return None
-
-
-ENGINE = found_vllm()
+ENGINE = vllm_environment()
 if ENGINE is None:
     pytest.skip(
         "SKIPPED THE vLLM TESTS: no vLLM environment (make vllm; .ci/run does)", allow_module_level=True

@@ -45,14 +45,21 @@ def vllm_version(python: str) -> str | None:
     return found if result.returncode == 0 and found not in ("", "None") else None
 
 
-def find_vllm(out_path: str | Path) -> dict:
-    """The first interpreter with vLLM and its version, written to ``out_path``; one line saying how to
-    install it where there is none."""
+def vllm_environment() -> dict | None:
+    """The first interpreter with vLLM (``python``) and its version (``vllm``); None where there is none."""
     for python in candidates():
         version = vllm_version(python)
         if version:
-            found = {"python": python, "vllm": version}
-            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(out_path).write_text(json.dumps(found, indent=1) + "\n")
-            return found
-    raise SystemExit(INSTALL)
+            return {"python": python, "vllm": version}
+    return None
+
+
+def find_vllm(out_path: str | Path) -> dict:
+    """vLLM's environment (:func:`vllm_environment`), written to ``out_path``; one line saying how to
+    install it where there is none."""
+    found = vllm_environment()
+    if found is None:
+        raise SystemExit(INSTALL)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(found, indent=1) + "\n")
+    return found
