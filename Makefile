@@ -49,11 +49,11 @@ study: $(INSTALLED) sandbox-tools
 # A test worker per core, each taking a whole module at a time, so that a module-wide fixture (a whole study)
 # runs once.
 test: lint sandbox-tools
-	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile
+	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # The fast tier: every module's unit tests, without the whole studies and real-model runs (marked slow).
 test-fast: $(INSTALLED) sandbox-tools
-	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile -m "not slow"
+	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # Python style, the workflow's own lints (snakemake --lint) and its formatting (snakefmt).
 lint: $(INSTALLED)

@@ -1,5 +1,8 @@
-"""The suite's fixtures and its order: the whole studies (marked slow in their modules) first, so that the
-short modules fill in around them on the other workers instead of one long module running alone at the end."""
+"""The suite's fixtures and its order: the tests marked slow first, the longest first (a slow mark says the
+minutes its module takes on 2 cores: ``pytest.mark.slow(minutes=6)``), so that the short modules fill in
+around them on the other workers instead of one long module running alone at the end. The Makefile keeps
+this order (``--no-loadscope-reorder``: pytest-xdist would otherwise order modules by their number of
+tests)."""
 
 import copy
 import os
@@ -11,7 +14,13 @@ from tests.helpers import REPO, SMOLLM2, SMOLLM2_GGUF, read_yaml
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: -slow_minutes(item))
+
+
+def slow_minutes(item) -> float:
+    """How long a slow test's module takes (its mark's ``minutes``, at least a few seconds); 0 if not slow."""
+    mark = item.get_closest_marker("slow")
+    return 0.0 if mark is None else max(mark.kwargs.get("minutes", 0.1), 0.1)
 
 
 @pytest.fixture

@@ -2,9 +2,11 @@
 which jobs an edit reruns; and nothing for a comment, a docstring or a reformatting."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
+from peftcode.jobs import versions
 from peftcode.jobs.versions import PACKAGE, code_version, local_imports
 
 # Each rule's code version is that of its entry module (named after the rule) and what it imports (see
@@ -63,11 +65,31 @@ RERUNS = {
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    """A copy of the package to edit, and each job's version before any edit."""
+    """A copy of the package to edit, and each job's version before any edit. Its files are parsed once for
+    every version of them (keyed by their text): an edit makes the next versions parse the edited file alone,
+    not every module of every job again."""
     package = tmp_path_factory.mktemp("versions") / "peftcode"
     shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__", "*.json"))
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("local_imports", "what_it_does"):
+            patch.setattr(versions, name, by_text(getattr(versions, name)))
+        code_version.cache_clear()
+        yield package, {job: code_version(module, package) for job, module in JOBS.items()}
     code_version.cache_clear()
-    return package, {job: code_version(module, package) for job, module in JOBS.items()}
+
+
+def by_text(parse):
+    """``parse`` remembered for each text of the file it parses."""
+    remembered = {}
+
+    def parsed(*args):
+        path = args[0] if isinstance(args[0], Path) else versions.module_file(*args)
+        key = (args, path.read_bytes())
+        if key not in remembered:
+            remembered[key] = parse(*args)
+        return remembered[key]
+
+    return parsed
 
 
 def edited_versions(package, module: str, text: str) -> set[str]:

@@ -102,7 +102,7 @@ def test_a_mismatched_base_stops_the_dry_run_with_one_line(tmp_path):
     assert line in output.splitlines(), output[-3000:]
 
 
-@pytest.mark.slow  # two studies
+@pytest.mark.slow(minutes=1)  # two studies
 def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_trained_it(tmp_path):
     results = tmp_path / "results"
     trained = lora_study(results)

@@ -19,7 +19,8 @@ def job_code(module):
     """The version of a job's code: its entry module (named after its rule and its script), the peftcode
     modules that imports, and its script, by what they do (not by their files' dates: Snakemake's `code`
     trigger is left out, profiles/default)."""
-    return code_version(module, script=SCRIPTS / f"{module.rsplit('.', 1)[-1]}.py")
+    # A function of the job, not a value: a job's own snakemake process versions its rule alone.
+    return lambda wildcards: code_version(module, script=SCRIPTS / f"{module.rsplit('.', 1)[-1]}.py")
 
 
 def one_of(names):
