@@ -36,6 +36,7 @@ from peftcode.models.adapters import check_bases  # noqa: E402
 from peftcode.study.config import Study  # noqa: E402
 from peftcode.study.validation import validate_config  # noqa: E402
 from peftcode.planning.plan import Plan  # noqa: E402
+from peftcode.jobs.preemption import remove_finished  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 # Every cell's memory and compute, estimated before any job runs; cells over the GPUs' budget stop the run
@@ -78,6 +79,12 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/publish.smk"
+
+
+# Finished model jobs keep what a retry would resume from until the run has succeeded (see
+# peftcode.jobs.preemption: SLURM marks a job that ends past its time limit TIMEOUT).
+onsuccess:
+    remove_finished(f"{R}/resume")
 
 
 rule all:

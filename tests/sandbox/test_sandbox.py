@@ -760,6 +760,14 @@ def test_no_process_is_left_behind_after_a_timeout_or_the_output_limit(workroot)
         assert _leftovers(os.getpid()) == []
 
 
+def command_line(process: psutil.Process) -> list[str]:
+    """A process's command line; empty once it has ended."""
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
 def test_another_evaluation_on_the_machine_is_none_of_this_suites_business(workroot, tmp_path):
     """Another study's evaluation runs beside this one (started apart: not a descendant of this process,
     its sandboxes under uids of their own): the checks of what this suite left behind do not see it."""
@@ -767,17 +775,27 @@ def test_another_evaluation_on_the_machine_is_none_of_this_suites_business(workr
         "from peftcode.sandbox.runner import Limits, run_programs\n"
         "run_programs(['import time\\ntime.sleep(8)\\n'] * 2, 2, Limits(timeout_s=20))\n"
     )
-    marker = tmp_path / "started"
+    marker = tmp_path / "started"  # holds the other evaluation's process id once it runs
+    announce = f"import os\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\n"
     subprocess.run(
-        ["setsid", "-f", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()\n{foreign}"],
+        ["setsid", "-f", sys.executable, "-c", announce + foreign],
         check=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not [
-        p for p in psutil.process_iter(["cmdline"]) if "/run/peftcode/guard.py" in (p.info["cmdline"] or [])
-    ]:
-        time.sleep(0.1)  # fmt: skip
-    assert marker.exists()
+
+    def its_sandboxes() -> list:
+        """The other evaluation's running programs (not those of any other process on the machine)."""
+        if not marker.exists() or not marker.read_text():
+            return []
+        try:
+            children = psutil.Process(int(marker.read_text())).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [p for p in children if "/run/peftcode/guard.py" in " ".join(command_line(p))]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not its_sandboxes():
+        time.sleep(0.1)
+    assert its_sandboxes(), "the other evaluation's programs never ran"
     assert run_program("print('ok')\n", LIMITS).completed
     assert our_sandboxes() == [] and _leftovers(os.getpid()) == []

@@ -1,5 +1,6 @@
 """A fine-tune or an inference stopped mid-run (SIGKILL, SIGTERM) continues on the next run from what it had
-finished, not from the start, and ends as a run never stopped would."""
+finished, not from the start, and ends as a run never stopped would; a finished one keeps what it saved
+until the study's run ends."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import torch
 
 from peftcode.inference.infer import infer
 from peftcode.inference.resume_store import ResumeStore
+from peftcode.jobs.preemption import FINISHED, remove_finished
 from peftcode.training.finetune import finetune
 from peftcode.training.progress import RESUME_FILE
 from tests.helpers import decoding, tiny_workspace
@@ -87,7 +89,17 @@ def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
     pd.testing.assert_series_equal(log["train_loss"], reference_log["train_loss"], rtol=1e-5)
     pd.testing.assert_series_equal(log["val_loss"], reference_log["val_loss"], rtol=1e-5)
     assert resumed["best_val_loss"] == pytest.approx(reference["best_val_loss"], rel=1e-5)
-    assert not resume.exists(), "a finished run leaves nothing to resume"
+
+    # The finished run keeps its last save, marked finished: SLURM marks a job that ends past its time limit
+    # TIMEOUT although it finished, and the retry (its outputs deleted) resumes there, not at the start.
+    assert (resume / FINISHED).is_file()
+    last_save = torch.load(resume / RESUME_FILE, weights_only=False)["step"]
+    retried = run(folder, tmp_path / "retried", settings, resume)
+    assert retried["resumed_from_step"] == last_save and retried["attempts"] == 3
+    assert retried["best_val_loss"] == pytest.approx(reference["best_val_loss"], rel=1e-5)
+    assert list(pd.read_csv(tmp_path / "retried" / "log.csv")["step"]) == list(range(reference["steps"] + 1))
+    # The study's run, once it succeeded, removes what finished jobs kept.
+    assert remove_finished(tmp_path) == [resume] and not resume.exists()
 
 
 def test_state_saved_under_other_settings_is_not_resumed(workspace, tmp_path):
@@ -179,7 +191,12 @@ def test_a_stopped_inference_resumes_with_the_examples_it_had_not_finished(tmp_p
     resumed = run(tmp_path / "resumed", resume)
     pd.testing.assert_frame_equal(resumed, reference)
     assert json.loads((tmp_path / "resumed" / "m.json").read_text())["resumed_examples"] == 32
-    assert not resume.exists(), "a finished inference leaves nothing to resume"
+    # Finished, its chunks are kept (marked finished) for a retry of a job marked TIMEOUT after it
+    # finished: that retry generates nothing.
+    assert (resume / FINISHED).is_file()
+    pd.testing.assert_frame_equal(run(tmp_path / "retried", resume), reference)
+    assert json.loads((tmp_path / "retried" / "m.json").read_text())["resumed_examples"] == 40
+    assert remove_finished(tmp_path) == [resume] and not resume.exists()
 
 
 def test_examples_finished_under_other_settings_or_inputs_are_generated_again(tmp_path):

@@ -229,8 +229,10 @@ def test_concurrent_model_jobs_each_computed_on_their_own_gpu(tiny_run):
 
 
 def test_a_finished_study_has_nothing_left_to_do_with_tracking_on_or_off(tiny_run, tmp_path):
-    _, config, configfile = tiny_run
+    results, config, configfile = tiny_run
     assert planned_jobs(configfile) == {}
+    # What its model jobs kept for a retry went with the run's success (the Snakefile's onsuccess).
+    assert (results / "resume").is_dir() and not [p for p in (results / "resume").rglob("*") if p.is_file()]
     tracked = {**config, "tracking": {"backend": "mlflow"}}
     assert planned_jobs(write_study(tracked, tmp_path)) == {}
 

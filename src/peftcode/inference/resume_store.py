@@ -22,6 +22,7 @@ from importlib.metadata import version as installed
 from pathlib import Path
 
 from peftcode.jobs.cache import write_atomically
+from peftcode.jobs.preemption import mark_finished, mark_started
 from peftcode.jobs.versions import code_version
 
 # The fewest examples a chunk: what a stopped job may lose, against a file more per chunk. A chunk is a
@@ -47,6 +48,7 @@ class ResumeStore:
         if self.folder.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != digest):
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        mark_started(self.folder)
         write_atomically(key_file, json.dumps(digest))
 
     def _chunk(self, stage: str, first: int) -> Path:
@@ -76,9 +78,9 @@ class ResumeStore:
         return candidates
 
     def finish(self) -> None:
-        """The job's outputs are written: its chunks are no longer needed."""
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        """The job's outputs are written: its chunks are kept, marked finished, until the study's run ends
+        (:mod:`peftcode.jobs.preemption`), for a retry of a job SLURM marked TIMEOUT after it finished."""
+        mark_finished(self.folder)
 
 
 def generation_key(

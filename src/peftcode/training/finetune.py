@@ -32,7 +32,7 @@ from peftcode.hardware.memory import JobMeter, parameter_counts, weight_footprin
 from peftcode.hardware.placement import job_device
 from peftcode.hardware.precision import Precision
 from peftcode.hardware.precision import resolve as resolve_precision
-from peftcode.jobs.preemption import Preempted, PreemptionWatch
+from peftcode.jobs.preemption import Preempted, PreemptionWatch, mark_finished, mark_started
 from peftcode.models.checkpoints import load_checkpoint, model_commit, read_manifest, write_manifest
 from peftcode.models.export import make_portable
 from peftcode.models.probe import PROBE_FILE, write_probe
@@ -147,19 +147,21 @@ def finetune(
 
     With ``resume_dir`` (outside the job's outputs, which Snakemake deletes before a rerun), the run saves
     its whole state there at every validation, and a run killed by SIGKILL or preemption continues from
-    the last one: same step counter, parameters, optimizer, schedule, data order and random state.
+    the last one: same step counter, parameters, optimizer, schedule, data order and random state. A
+    finished run leaves its last save there, marked finished, for a retry of a job SLURM marked TIMEOUT
+    after it finished (:mod:`peftcode.jobs.preemption`).
     """
     meter = JobMeter()
     training = set_up(model_dir, data_dir, settings, threads, gpus, gpu_memory_gb)
     resume_dir = Path(resume_dir) if resume_dir else None
+    mark_started(resume_dir)
     progress = start_or_resume(training, resume_dir, on_log_row)
     train_steps(training, progress, resume_dir, meter, on_log_row)
     save_checkpoint(training, progress, model_dir, out_dir)
     pd.DataFrame(progress.log).to_csv(log_path, index=False)
     record = write_record(training, progress, model_dir, cost_path, meter)
     make_portable(out_dir, model_dir, training.tokenizer, settings, record, Path(data_dir).name)
-    if resume_dir:
-        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
+    mark_finished(resume_dir)  # its last save kept until the study's run ends (jobs.preemption)
     return record
 
 
