@@ -148,12 +148,13 @@ def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 600)
     """The id of the running SLURM job of ``rule`` on ``dataset``, once ``ready()`` says it made progress."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = [
+        # ready() first: a file's existence costs nothing, the controller's job list a process.
+        running = ready() and [
             j
             for j in submitted_jobs(cluster)
             if j["rule"] == rule and dataset in j["wildcards"] and j["JobState"] == "RUNNING"
         ]
-        if running and ready():
+        if running:
             return running[0]["JobId"]
         time.sleep(0.2)
     raise AssertionError(f"no running {rule} job made progress in {timeout_s} s")
