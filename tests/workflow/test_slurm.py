@@ -197,9 +197,9 @@ def runs(cluster, tmp_path_factory):
       stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples;
     - "timed-out": a fine-tune of about 100 s on a busy machine given a time limit of one minute (no margin
       over a tiny estimate), up to its end. SLURM enforces limits every 30 s, so the first attempt is
-      stopped after 60 to 90 s; the retry's two minutes hold what is left with room to spare: a retry that
-      ends past its own limit is marked TIMEOUT even though it finished, and is run again from the start
-      (a finished fine-tune keeps no state to resume)."""
+      stopped after 60 to 90 s, and the retry's two minutes usually hold what is left. A retry that ends
+      past its own limit is marked TIMEOUT even though it finished; the next one resumes from the state the
+      finished run kept (peftcode.jobs.preemption)."""
     base = tmp_path_factory.mktemp("study")
     config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style")
     configfile = write_study(config, base)
