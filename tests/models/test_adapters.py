@@ -10,7 +10,7 @@ import torch
 
 from peftcode.models.adapters import AdapterError, base_mismatch, check_base_weights
 from peftcode.study.settings import ModelSettings
-from tests.helpers import REPO, read_yaml
+from tests.helpers import REPO, prepared_tokenizer, read_yaml
 from tests.hub_server import LocalHub
 from tests.study_runs import snakemake, write_study
 
@@ -103,14 +103,14 @@ def test_a_mismatched_base_stops_the_dry_run_with_one_line(tmp_path):
 
 
 @pytest.mark.slow(minutes=1)  # two studies
-def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_trained_it(tmp_path):
+def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_trained_it(tmp_path, tiny_llama):
     results = tmp_path / "results"
-    trained = lora_study(results)
+    trained = prepared_tokenizer(lora_study(results), tiny_llama)
     trained["publish"] = {
         "namespace": "lab",
         "cells": [{"model": "tiny-llama", "variant": "lora", "dataset": "conala-style"}],
     }
-    evaluated = lora_study(results)
+    evaluated = prepared_tokenizer(lora_study(results), tiny_llama)
     evaluated["methods"] = {
         "lab-lora": {"kind": "adapter", "source": {"hub": "lab/tiny-llama-lora-conala-style"}}
     }
@@ -145,13 +145,15 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
     assert memory["checkpoint_probe_agreement"] == 1.0
 
 
-def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_weights(tmp_path):
+def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_weights(tmp_path, tiny_llama):
+    import shutil
+
     from peftcode.models.checkpoints import load_checkpoint
     from peftcode.models.export import base_reference
     from peftcode.models.prepare_model import prepare_model
 
     built = tmp_path / "built"
-    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)
+    shutil.copytree(tiny_llama, built)
     local = {"source": {"path": str(built)}, "family": "causal", "pretrained": False}
     manifest = prepare_model(ModelSettings(**local), tmp_path / "prepared")
     # No copy: the prepared folder holds the manifest alone, which names the directory and its weights.

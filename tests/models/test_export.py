@@ -20,9 +20,9 @@ PROMPT = causal_prompt("sort list `l` in reverse order")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, tiny_llama):
     folder = tmp_path_factory.mktemp("export")
-    return tiny_workspace(folder, {"train": 8, "validation": 2, "test": 2}), folder
+    return tiny_workspace(folder, {"train": 8, "validation": 2, "test": 2}, tiny_llama), folder
 
 
 def greedy(model, tokenizer, **kwargs) -> list[int]:

@@ -37,8 +37,8 @@ print(json.dumps({
 """
 
 
-def test_a_published_adapter_comes_back_as_it_went_and_a_rerun_uploads_nothing(tmp_path):
-    study = tiny_workspace(tmp_path, {"train": 8, "validation": 2, "test": 2})
+def test_a_published_adapter_comes_back_as_it_went_and_a_rerun_uploads_nothing(tmp_path, tiny_llama):
+    study = tiny_workspace(tmp_path, {"train": 8, "validation": 2, "test": 2}, tiny_llama)
     settings = replace(study.train_settings("tiny-llama", "lora", "conala-style"), batch_size=4)
     checkpoint = tmp_path / "checkpoint"
     finetune(

@@ -13,13 +13,12 @@ import pytest
 
 import peftcode.planning.plan as planner
 from peftcode.data.prepare_data import prepare_data
-from peftcode.models.prepare_model import prepare_model
 from peftcode.planning.estimates import finetune_peak, inference_peak, per_gpu_peak
 from peftcode.planning.shapes import Shape, model_fields, shape_of_config
 from peftcode.study.config import Study
 from peftcode.study.settings import TrainSettings
 from peftcode.study.validation import ConfigError, validate_config
-from tests.helpers import REPO, SCHEMA, SMOLLM2, decoding, paper_fields, read_yaml
+from tests.helpers import REPO, SCHEMA, SMOLLM2, THREADS, decoding, paper_fields, read_yaml
 
 PAPER = read_yaml(REPO / "studies" / "paper.yaml")
 
@@ -142,7 +141,7 @@ def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
         "model, data, out, settings = sys.argv[1:]\n"
         "finetune(model, data, out + '/c', out + '/log.csv', out + '/cost.json',\n"
         "         pickle.loads(bytes.fromhex(settings)),\n"
-        "         threads=2)"
+        f"         threads={THREADS})"
     )
     # A fixed mmap threshold, so that the resident peak is live memory (see benchmarks/bench_plan.py).
     subprocess.run(
@@ -178,8 +177,7 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(
     if model == "smollm2":
         base = request.getfixturevalue("smollm2")[0]
     else:
-        base = tmp_path / "model"
-        prepare_model(study.model_settings(model), base)
+        base = request.getfixturevalue("tiny_llama")
     data = replace(study.data_settings("conala-style"), limit={"train": 16, "validation": 4, "test": 2})
     prepare_data(data, tmp_path / "data")
     settings = replace(study.train_settings(model, method, "conala-style"), precision=precision, batch_size=8)

@@ -6,7 +6,6 @@ import torch
 
 from peftcode.data.prompts import collate
 from peftcode.models.checkpoints import load_checkpoint
-from peftcode.models.prepare_model import prepare_model
 from peftcode.models.quantize_model import quantize_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
@@ -23,13 +22,10 @@ EXAMPLES = pd.DataFrame(
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_llama):
     config = read_yaml(REPO / "tests" / "tiny.yaml")
     config["study"][0]["methods"] = list(config["methods"])
-    config = validate_config(config, SCHEMA)
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    prepare_model(Study(config).model_settings("tiny-llama"), folder)
-    return Study(config), folder
+    return Study(validate_config(config, SCHEMA)), tiny_llama
 
 
 @pytest.mark.parametrize("method", ["full-ft", "lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-4bit"])

@@ -21,7 +21,6 @@ from peftcode.data.prompts import (
 )
 from peftcode.hardware.precision import resolve
 from peftcode.models.checkpoints import load_checkpoint
-from peftcode.models.prepare_model import prepare_model
 from peftcode.study.config import Study
 from peftcode.study.validation import validate_config
 from peftcode.training import finetune, steps
@@ -76,13 +75,8 @@ def test_a_seq2seq_source_is_the_tokenizers_own_encoding(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    config = read_yaml(REPO / "tests" / "tiny.yaml")
-    config = validate_config(config, SCHEMA)
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    study = Study(config)
-    prepare_model(study.model_settings("tiny-llama"), folder)
-    return study, folder
+def tiny(tiny_llama):
+    return Study(validate_config(read_yaml(REPO / "tests" / "tiny.yaml"), SCHEMA)), tiny_llama
 
 
 EXAMPLES = pd.DataFrame({"intent": ["sort list `l`", "open file `f`"], "code": ["sorted(l)", "open(f)"]})

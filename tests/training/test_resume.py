@@ -41,9 +41,9 @@ job.finetune(model, data, out + "/ckpt", out + "/log.csv", out + "/cost.json", s
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, tiny_llama):
     folder = tmp_path_factory.mktemp("resume")
-    study = tiny_workspace(folder, {"train": 24, "validation": 4, "test": 2})
+    study = tiny_workspace(folder, {"train": 24, "validation": 4, "test": 2}, tiny_llama)
     # A validation, and so a saved state, after every step.
     settings = replace(
         study.train_settings("tiny-llama", "lora", "conala-style"), batch_size=2, evals_per_epoch=12
@@ -155,9 +155,9 @@ job.infer(model, None, data, out + "/generations.parquet", out + "/cost.json",
 """
 
 
-def test_a_stopped_inference_resumes_with_the_examples_it_had_not_finished(tmp_path):
+def test_a_stopped_inference_resumes_with_the_examples_it_had_not_finished(tmp_path, tiny_llama):
     folder = tmp_path / "workspace"
-    tiny_workspace(folder, {"train": 8, "validation": 4, "test": 40})  # two chunks of examples
+    tiny_workspace(folder, {"train": 8, "validation": 4, "test": 40}, tiny_llama)  # two chunks of examples
     data = folder / "conala-style"
     # Beam search and pass@k's draws, each from examples' own random streams.
     settings = decoding(

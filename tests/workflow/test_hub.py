@@ -47,14 +47,11 @@ def jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def build_repositories(folder: Path) -> Path:
-    """The hub's repositories, in the real repositories' layouts and formats."""
+def build_repositories(folder: Path, built: Path) -> Path:
+    """The hub's repositories, in the real repositories' layouts and formats; the models' weights and
+    tokenizer are those of ``built`` (the tiny study's model, the ``tiny_llama`` fixture)."""
     from peftcode.models.checkpoints import MANIFEST
-    from peftcode.models.prepare_model import prepare_model
-    from peftcode.study.settings import ModelSettings
 
-    built = folder / "built"
-    prepare_model(ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]), built)
     model = folder / "repos" / "models" / MODEL
     shutil.copytree(built, model, ignore=shutil.ignore_patterns(MANIFEST))
     remote = folder / "repos" / "models" / REMOTE_CODE_MODEL
@@ -99,8 +96,8 @@ def build_repositories(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def repositories(tmp_path_factory):
-    return build_repositories(tmp_path_factory.mktemp("hub"))
+def repositories(tmp_path_factory, tiny_llama):
+    return build_repositories(tmp_path_factory.mktemp("hub"), tiny_llama)
 
 
 def pointed_at(hub: LocalHub, folder: Path) -> dict[str, str]:

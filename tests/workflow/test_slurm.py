@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, read_yaml
+from tests.helpers import REPO, THREADS, prepared_tokenizer, read_yaml
 from tests.slurm_cluster import SlurmCluster, missing_programs
 from tests.study_runs import SNAKEMAKE, planned_jobs, write_study
 
@@ -172,24 +172,24 @@ def submitted(cluster, configfile: Path, *args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def tiny_study(folder: Path, resources: dict, method: str, dataset: str) -> dict:
-    config = read_yaml(REPO / "tests" / "tiny.yaml")
+def tiny_study(folder: Path, resources: dict, method: str, dataset: str, model: Path) -> dict:
+    config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), model)
     config["results"] = str(folder / "results")
     config["resources"] = resources
     config["study"] = [{"models": ["tiny-llama"], "methods": [method], "datasets": [dataset]}]
     return config
 
 
-def lora_study(folder: Path, resources: dict, dataset: dict, epochs: int) -> Path:
+def lora_study(folder: Path, resources: dict, dataset: dict, epochs: int, model: Path) -> Path:
     """The tiny study's LoRA cell on a dataset of conala-style's rows named after ``folder``."""
-    config = tiny_study(folder, resources, "lora", folder.name)
+    config = tiny_study(folder, resources, "lora", folder.name, model)
     config["datasets"] = {folder.name: {**config["datasets"]["conala-style"], **dataset}}
     config["methods"] = {"lora": {"kind": "lora", "lr": 1.0e-2, "epochs": epochs}}
     return write_study(config, folder)
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory):
+def runs(cluster, tmp_path_factory, tiny_llama):
     """Three studies at once on the cluster's two GPUs (their jobs queue for its cores):
     - "study": the tiny study's QLoRA cell (see ``slurm_run``);
     - "preempted": a fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
@@ -201,7 +201,7 @@ def runs(cluster, tmp_path_factory):
       past its own limit is marked TIMEOUT even though it finished; the next one resumes from the state the
       finished run kept (peftcode.jobs.preemption)."""
     base = tmp_path_factory.mktemp("study")
-    config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style")
+    config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style", tiny_llama)
     configfile = write_study(config, base)
     planned = planned_jobs(configfile)
     preempted, timed_out = tmp_path_factory.mktemp("preempted"), tmp_path_factory.mktemp("timed-out")
@@ -213,10 +213,10 @@ def runs(cluster, tmp_path_factory):
     short_limit = {"gpu": 1, "runtime_margin_min": 0, "throughput_tflops": 1000.0}
     started = {
         "timed-out": submitted(
-            cluster, lora_study(timed_out, short_limit, {"limit": {**everything, "test": 4}}, 60),
+            cluster, lora_study(timed_out, short_limit, {"limit": {**everything, "test": 4}}, 60, tiny_llama),
             "--until", "finetune",
         ),
-        "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 6)),
+        "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 6, tiny_llama)),
         "study": submitted(cluster, configfile),
     }  # fmt: skip
     try:
@@ -270,7 +270,7 @@ def test_an_inference_stopped_by_sigterm_resumes_and_generates_what_an_uninterru
     settings = Plan(Study(validate_config(read_yaml(folder / "study.yaml")))).infer_settings(*cell)
     adapter = results / "finetune" / "tiny-llama" / "lora" / folder.name / "checkpoint"
     reference = infer(results / "models" / "tiny-llama", adapter, results / "data" / folder.name,
-                      tmp_path / "g.parquet", tmp_path / "m.json", settings, threads=2)  # fmt: skip
+                      tmp_path / "g.parquet", tmp_path / "m.json", settings, threads=THREADS)  # fmt: skip
     pd.testing.assert_frame_equal(pd.read_parquet(generations), reference)
 
 
