@@ -51,9 +51,10 @@ study: $(INSTALLED) sandbox-tools
 test: lint sandbox-tools
 	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder
 
-# The fast tier: every module's unit tests, without the whole studies and real-model runs (marked slow).
+# The fast tier: every module's unit tests, without the whole studies and real-model runs (marked slow). Its
+# module-wide fixtures are cheap, so tests go to whichever worker is free (the workers end together).
 test-fast: $(INSTALLED) sandbox-tools
-	$(PYTHON) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(PYTHON) -m pytest -q -n $(CORES) --dist worksteal -m "not slow"
 
 # Python style, the workflow's own lints (snakemake --lint) and its formatting (snakefmt).
 lint: $(INSTALLED)
