@@ -145,6 +145,7 @@ def test_a_published_adapter_evaluated_by_its_hub_id_scores_as_the_cell_that_tra
     assert memory["checkpoint_probe_agreement"] == 1.0
 
 
+@pytest.mark.slow(minutes=0.2)  # the study's prepare_model job, run by snakemake
 def test_a_local_model_directory_is_used_where_it_is_and_an_adapter_checks_its_weights(tmp_path, tiny_llama):
     import shutil
 
