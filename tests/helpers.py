@@ -18,7 +18,7 @@ def worker_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) // workers)
 
 
-# The threads a test hands to a fine-tune or an inference it runs itself.
+# A test's fine-tunes and inferences take the worker's share, not the job's default of every core.
 THREADS = worker_threads()
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

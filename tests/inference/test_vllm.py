@@ -62,10 +62,9 @@ def cell_settings(dataset: str, engine: str, **changes):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """The default study's CoNaLa-style (4 train, 4 validation, 8 test rows: a fine-tune of one step) and 6
-    HumanEval problems."""
+    """The default study's CoNaLa-style (8 train, 4 validation, 8 test rows) and 6 HumanEval problems."""
     folder = tmp_path_factory.mktemp("data")
-    limits = {"conala-style": {"train": 4, "validation": 4, "test": 8}, "humaneval": {"test": 6}}
+    limits = {"conala-style": {"train": 8, "validation": 4, "test": 8}, "humaneval": {"test": 6}}
     for dataset, limit in limits.items():
         prepare_data(replace(STUDY.data_settings(dataset), limit=limit), folder / dataset)
     return folder
