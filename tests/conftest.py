@@ -52,40 +52,32 @@ def tokenizer(tiny_llama):
     return AutoTokenizer.from_pretrained(tiny_llama)
 
 
-def shared_folder(tmp_path_factory):
-    """A folder the test workers of one run share (the run's, above each worker's own)."""
+def prepared_once(tmp_path_factory, name: str, settings: dict) -> tuple:
+    """The model of ``settings`` prepared by the first test worker of a run that asks for it, in the run's
+    folder above each worker's own (the others wait on its lock): its directory and manifest, which
+    prepare_model writes last."""
+    from peftcode.models.checkpoints import MANIFEST, read_manifest
+    from peftcode.models.prepare_model import prepare_model
+    from peftcode.study.settings import ModelSettings
+
     shared = tmp_path_factory.getbasetemp()
-    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+    folder = (shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared) / name
+    with FileLock(f"{folder}.lock"):
+        if (folder / "model" / MANIFEST).exists():
+            return folder / "model", read_manifest(folder / "model")
+        return folder / "model", prepare_model(ModelSettings(**settings), folder / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     """The tiny study's model (tests/tiny.yaml), prepared once for the tests that load it or copy it: its
-    tokenizer comes from SmolLM2's GGUF file, which takes seconds to read. The test workers share it."""
-    from peftcode.models.prepare_model import prepare_model
-    from peftcode.study.settings import ModelSettings
-
-    folder = shared_folder(tmp_path_factory) / "tiny-llama"
-    with FileLock(f"{folder}.lock"):
-        if not (folder / "done").exists():
-            prepare_model(
-                ModelSettings(**read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]),
-                folder / "model",
-            )
-            (folder / "done").touch()
-    return folder / "model"
+    tokenizer comes from SmolLM2's GGUF file, which takes seconds to read."""
+    settings = read_yaml(REPO / "tests" / "tiny.yaml")["models"]["tiny-llama"]
+    return prepared_once(tmp_path_factory, "tiny-llama", settings)[0]
 
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory):
     """SmolLM2-135M-Instruct converted from its GGUF file to a checkpoint, once for every test that uses
-    it (the conversion takes half a minute): the test workers of one run share it."""
-    from peftcode.models.checkpoints import MANIFEST, read_manifest
-    from peftcode.models.prepare_model import prepare_model
-    from peftcode.study.settings import ModelSettings
-
-    folder = shared_folder(tmp_path_factory) / "smollm2"
-    with FileLock(f"{folder}.lock"):
-        if (folder / "model" / MANIFEST).exists():
-            return folder / "model", read_manifest(folder / "model")
-        return folder / "model", prepare_model(ModelSettings(**SMOLLM2), folder / "model")
+    it (the conversion takes half a minute)."""
+    return prepared_once(tmp_path_factory, "smollm2", SMOLLM2)
