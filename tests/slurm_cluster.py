@@ -1,10 +1,11 @@
 """A real single-node SLURM cluster for the tests: munged, slurmctld and slurmd on localhost, every file
 under one folder, the daemons started in the background and stopped by PID.
 
-The node advertises two GPUs whose "device files" are empty files, so that SLURM schedules ``--gpus``
-requests (a GPU job waits for a free GPU, and sees only its own through CUDA_VISIBLE_DEVICES) on a machine
-without one. Accounting is off, so jobs stay
-visible to ``squeue`` and ``scontrol`` for a day (MinJobAge) instead of going to ``sacct``.
+The node advertises three GPUs (one for each study the SLURM test runs at once) whose "device files" are
+empty files, so that SLURM schedules ``--gpus`` requests (a GPU job waits for a free GPU, and sees only its
+own through CUDA_VISIBLE_DEVICES) on a machine without one, and a CPU more than the machine has: the
+time-limit test's frozen job holds one without using it. Accounting is off, so jobs stay visible to
+``squeue`` and ``scontrol`` for a day (MinJobAge) instead of going to ``sacct``.
 
 The configuration is linked from SLURM's default path, /etc/slurm/slurm.conf, for as long as the cluster
 runs: the SLURM plugin's job steps call ``srun`` with every SLURM_* variable but a few removed, SLURM_CONF
@@ -24,7 +25,8 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo")
-NODE_GPUS = 2
+NODE_GPUS = 3
+NODE_CPUS = (os.cpu_count() or 1) + 1
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 
 
@@ -100,7 +102,8 @@ SlurmdLogFile={self.root}/log/slurmd.log
 MinJobAge=86400
 ReturnToService=2
 DefMemPerCPU=1000
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={_node_memory_mb()} \
+SlurmdParameters=config_overrides
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={_node_memory_mb()} \
 Gres=gpu:{NODE_GPUS} State=UNKNOWN
 PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """

@@ -174,9 +174,8 @@ def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoint
 
 
 def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
-    """A LoRA fine-tune and the base model, decoded by vLLM, beside the same LoRA decoded by ours: the plan
-    and the results table say which engine decoded each cell (HumanEval's through vLLM: see the tests
-    above)."""
+    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
+    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
     config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
     config["results"] = str(tmp_path / "results")
     # vLLM's CPU attention takes heads of 32 dimensions and more.
@@ -185,12 +184,11 @@ def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_ll
     config["methods"] = {
         "lora": {"kind": "lora", "lr": 1.0e-2},
         "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
-        "zero-shot": {"kind": "icl", "shots": [0], "engine": "vllm"},
     }
     config["study"] = [
         {
             "models": ["tiny-llama"],
-            "methods": ["lora", "lora-vllm", "zero-shot"],
+            "methods": ["lora", "lora-vllm"],
             "datasets": ["conala-style"],
         }
     ]
@@ -209,7 +207,6 @@ def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_ll
         == {
             ("lora", "conala-style"): "ours",
             ("lora-vllm", "conala-style"): "vllm",
-            ("zero-shot-0shot", "conala-style"): "vllm",
         }
     )
     assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]

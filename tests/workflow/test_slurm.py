@@ -7,6 +7,7 @@ reason in the summary (pytest runs with -rs).
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from tests.helpers import REPO, THREADS, prepared_tokenizer, read_yaml
 from tests.slurm_cluster import SlurmCluster, missing_programs
 from tests.study_runs import SNAKEMAKE, planned_jobs, write_study
 
-pytestmark = pytest.mark.slow(minutes=8)  # the tiny study on a SLURM cluster started for it
+pytestmark = pytest.mark.slow(minutes=4)  # three small studies on a SLURM cluster started for them
 
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"quantize_model", "finetune", "infer"}
@@ -144,20 +145,49 @@ def test_jobs_on_compute_nodes_read_the_hub_cache_only(slurm_run):
     assert offline not in prepared.read_text()
 
 
-def running_job(cluster, rule: str, dataset: str, ready, timeout_s: float = 600) -> str:
-    """The id of the running SLURM job of ``rule`` on ``dataset``, once ``ready()`` says it made progress."""
+def act_on_running_jobs(cluster, steps: dict[str, list[tuple]], timeout_s: float = 600) -> None:
+    """For each dataset, its steps in order: ``(rule, ready, act)`` calls ``act(job id)`` once the running
+    SLURM job of ``rule`` on the dataset made progress (``ready()``). The datasets' steps are taken as their
+    jobs get there, whichever first: their studies run side by side."""
+    steps = {dataset: list(queue) for dataset, queue in steps.items()}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while any(steps.values()):
+        if time.monotonic() > deadline:
+            left = {dataset: [rule for rule, *_ in queue] for dataset, queue in steps.items() if queue}
+            raise AssertionError(f"no running job made progress in {timeout_s} s: {left}")
         # ready() first: a file's existence costs nothing, the controller's job list a process.
-        running = ready() and [
-            j
-            for j in submitted_jobs(cluster)
-            if j["rule"] == rule and dataset in j["wildcards"] and j["JobState"] == "RUNNING"
-        ]
-        if running:
-            return running[0]["JobId"]
+        ready = [dataset for dataset, queue in steps.items() if queue and queue[0][1]()]
+        running = [j for j in submitted_jobs(cluster) if j["JobState"] == "RUNNING"] if ready else []
+        for dataset in ready:
+            rule, _, act = steps[dataset][0]
+            found = [j["JobId"] for j in running if j["rule"] == rule and dataset in j["wildcards"]]
+            if found:
+                act(found[0])
+                steps[dataset].pop(0)
         time.sleep(0.2)
-    raise AssertionError(f"no running {rule} job made progress in {timeout_s} s")
+
+
+def job_processes(job: str) -> list[int]:
+    """The processes of a running SLURM job: those whose environment names it (slurmstepd gives the batch
+    script SLURM_JOB_ID, and what it starts inherits it)."""
+    marker = f"SLURM_JOB_ID={job}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:  # ended since, or not ours to read
+            continue
+    return pids
+
+
+def frozen(job: str) -> None:
+    """Stops every process of a running job (SIGSTOP): its time runs on as a long job's does, without taking
+    the CPU. At its time limit SLURM continues it and sends SIGTERM (seen with Debian's slurm-wlm 22.05);
+    were it not continued, SIGKILL would end it and its retry would resume from the state its validation
+    saved."""
+    for pid in job_processes(job):
+        os.kill(pid, signal.SIGSTOP)
 
 
 def submitted(cluster, configfile: Path, *args: str) -> subprocess.Popen:
@@ -190,43 +220,57 @@ def lora_study(folder: Path, resources: dict, dataset: dict, epochs: int, model:
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory, tiny_llama):
-    """Three studies at once on the cluster's two GPUs (their jobs queue for its cores):
+    """Three studies at once, a GPU each (their jobs share the machine's cores):
     - "study": the tiny study's QLoRA cell (see ``slurm_run``);
     - "preempted": a fine-tune and an inference each stopped mid-run by SIGTERM, as SLURM's time limits and
       preemptions stop them (scancel --signal=TERM here), and retried by the profile; long enough to be
-      stopped mid-run: many fine-tuning steps, and a test set of nine chunks of examples;
-    - "timed-out": a fine-tune of about 100 s on a busy machine given a time limit of one minute (no margin
-      over a tiny estimate), up to its end. SLURM enforces limits every 30 s, so the first attempt is
-      stopped after 60 to 90 s, and the retry's two minutes usually hold what is left. A retry that ends
-      past its own limit is marked TIMEOUT even though it finished; the next one resumes from the state the
-      finished run kept (peftcode.jobs.preemption)."""
+      stopped mid-run: many fine-tuning steps, and a test set of five chunks of examples;
+    - "timed-out": a fine-tune given a time limit of one minute (no margin over a tiny estimate), up to its
+      end. Once it has saved its first validation's state it is frozen (``frozen``), so that it outlives its
+      limit as a long job would, without taking the CPU; SLURM enforces limits every 30 s, so it is stopped
+      after 60 to 90 s, and its retry, given two minutes, resumes and finishes the few seconds left."""
     base = tmp_path_factory.mktemp("study")
     config = tiny_study(base, {"gpu": 1}, "qlora-4bit", "mbpp-style", tiny_llama)
     configfile = write_study(config, base)
     planned = planned_jobs(configfile)
     preempted, timed_out = tmp_path_factory.mktemp("preempted"), tmp_path_factory.mktemp("timed-out")
-    everything = {"train": 287, "validation": 8, "test": 287}
     long_test = {
         "splits": {"train": "train", "validation": "validation", "test": "train"},
-        "limit": everything,
+        "limit": {"train": 287, "validation": 8, "test": 160},
     }
     short_limit = {"gpu": 1, "runtime_margin_min": 0, "throughput_tflops": 1000.0}
+    few_tests = {"limit": {**long_test["limit"], "test": 4}}
     started = {
         "timed-out": submitted(
-            cluster, lora_study(timed_out, short_limit, {"limit": {**everything, "test": 4}}, 60, tiny_llama),
-            "--until", "finetune",
+            cluster, lora_study(timed_out, short_limit, few_tests, 6, tiny_llama), "--until", "finetune"
         ),
         "preempted": submitted(cluster, lora_study(preempted, {"gpu": 1}, long_test, 6, tiny_llama)),
         "study": submitted(cluster, configfile),
     }  # fmt: skip
+
+    def resume_state(folder: Path, job: str) -> Path:
+        return folder / "results" / "resume" / job / "tiny-llama" / "lora" / folder.name
+
+    def stopped(job: str) -> None:
+        cluster.run("scancel", "--signal=TERM", job)
+
+    def saved(folder: Path):
+        return (resume_state(folder, "finetune") / "resume.pt").exists
+
+    def decoded_a_chunk() -> bool:
+        return any(resume_state(preempted, "infer").glob("candidates-*.json"))
+
     try:
-        results = preempted / "results"
-        saved = results / "resume" / "finetune" / "tiny-llama" / "lora" / preempted.name / "resume.pt"
-        job = running_job(cluster, "finetune", preempted.name, saved.exists)
-        cluster.run("scancel", "--signal=TERM", job)
-        chunks = results / "resume" / "infer" / "tiny-llama" / "lora" / preempted.name
-        job = running_job(cluster, "infer", preempted.name, lambda: any(chunks.glob("candidates-*.json")))
-        cluster.run("scancel", "--signal=TERM", job)
+        act_on_running_jobs(
+            cluster,
+            {
+                preempted.name: [
+                    ("finetune", saved(preempted), stopped),
+                    ("infer", decoded_a_chunk, stopped),
+                ],
+                timed_out.name: [("finetune", saved(timed_out), frozen)],
+            },
+        )
         outputs = {name: run.communicate(timeout=900)[0] for name, run in started.items()}
     finally:
         for run in started.values():
