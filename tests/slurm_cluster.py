@@ -25,6 +25,7 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo")
+CLUSTER_NAME = "peftcode-test"
 NODE_GPUS = 3
 NODE_CPUS = (os.cpu_count() or 1) + 1
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
@@ -74,7 +75,7 @@ class SlurmCluster:
             or subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         )
         self.conf.write_text(
-            f"""ClusterName=peftcode-test
+            f"""ClusterName={CLUSTER_NAME}
 SlurmctldHost=localhost
 SlurmUser={user}
 SlurmdUser={user}
@@ -195,6 +196,19 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
                 process.wait()
         if DEFAULT_CONF.is_symlink() and DEFAULT_CONF.readlink() == self.conf:
             DEFAULT_CONF.unlink()
+
+    def job_processes(self, job: str) -> list[int]:
+        """The processes of one of this cluster's running jobs: those whose environment names the job and the
+        cluster (slurmstepd gives the batch script both, and what it starts inherits them)."""
+        markers = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_CLUSTER_NAME={CLUSTER_NAME}".encode()}
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and markers <= set((entry / "environ").read_bytes().split(b"\0")):
+                    pids.append(int(entry.name))
+            except OSError:  # ended since, or not ours to read
+                continue
+        return pids
 
     def jobs(self) -> list[dict[str, str]]:
         """Every job the controller knows, finished ones included, as scontrol's key=value fields."""

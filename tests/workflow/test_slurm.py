@@ -167,26 +167,14 @@ def act_on_running_jobs(cluster, steps: dict[str, list[tuple]], timeout_s: float
         time.sleep(0.2)
 
 
-def job_processes(job: str) -> list[int]:
-    """The processes of a running SLURM job: those whose environment names it (slurmstepd gives the batch
-    script SLURM_JOB_ID, and what it starts inherits it)."""
-    marker = f"SLURM_JOB_ID={job}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:  # ended since, or not ours to read
-            continue
-    return pids
-
-
-def frozen(job: str) -> None:
+def frozen(cluster, job: str) -> None:
     """Stops every process of a running job (SIGSTOP): its time runs on as a long job's does, without taking
     the CPU. At its time limit SLURM continues it and sends SIGTERM (seen with Debian's slurm-wlm 22.05);
     were it not continued, SIGKILL would end it and its retry would resume from the state its validation
     saved."""
-    for pid in job_processes(job):
+    pids = cluster.job_processes(job)
+    assert pids, f"no process of SLURM job {job} to freeze"
+    for pid in pids:
         os.kill(pid, signal.SIGSTOP)
 
 
@@ -268,7 +256,7 @@ def runs(cluster, tmp_path_factory, tiny_llama):
                     ("finetune", saved(preempted), stopped),
                     ("infer", decoded_a_chunk, stopped),
                 ],
-                timed_out.name: [("finetune", saved(timed_out), frozen)],
+                timed_out.name: [("finetune", saved(timed_out), lambda job: frozen(cluster, job))],
             },
         )
         outputs = {name: run.communicate(timeout=900)[0] for name, run in started.items()}
