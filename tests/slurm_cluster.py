@@ -20,12 +20,12 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo")
-CLUSTER_NAME = "peftcode-test"
 NODE_GPUS = 3
 NODE_CPUS = (os.cpu_count() or 1) + 1
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
@@ -51,6 +51,8 @@ def _node_memory_mb() -> int:
 class SlurmCluster:
     root: Path
     partition: str
+    # A name of its own: the jobs of this cluster are told apart by it from any other's on the machine.
+    name: str = field(default_factory=lambda: f"peftcode-test-{uuid.uuid4().hex[:8]}")
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -75,7 +77,7 @@ class SlurmCluster:
             or subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         )
         self.conf.write_text(
-            f"""ClusterName={CLUSTER_NAME}
+            f"""ClusterName={self.name}
 SlurmctldHost=localhost
 SlurmUser={user}
 SlurmdUser={user}
@@ -200,7 +202,7 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
     def job_processes(self, job: str) -> list[int]:
         """The processes of one of this cluster's running jobs: those whose environment names the job and the
         cluster (slurmstepd gives the batch script both, and what it starts inherits them)."""
-        markers = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_CLUSTER_NAME={CLUSTER_NAME}".encode()}
+        markers = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_CLUSTER_NAME={self.name}".encode()}
         pids = []
         for entry in Path("/proc").iterdir():
             try:

@@ -47,3 +47,16 @@ def test_a_methods_engine_overrides_the_datasets_and_the_studys(default_config):
     assert engine("zero-shot-0shot", "humaneval") == "vllm"  # auto: greedy, on a GPU
     assert engine("prefix-tuning", "conala-style") == "ours"  # asked for, but vLLM cannot serve it
     assert engine("qlora-4bit", "conala-style") == "ours"
+
+
+def test_an_untrained_methods_engine_is_its_own_on_the_cpu_too(default_config):
+    """An ICL method asked to decode with vLLM: its cells are the base model's, which vLLM serves; the study's
+    other cells keep ours."""
+    default_config["methods"]["zero-shot"]["engine"] = "vllm"
+    study = Study(validate_config(default_config))
+
+    def engine(variant: str, dataset: str) -> str:
+        return study.configured_infer_settings("smollm2-135m", variant, dataset).engine
+
+    assert engine("zero-shot-0shot", "humaneval") == "vllm"
+    assert engine("icl-0shot", "conala-style") == "ours"
