@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo")
 NODE_GPUS = 3
@@ -202,15 +204,12 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
     def job_processes(self, job: str) -> list[int]:
         """The processes of one of this cluster's running jobs: those whose environment names the job and the
         cluster (slurmstepd gives the batch script both, and what it starts inherits them)."""
-        markers = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_CLUSTER_NAME={self.name}".encode()}
-        pids = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and markers <= set((entry / "environ").read_bytes().split(b"\0")):
-                    pids.append(int(entry.name))
-            except OSError:  # ended since, or not ours to read
-                continue
-        return pids
+        ours = {"SLURM_JOB_ID": job, "SLURM_CLUSTER_NAME": self.name}
+        return [
+            process.pid
+            for process in psutil.process_iter(["environ"])  # None where not ours to read
+            if ours.items() <= (process.info["environ"] or {}).items()
+        ]
 
     def jobs(self) -> list[dict[str, str]]:
         """Every job the controller knows, finished ones included, as scontrol's key=value fields."""
