@@ -107,6 +107,15 @@ def measure(models: list[str], precisions: list[str], methods: list[str]) -> lis
     return rows
 
 
+def cpu_kernels() -> str:
+    """Which kernels compute bf16 on this CPU: PyTorch takes oneDNN's where the CPU has AVX-512, ATen's own
+    elsewhere; the plan's CPU allowance was measured with ATen's (docs/gpu-and-clusters.md)."""
+    import torch
+
+    library = "oneDNN" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "ATen's own"
+    return f"{torch.backends.cpu.get_cpu_capability()}, bf16 by {library}"
+
+
 def paper_plans() -> list[tuple]:
     paper = yaml.safe_load((REPO / "studies" / "paper.yaml").read_text())
     plans = []
@@ -126,6 +135,7 @@ def main() -> None:
     models = [model for model in args.models.split(",") if model]
     rows = measure(models, args.precisions.split(","), args.methods.split(","))
     if rows:
+        print(f"CPU kernels: {cpu_kernels()}\n")
         print("| model | method | precision | measured (MiB) | estimated (MiB) | error |")
         print("| --- | --- | --- | --- | --- | --- |")
         for model, method, precision, own, estimate in rows:
