@@ -5,6 +5,7 @@ whole DAG to the reports."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from unittest import mock
 
 import pandas as pd
@@ -51,6 +52,52 @@ METHODS = {
         "peft": {"use_dora": True},
     },
 }
+
+
+# First in the module: it needs only the tiny model, while the other test worker may still be converting
+# SmolLM2 from its GGUF file, which every test below waits for.
+def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
+    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
+    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
+    config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
+    config["results"] = str(tmp_path / "results")
+    # vLLM's CPU attention takes heads of 32 dimensions and more.
+    build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
+    config["models"]["tiny-llama"]["source"]["build"] = build
+    config["methods"] = {
+        "lora": {"kind": "lora", "lr": 1.0e-2},
+        "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
+    }
+    config["study"] = [
+        {
+            "models": ["tiny-llama"],
+            "methods": ["lora", "lora-vllm"],
+            "datasets": ["conala-style"],
+        }
+    ]
+    configfile = write_study(config, tmp_path)
+    env = {"PEFTCODE_VLLM_PYTHON": ENGINE["python"]}
+    done = snakemake(configfile, "--cores", "2", env=env)
+    assert done.returncode == 0, done.stderr[-5000:]
+    results = tmp_path / "results"
+    engines = {
+        (row.variant, row.dataset): row.engine for row in pd.read_csv(results / "plan.csv").itertuples()
+    }
+    table = pd.read_parquet(results / "results.parquet")
+    assert (
+        {(row.variant, row.dataset): row.engine for row in table.itertuples()}
+        == engines
+        == {
+            ("lora", "conala-style"): "ours",
+            ("lora-vllm", "conala-style"): "vllm",
+        }
+    )
+    assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
+    assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
+    generations = results / "generations" / "tiny-llama"
+    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
+    assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
+    assert planned_jobs(configfile, env=env) == {}
 
 
 def cell_settings(dataset: str, engine: str, **changes):
@@ -102,11 +149,12 @@ def greedy(dataset: str, engine: str):
     return replace(settings, max_new_tokens=min(settings.max_new_tokens, 48))
 
 
-# Each checkpoint the way vLLM serves it (the base model, a checkpoint of its own, a LoRA request, an adapter
-# merged into a checkpoint), on a dataset each: HumanEval's prompts end in a code prefix, CoNaLa's do not.
+# Each fine-tune the way vLLM serves it (a checkpoint of its own, a LoRA request, an adapter merged into a
+# checkpoint), on CoNaLa; the base model's greedy case, on HumanEval, whose prompts end in a code prefix, is
+# read from the sampled runs below, which decode greedily first.
 @pytest.mark.parametrize(
     ("checkpoint", "dataset"),
-    [("base", "humaneval"), ("full-ft", "conala-style"), ("lora", "conala-style"), ("dora", "conala-style")],
+    [("full-ft", "conala-style"), ("lora", "conala-style"), ("dora", "conala-style")],
 )
 def test_greedy_generations_are_ours(checkpoints, data, tmp_path, checkpoint, dataset):
     ours = generate(checkpoints[checkpoint], data, dataset, tmp_path, greedy(dataset, "ours"))
@@ -114,8 +162,7 @@ def test_greedy_generations_are_ours(checkpoints, data, tmp_path, checkpoint, da
     assert list(theirs["candidates"].map(list)) == list(ours["candidates"].map(list))
     record = json.loads((tmp_path / f"{dataset}-vllm.json").read_text())
     assert record["engine"] == "vllm" and record["total_params"] == 134_515_008
-    if checkpoint != "base":  # the fine-tune's probe, checked through vLLM
-        assert record["checkpoint_probe_agreement"] == 1.0
+    assert record["checkpoint_probe_agreement"] == 1.0  # the fine-tune's probe, checked through vLLM
 
 
 # Batches of 2, so that the resumed inference below has chunks of 2 examples (a chunk is whole batches).
@@ -127,20 +174,33 @@ SAMPLED = {
 
 
 @pytest.fixture(scope="module")
-def sampled(checkpoints, data, tmp_path_factory) -> pd.DataFrame:
-    """The base model's greedy candidates and sampled draws on HumanEval, decoded by vLLM uninterrupted."""
-    settings = cell_settings("humaneval", "vllm", **SAMPLED)
-    return generate(checkpoints["base"], data, "humaneval", tmp_path_factory.mktemp("sampled"), settings)
+def sampled(checkpoints, data, tmp_path_factory) -> tuple[dict[str, pd.DataFrame], Path]:
+    """The base model's greedy candidates and sampled draws on HumanEval, decoded uninterrupted by each
+    engine, and the folder of their records."""
+    folder = tmp_path_factory.mktemp("sampled")
+    decoded = {
+        engine: generate(
+            checkpoints["base"], data, "humaneval", folder, cell_settings("humaneval", engine, **SAMPLED)
+        )
+        for engine in ("vllm", "ours")
+    }
+    return decoded, folder
 
 
-def test_sampled_pass_at_k_is_within_the_interval_of_ours(checkpoints, data, sampled, tmp_path):
+def test_the_base_models_greedy_generations_are_ours(sampled):
+    decoded, folder = sampled
+    ours, theirs = decoded["ours"], decoded["vllm"]
+    assert list(theirs["candidates"].map(list)) == list(ours["candidates"].map(list))
+    record = json.loads((folder / "humaneval-vllm.json").read_text())
+    assert record["engine"] == "vllm" and record["total_params"] == 134_515_008
+
+
+def test_sampled_pass_at_k_is_within_the_interval_of_ours(sampled):
     evaluation = replace(STUDY.eval_settings(), pass_k=[1, 5], bootstrap_samples=1000)
-    ours = generate(
-        checkpoints["base"], data, "humaneval", tmp_path, cell_settings("humaneval", "ours", **SAMPLED)
-    )
+    ours, theirs = sampled[0]["ours"], sampled[0]["vllm"]
     assert all(len(samples) == 5 for samples in ours["samples"])
-    assert all(len(samples) == 5 for samples in sampled["samples"])
-    ours, theirs = (execution_metrics(frame, evaluation, workers=THREADS) for frame in (ours, sampled))
+    assert all(len(samples) == 5 for samples in theirs["samples"])
+    ours, theirs = (execution_metrics(frame, evaluation, workers=THREADS) for frame in (ours, theirs))
     for k in (1, 5):
         assert ours[f"pass@{k}_ci_low"] <= theirs[f"pass@{k}"] <= ours[f"pass@{k}_ci_high"], (k, ours, theirs)
 
@@ -170,48 +230,4 @@ def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoint
                 run("stopped")
         resumed = run("resumed")
     assert json.loads((tmp_path / "resumed.json").read_text())["resumed_examples"] == 4
-    pd.testing.assert_frame_equal(resumed, sampled)
-
-
-def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
-    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
-    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
-    config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
-    config["results"] = str(tmp_path / "results")
-    # vLLM's CPU attention takes heads of 32 dimensions and more.
-    build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
-    config["models"]["tiny-llama"]["source"]["build"] = build
-    config["methods"] = {
-        "lora": {"kind": "lora", "lr": 1.0e-2},
-        "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
-    }
-    config["study"] = [
-        {
-            "models": ["tiny-llama"],
-            "methods": ["lora", "lora-vllm"],
-            "datasets": ["conala-style"],
-        }
-    ]
-    configfile = write_study(config, tmp_path)
-    env = {"PEFTCODE_VLLM_PYTHON": ENGINE["python"]}
-    done = snakemake(configfile, "--cores", "2", env=env)
-    assert done.returncode == 0, done.stderr[-5000:]
-    results = tmp_path / "results"
-    engines = {
-        (row.variant, row.dataset): row.engine for row in pd.read_csv(results / "plan.csv").itertuples()
-    }
-    table = pd.read_parquet(results / "results.parquet")
-    assert (
-        {(row.variant, row.dataset): row.engine for row in table.itertuples()}
-        == engines
-        == {
-            ("lora", "conala-style"): "ours",
-            ("lora-vllm", "conala-style"): "vllm",
-        }
-    )
-    assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
-    assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
-    generations = results / "generations" / "tiny-llama"
-    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
-    assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
-    assert planned_jobs(configfile, env=env) == {}
+    pd.testing.assert_frame_equal(resumed, sampled[0]["vllm"])
