@@ -17,7 +17,7 @@ from peftcode.study.settings import DataSettings
 from peftcode.training.finetune import finetune
 from tests.helpers import REPO, THREADS, decoding, generate_one_at_a_time, training
 
-pytestmark = pytest.mark.slow(minutes=5)  # real fine-tunes and decoding of SmolLM2-135M
+pytestmark = pytest.mark.slow(minutes=2)  # real fine-tunes and decoding of SmolLM2-135M
 
 GENERATION = decoding(max_new_tokens=24, stop="\n", num_beams=10, num_return_sequences=10, batch_size=8)
 

@@ -22,7 +22,7 @@ from peftcode.training.finetune import finetune
 from tests.helpers import REPO, THREADS, prepared_tokenizer, read_yaml, training
 from tests.study_runs import planned_jobs, snakemake, write_study
 
-pytestmark = pytest.mark.slow(minutes=6)  # vLLM's worker started for each inference, on a real model
+pytestmark = pytest.mark.slow(minutes=5)  # vLLM's worker started for each inference, on a real model
 
 ENGINE = vllm_environment()
 if ENGINE is None:

@@ -157,7 +157,7 @@ def measured_own_peak(model_dir, data_dir, out, settings) -> dict:
     return json.loads((out / "cost.json").read_text())
 
 
-@pytest.mark.slow(minutes=2)  # real fine-tunes, each measured in a fresh process
+@pytest.mark.slow(minutes=1)  # real fine-tunes, each measured in a fresh process
 @pytest.mark.parametrize(
     ("model", "method", "precision"),
     [

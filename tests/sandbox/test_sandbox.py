@@ -551,7 +551,7 @@ def humaneval_problems() -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
-@pytest.mark.slow(minutes=1)  # all 164 HumanEval problems
+@pytest.mark.slow(minutes=2)  # all 164 HumanEval problems
 def test_humaneval_canonical_solutions_pass_and_broken_ones_fail(workroot):
     problems = humaneval_problems()
     assert len(problems) == 164
@@ -593,7 +593,7 @@ def _interpreter_for(user: str) -> str | None:
     return None
 
 
-@pytest.mark.slow(minutes=1)  # the sandbox suite again, as another user
+@pytest.mark.slow(minutes=2)  # the sandbox suite again, as another user
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating a user to run the suite as needs root")
 def test_the_suite_holds_for_an_unprivileged_user():
     if shutil.which("useradd") is None or shutil.which("runuser") is None:

@@ -13,7 +13,7 @@ import torch
 from tests.helpers import REPO, prepared_tokenizer, read_yaml, tiny_workspace
 from tests.study_runs import snakemake, write_study
 
-pytestmark = pytest.mark.slow(minutes=2)  # the tiny study with today's PEFT methods
+pytestmark = pytest.mark.slow(minutes=1.5)  # the tiny study with today's PEFT methods
 
 LORA = {"lr": 1.0e-2, "r": 8, "alpha": 16, "dropout": 0.05}
 # Plain LoRA's cells are the tiny study's (tests/workflow/test_workflow.py); rsLoRA trains as many weights.

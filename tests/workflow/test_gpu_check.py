@@ -48,7 +48,7 @@ def number(cell: str) -> float:
     return float(cell.split()[0].rstrip("%"))
 
 
-@pytest.mark.slow(minutes=1)  # every section of the GPU check, end to end
+@pytest.mark.slow(minutes=0.3)  # every section of the GPU check, end to end
 def test_the_cpu_mode_runs_every_section_and_its_numbers_hold(tmp_path):
     out, listing = tmp_path / "gpu_check.md", tmp_path / "modules.json"
     result = subprocess.run(

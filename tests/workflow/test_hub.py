@@ -20,7 +20,7 @@ from tests.helpers import REPO, read_yaml
 from tests.hub_server import LocalHub
 from tests.study_runs import planned_jobs, snakemake, write_study
 
-pytestmark = pytest.mark.slow(minutes=2)  # the tiny study from a local hub, then offline
+pytestmark = pytest.mark.slow(minutes=1.5)  # the tiny study from a local hub, then offline
 
 MODEL = "peftcode-test/tiny-llama"
 REMOTE_CODE_MODEL = "peftcode-test/tiny-remote-code"
