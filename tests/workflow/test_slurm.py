@@ -188,9 +188,9 @@ def submitted(cluster, configfile: Path, *args: str) -> subprocess.Popen:
     """A study submitted through the profile, running in the background."""
     return subprocess.Popen(
         [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE),
-         # This cluster keeps no accounts: jobs are looked up in the controller's memory. The plugin checks
-         # 1 s after a submission and after any check that found a job ended, 10 s later each time after
-         # one that found none (docs/gpu-and-clusters.md).
+         # This cluster keeps no accounts: jobs are looked up in the controller's memory. The plugin's first
+         # status check is 1 s in, as is the next after one that found a job ended; each check that found
+         # none waits 10 s longer (docs/gpu-and-clusters.md).
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
          "--seconds-between-status-checks", "2", *args],
         cwd=REPO, env={**os.environ, "SLURM_CONF": str(cluster.conf)}, stdout=subprocess.PIPE,
