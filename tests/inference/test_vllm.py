@@ -58,7 +58,7 @@ METHODS = {
 # SmolLM2 from its GGUF file, which every test below waits for.
 def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
     """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
-    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
+    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests below)."""
     config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
     config["results"] = str(tmp_path / "results")
     # vLLM's CPU attention takes heads of 32 dimensions and more.
