@@ -146,8 +146,8 @@ def test_a_bf16_lora_fine_tune_matches_fp32_in_half_the_weights(smollm2, tmp_pat
     assert bf16["best_val_loss"] < bf16["initial_val_loss"]  # it trains
     assert 0.49 < bf16["weight_footprint_mb"] / fp32["weight_footprint_mb"] < 0.52
     final = [log["val_loss"].dropna().iloc[-1] for log in (fp32_log, bf16_log)]
-    # Within bf16's own rounding over two steps, whichever kernels compute it: oneDNN's on a CPU with AVX-512
-    # BF16, ATen's elsewhere (benchmarks/README.md).
+    # Within bf16's own rounding over two steps, whichever kernels compute it: oneDNN's where the CPU has
+    # AVX-512, ATen's elsewhere (benchmarks/README.md).
     assert abs(final[1] - final[0]) / final[0] < 0.03, final
 
 

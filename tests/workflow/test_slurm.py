@@ -190,9 +190,8 @@ def submitted(cluster, configfile: Path, *args: str) -> subprocess.Popen:
         [*SNAKEMAKE, "--configfile", str(configfile), "--profile", str(PROFILE),
          # This cluster keeps no accounts: jobs are looked up in the controller's memory. The plugin's first
          # status check is 1 s in, as is the next after one that found a job ended; each check that found
-         # none waits 10 s longer (docs/gpu-and-clusters.md).
-         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-         "--seconds-between-status-checks", "2", *args],
+         # none waits 10 s longer (docs/gpu-and-clusters.md), whatever --seconds-between-status-checks says.
+         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", *args],
         cwd=REPO, env={**os.environ, "SLURM_CONF": str(cluster.conf)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
