@@ -54,50 +54,6 @@ METHODS = {
 }
 
 
-def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
-    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
-    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests below)."""
-    config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
-    config["results"] = str(tmp_path / "results")
-    # vLLM's CPU attention takes heads of 32 dimensions and more.
-    build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
-    config["models"]["tiny-llama"]["source"]["build"] = build
-    config["methods"] = {
-        "lora": {"kind": "lora", "lr": 1.0e-2},
-        "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
-    }
-    config["study"] = [
-        {
-            "models": ["tiny-llama"],
-            "methods": ["lora", "lora-vllm"],
-            "datasets": ["conala-style"],
-        }
-    ]
-    configfile = write_study(config, tmp_path)
-    env = {"PEFTCODE_VLLM_PYTHON": ENGINE["python"]}
-    done = snakemake(configfile, "--cores", "2", env=env)
-    assert done.returncode == 0, done.stderr[-5000:]
-    results = tmp_path / "results"
-    engines = {
-        (row.variant, row.dataset): row.engine for row in pd.read_csv(results / "plan.csv").itertuples()
-    }
-    table = pd.read_parquet(results / "results.parquet")
-    assert (
-        {(row.variant, row.dataset): row.engine for row in table.itertuples()}
-        == engines
-        == {
-            ("lora", "conala-style"): "ours",
-            ("lora-vllm", "conala-style"): "vllm",
-        }
-    )
-    assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
-    assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
-    generations = results / "generations" / "tiny-llama"
-    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
-    assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
-    assert planned_jobs(configfile, env=env) == {}
-
-
 def cell_settings(dataset: str, engine: str, **changes):
     """The default study's zero-shot settings of a dataset, in float32 (vLLM and ours alike)."""
     variant = "zero-shot-0shot" if dataset == "humaneval" else "icl-0shot"
@@ -235,3 +191,47 @@ def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoint
     assert json.loads((tmp_path / "resumed.json").read_text())["resumed_examples"] == 4
     decoded, _ = sampled
     pd.testing.assert_frame_equal(resumed, decoded["vllm"])
+
+
+def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
+    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
+    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
+    config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
+    config["results"] = str(tmp_path / "results")
+    # vLLM's CPU attention takes heads of 32 dimensions and more.
+    build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
+    config["models"]["tiny-llama"]["source"]["build"] = build
+    config["methods"] = {
+        "lora": {"kind": "lora", "lr": 1.0e-2},
+        "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
+    }
+    config["study"] = [
+        {
+            "models": ["tiny-llama"],
+            "methods": ["lora", "lora-vllm"],
+            "datasets": ["conala-style"],
+        }
+    ]
+    configfile = write_study(config, tmp_path)
+    env = {"PEFTCODE_VLLM_PYTHON": ENGINE["python"]}
+    done = snakemake(configfile, "--cores", "2", env=env)
+    assert done.returncode == 0, done.stderr[-5000:]
+    results = tmp_path / "results"
+    engines = {
+        (row.variant, row.dataset): row.engine for row in pd.read_csv(results / "plan.csv").itertuples()
+    }
+    table = pd.read_parquet(results / "results.parquet")
+    assert (
+        {(row.variant, row.dataset): row.engine for row in table.itertuples()}
+        == engines
+        == {
+            ("lora", "conala-style"): "ours",
+            ("lora-vllm", "conala-style"): "vllm",
+        }
+    )
+    assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
+    assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
+    generations = results / "generations" / "tiny-llama"
+    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
+    assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
+    assert planned_jobs(configfile, env=env) == {}
