@@ -57,6 +57,19 @@ def _width(config, *names: str, default: int | None = None) -> int:
     return default
 
 
+def uninitialised_meta_model(config, family: str):
+    """The meta-device model of ``config`` (``meta_model``) without its weights' initialisation, which on meta
+    tensors runs op by op through torch's reference implementations: most of a cold planning parse's time
+    (benchmarks/README.md), for values nobody reads."""
+    import torch
+    from transformers.initialization import no_init_weights
+
+    from peftcode.hardware.placement import meta_model
+
+    with torch.device("meta"), no_init_weights():
+        return meta_model(config, family)
+
+
 def shape_of_config(fields: dict, family: str) -> Shape:
     """The shape of a model from its config.json fields (cached on disk: a meta model of 34B parameters
     takes seconds to build)."""
@@ -68,12 +81,11 @@ def shape_of_config(fields: dict, family: str) -> Shape:
     import torch
     from transformers import AutoConfig
 
-    from peftcode.hardware.placement import meta_model
     from peftcode.inference import shared_prompt
 
     original, fields = dict(fields), dict(fields)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    model = meta_model(config, family)
+    model = uninitialised_meta_model(config, family)
     head = model.get_output_embeddings()
     embedding = model.get_input_embeddings()
     tied = head is not None and head.weight is embedding.weight
@@ -160,10 +172,8 @@ def peft_built(shape: Shape, peft_type: str, options: dict) -> PeftBuilt:
     from peft.tuners.tuners_utils import BaseTunerLayer
     from transformers import AutoConfig
 
-    from peftcode.hardware.placement import meta_model
-
     fields = dict(shape.config)
-    model = meta_model(AutoConfig.for_model(fields.pop("model_type"), **fields), shape.family)
+    model = uninitialised_meta_model(AutoConfig.for_model(fields.pop("model_type"), **fields), shape.family)
     before = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
     task = FAMILIES[shape.family].peft_task_type
     with torch.device("meta"):
