@@ -194,21 +194,22 @@ def test_a_resumed_inference_generates_what_an_uninterrupted_one_does(checkpoint
 
 
 def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_llama):
-    """A LoRA fine-tune decoded by vLLM beside the same LoRA decoded by ours: the plan and the results table
-    say which engine decoded each cell (the base model and HumanEval through vLLM: see the tests above)."""
+    """A LoRA fine-tune decoded by vLLM beside a zero-shot cell decoded by ours (no second fine-tune): the
+    plan and the results table say which engine decoded each cell (the base model and HumanEval through
+    vLLM, and vLLM's LoRA generations against ours: see the tests above)."""
     config = prepared_tokenizer(read_yaml(REPO / "tests" / "tiny.yaml"), tiny_llama)
     config["results"] = str(tmp_path / "results")
     # vLLM's CPU attention takes heads of 32 dimensions and more.
     build = {**config["models"]["tiny-llama"]["source"]["build"], "hidden_size": 64, "num_attention_heads": 2}
     config["models"]["tiny-llama"]["source"]["build"] = build
     config["methods"] = {
-        "lora": {"kind": "lora", "lr": 1.0e-2},
+        "icl": {"kind": "icl", "shots": [0]},
         "lora-vllm": {"kind": "lora", "lr": 1.0e-2, "engine": "vllm"},
     }
     config["study"] = [
         {
             "models": ["tiny-llama"],
-            "methods": ["lora", "lora-vllm"],
+            "methods": ["icl", "lora-vllm"],
             "datasets": ["conala-style"],
         }
     ]
@@ -225,13 +226,15 @@ def test_vllm_cells_run_through_the_whole_study_to_the_reports(tmp_path, tiny_ll
         {(row.variant, row.dataset): row.engine for row in table.itertuples()}
         == engines
         == {
-            ("lora", "conala-style"): "ours",
+            ("icl-0shot", "conala-style"): "ours",
             ("lora-vllm", "conala-style"): "vllm",
         }
     )
     assert json.loads((results / "engines" / "vllm.json").read_text())["python"] == ENGINE["python"]
     assert all((results / "reports" / f"rq{n}.md").stat().st_size > 0 for n in range(1, 5))
     generations = results / "generations" / "tiny-llama"
-    ours, theirs = (pd.read_parquet(generations / m / "conala-style.parquet") for m in ("lora", "lora-vllm"))
+    ours, theirs = (
+        pd.read_parquet(generations / m / "conala-style.parquet") for m in ("icl-0shot", "lora-vllm")
+    )
     assert len(theirs) == len(ours) and theirs["candidates"].map(len).eq(3).all()
     assert planned_jobs(configfile, env=env) == {}

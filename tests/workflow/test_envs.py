@@ -9,6 +9,7 @@ import ast
 import re
 import sys
 import tomllib
+from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -71,8 +72,15 @@ def job_requirements(script: Path) -> set[str]:
     for module in re.findall(r"^from peftcode\.(\w+) import", source, re.M):
         modules |= module_closure(module)
     names = third_party_imports(script).union(*(third_party_imports(module_file(m)) for m in modules))
-    distributions = packages_distributions()
+    distributions = installed_distributions()
     return {CONDA_NAMES.get(name, distribution(name, distributions[name])) for name in names}
+
+
+@cache
+def installed_distributions() -> dict[str, list[str]]:
+    """Each importable top-level name -> the distributions that provide it (a scan of every installed
+    package's metadata: half a second, so once)."""
+    return packages_distributions()
 
 
 def distribution(module: str, candidates: list[str]) -> str:
