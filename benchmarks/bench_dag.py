@@ -4,7 +4,11 @@ The dry run plans every cell's memory from the models' config.json, which it rea
 cache of the shapes in tests/fixtures/configs (the first run of each grid builds their meta models; the
 median is of the runs after it, which read the shapes from peftcode's own cache).
 
-Usage: python benchmarks/bench_dag.py [--repeats 3]
+With ``--cold``, the first dry run instead, from an empty peftcode cache, of the paper grid and of today's
+(studies/modern.yaml), where the planner builds each model's meta-device model and what PEFT builds on it:
+as it does (left uninitialised) against the same models initialised (the baseline), each in a fresh process.
+
+Usage: python benchmarks/bench_dag.py [--repeats 3] [--cold]
 """
 
 from __future__ import annotations
@@ -58,10 +62,48 @@ def dry_run_seconds(config: dict, folder: Path, env: dict[str, str]) -> tuple[fl
     return seconds, jobs
 
 
+# The baseline of --cold: the planner's meta-device models built with their weights initialised.
+INITIALISED = (
+    "import peftcode.planning.shapes as shapes\n"
+    "from peftcode.hardware.placement import meta_model\n"
+    "shapes.uninitialised_meta_model = meta_model\n"
+)
+
+
+def cold_dry_run_seconds(study: Path, folder: Path, initialised: bool) -> float:
+    """A dry run of ``study`` from an empty peftcode cache, in a fresh process."""
+    cache = tempfile.mkdtemp(dir=folder)
+    env = {**offline_configs(folder), "XDG_CACHE_HOME": cache}
+    argv = ["snakemake", "-n", "--quiet", "rules", "--configfile", str(study)]
+    run = f"import sys\nfrom snakemake.cli import main\nsys.argv = {argv!r}\nmain()"
+    code = (INITIALISED if initialised else "") + run
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, check=True, env=env)
+    return time.perf_counter() - started
+
+
+def cold(repeats: int) -> None:
+    print("| grid | initialised (baseline, s) | uninitialised (s) | speed-up |")
+    print("| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("paper", "modern"):
+            study = REPO / "studies" / f"{name}.yaml"
+            baseline, ours = (
+                statistics.median(
+                    cold_dry_run_seconds(study, Path(folder), initialised) for _ in range(repeats)
+                )
+                for initialised in (True, False)
+            )
+            print(f"| `studies/{name}.yaml` | {baseline:.1f} | {ours:.1f} | {baseline / ours:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="the first dry run, from an empty cache")
     args = parser.parse_args()
+    if args.cold:
+        return cold(args.repeats)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         env = offline_configs(Path(folder))

@@ -14,7 +14,7 @@ import pytest
 import peftcode.planning.plan as planner
 from peftcode.data.prepare_data import prepare_data
 from peftcode.planning.estimates import finetune_peak, inference_peak, per_gpu_peak
-from peftcode.planning.shapes import Shape, model_fields, shape_of_config
+from peftcode.planning.shapes import Shape, model_fields, shape_of_config, uninitialised_meta_model
 from peftcode.study.config import Study
 from peftcode.study.settings import TrainSettings
 from peftcode.study.validation import ConfigError, validate_config
@@ -46,6 +46,25 @@ def test_the_paper_models_shapes_are_their_published_sizes():
     assert sizes == pytest.approx(
         {"codegen-350m-mono": 0.357, "codet5p-770m": 0.738, "codellama-34b": 33.74}, rel=0.01
     )
+
+
+def test_the_planners_uninitialised_meta_models_are_the_meta_models_jobs_build():
+    """Left uninitialised (a cold plan's time): the same parameters on the meta device, the same tied
+    weights, and buffers of the same shapes (on the meta device too, which the plan counts, not reads)."""
+    from transformers import AutoConfig
+
+    from peftcode.hardware.placement import meta_model
+
+    for name, family in (("codegen-350m-mono", "causal"), ("codet5p-220m", "seq2seq")):
+        fields = paper_fields(name)
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        models = uninitialised_meta_model(config, family), meta_model(config, family)
+        parameters = [[(k, p.shape, p.dtype, p.device.type) for k, p in m.named_parameters()] for m in models]
+        buffers = [[(k, b.shape, b.dtype) for k, b in m.named_buffers()] for m in models]
+        assert parameters[0] == parameters[1] and parameters[0][0][3] == "meta", name
+        assert buffers[0] == buffers[1], name
+        heads = [m.get_output_embeddings().weight is m.get_input_embeddings().weight for m in models]
+        assert heads[0] == heads[1], name
 
 
 def test_estimates_order_the_methods_as_their_memory_does():
