@@ -1,8 +1,11 @@
-"""The suite's fixtures and its order: the tests marked slow first, the longest first (a slow mark says the
-minutes its module takes on 2 cores: ``pytest.mark.slow(minutes=6)``), so that the short modules fill in
-around them on the other workers instead of one long module running alone at the end. The Makefile keeps
-this order (``--no-loadscope-reorder``: pytest-xdist would otherwise order modules by their number of
-tests)."""
+"""The suite's fixtures and its order. The tests marked slow go first, the longest first (a slow mark says
+the minutes its module takes on 2 cores: ``pytest.mark.slow(minutes=6)``), so that the short modules fill in
+around them on the other workers instead of one long module running alone at the end. Ahead of them, the
+modules marked ``start=True`` begin the run side by side: the SLURM test, whose jobs mostly wait on the
+cluster (a time limit running out, the scheduler's polls), beside the tiny study's, which runs two jobs at a
+time and so takes the core the SLURM test leaves idle (vLLM's, the longest, decodes on one core: beside the
+SLURM test, a core would wait). The Makefile keeps this order (``--no-loadscope-reorder``: pytest-xdist would
+otherwise order modules by their number of tests)."""
 
 import copy
 import os
@@ -23,7 +26,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: -slow_minutes(item))
+    items.sort(key=lambda item: (not starts_the_run(item), -slow_minutes(item)))
+
+
+def starts_the_run(item) -> bool:
+    mark = item.get_closest_marker("slow")
+    return mark is not None and mark.kwargs.get("start", False)
 
 
 def slow_minutes(item) -> float:

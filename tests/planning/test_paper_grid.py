@@ -2,6 +2,8 @@
 without the network, from an empty Hugging Face cache (the models' config.json shapes ship with the
 package)."""
 
+import pytest
+
 from tests.helpers import REPO
 from tests.study_runs import job_counts, snakemake
 
@@ -30,6 +32,7 @@ def test_paper_grid_dry_run_lists_every_cell_that_fits_in_24_gb(tmp_path):
     assert counts["prepare_data"] == 2 and counts["prepare_model"] == 11
 
 
+@pytest.mark.slow(minutes=0.7)  # PEFT's layers built on every model of the grid, from a cold cache
 def test_the_modern_grid_plans_offline_with_todays_methods_as_methods_of_their_own(tmp_path):
     result = snakemake(
         REPO / "studies" / "modern.yaml", "--dry-run", "--quiet", "rules", env=offline_hub(tmp_path)

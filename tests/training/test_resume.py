@@ -56,6 +56,7 @@ def run(folder, out, settings, resume=None):
     return finetune(folder / "model", folder / "conala-style", *paths, settings, threads=1, resume_dir=resume)
 
 
+@pytest.mark.slow(minutes=0.7)  # fine-tunes, one killed mid-run in a process of its own
 def test_a_killed_finetune_resumes_from_its_last_step(workspace, tmp_path):
     folder, settings = workspace
     reference = run(folder, tmp_path / "reference", settings)
@@ -113,6 +114,7 @@ def test_state_saved_under_other_settings_is_not_resumed(workspace, tmp_path):
     assert record["resumed_from_step"] is None
 
 
+@pytest.mark.slow(minutes=0.7)  # fine-tunes, one stopped by SIGTERM mid-run
 def test_sigterm_saves_the_step_it_reached_and_the_retry_resumes_there(workspace, tmp_path):
     folder, settings = workspace
     settings = replace(settings, evals_per_epoch=2)  # validations, and so saves, at steps 6 and 12 only
@@ -155,6 +157,7 @@ job.infer(model, None, data, out + "/generations.parquet", out + "/cost.json",
 """
 
 
+@pytest.mark.slow(minutes=0.7)  # an inference slowed to be stopped mid-run
 def test_a_stopped_inference_resumes_with_the_examples_it_had_not_finished(tmp_path, tiny_llama):
     folder = tmp_path / "workspace"
     tiny_workspace(folder, {"train": 8, "validation": 4, "test": 40}, tiny_llama)  # two chunks of examples

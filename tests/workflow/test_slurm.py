@@ -20,7 +20,8 @@ from tests.helpers import REPO, THREADS, prepared_tokenizer, read_yaml
 from tests.slurm_cluster import SlurmCluster, missing_programs
 from tests.study_runs import SNAKEMAKE, planned_jobs, write_study
 
-pytestmark = pytest.mark.slow(minutes=4)  # three small studies on a SLURM cluster started for them
+# Three small studies on a SLURM cluster started for them; it starts the run (see conftest.py).
+pytestmark = pytest.mark.slow(minutes=4, start=True)
 
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"quantize_model", "finetune", "infer"}

@@ -13,7 +13,8 @@ from tests.browser import chromium, labels, landing, opened_report, render
 from tests.helpers import REPO, read_yaml
 from tests.study_runs import planned_jobs, snakemake, write_study
 
-pytestmark = pytest.mark.slow(minutes=4)  # the whole tiny study, then its reruns and reports
+# The whole tiny study, then its reruns and reports; beside the SLURM test at the start (see conftest.py).
+pytestmark = pytest.mark.slow(minutes=4, start=True)
 
 PEFT_METHODS = ("lora", "ia3", "prompt-tuning", "prefix-tuning", "qlora-4bit")
 TRAINED = ("full-ft", *PEFT_METHODS)
