@@ -1,7 +1,9 @@
-"""A job's fixed start-up cost: the wall time from a fresh interpreter to the job's module imported, as each
-job script does it, against the same job importing what it imported before issue 28 (bitsandbytes in every
-model job, through PEFT; the datasets library in every data job). Each in a fresh process, median of
-``--repeats``; and the slowest imports of a LoRA fine-tune (python -X importtime).
+"""A job's fixed start-up cost: the wall time from a fresh interpreter to the job's module imported and its
+work about to begin, as each job script does it, against the same job importing what it imported before
+issue 28 (bitsandbytes in every model job, through PEFT; the datasets library in every data job), and a model
+job against the same start with the garbage collector running through its imports (as before issue 35:
+peftcode.jobs.startup). Each in a fresh process, median of ``--repeats``; and the slowest imports of a LoRA
+fine-tune (python -X importtime).
 
 Usage: python benchmarks/bench_startup.py [--repeats 5]
 """
@@ -21,22 +23,27 @@ PRELUDE = (
     "from peftcode.jobs.logs import log_to\nfrom peftcode.hardware.devices import claim_gpus, job_compute\n"
 )
 MODEL_JOB = PRELUDE + (
-    "from peftcode.jobs.startup import import_only_what_is_used\nimport_only_what_is_used({settings})\n"
+    "from types import SimpleNamespace\nfrom peftcode.jobs.startup import import_only_what_is_used\n"
+    "import_only_what_is_used(SimpleNamespace(quantization={quantization}))\n"
     "from peftcode.{module} import {name}\nfrom peftcode.jobs.tracking import job_run\n"
+    # What job_run does first, as the job's work begins.
+    "from peftcode.jobs.startup import imports_done\nimports_done()\n"
 )
+# A model job's start with the collector running throughout: the pause undone as soon as it is made.
+COLLECTOR_RUNNING = "\nimport gc, peftcode.jobs.startup as startup\ngc.enable()\nstartup._paused = False\n"
 # Each job as its script starts now, and as it started before (what it imported that it did not use).
-PLAIN, QUANTIZED = "{'quantization': None}", "{'quantization': {'bits': 4}}"
+PLAIN, QUANTIZED = "None", "{'bits': 4}"
 JOBS = {
     "finetune (LoRA)": (
-        MODEL_JOB.format(settings=PLAIN, module="training.finetune", name="finetune"),
+        MODEL_JOB.format(quantization=PLAIN, module="training.finetune", name="finetune"),
         "import bitsandbytes",
     ),
     "infer (ICL, LoRA)": (
-        MODEL_JOB.format(settings=PLAIN, module="inference.infer", name="infer"),
+        MODEL_JOB.format(quantization=PLAIN, module="inference.infer", name="infer"),
         "import bitsandbytes",
     ),
     "finetune (QLoRA)": (
-        MODEL_JOB.format(settings=QUANTIZED, module="training.finetune", name="finetune"),
+        MODEL_JOB.format(quantization=QUANTIZED, module="training.finetune", name="finetune"),
         "",
     ),
     "prepare_data": (PRELUDE + "from peftcode.data.prepare_data import prepare_data\n", "import datasets"),
@@ -68,20 +75,34 @@ def slowest_imports(code: str, count: int = 8) -> list[tuple[float, str]]:
     return sorted(rows, reverse=True)[:count]
 
 
+def variants(now: str, before_extra: str) -> dict[str, str]:
+    """A job's start now, before issue 28, and (a model job) with the collector running through it."""
+    unpaused = now.replace("import_only_what_is_used(", "(lambda settings: None)(")
+    found = {"before": before_extra + "\n" + unpaused}
+    if "import_only_what_is_used(" in now:
+        pause = now.index("\n", now.index("import_only_what_is_used(SimpleNamespace"))
+        found["collector running"] = now[:pause] + COLLECTOR_RUNNING + now[pause + 1 :]
+    return {**found, "now": now}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"| job | before (s) | now (s) | now / before |  (median of {args.repeats}, fresh processes)")
-    print("| --- | --- | --- | --- |")
+    print(f"| job | before (s) | collector running (s) | now (s) | now / before | (median of {args.repeats})")
+    print("| --- | --- | --- | --- | --- |")
     for job, (now, before_extra) in JOBS.items():
-        before = before_extra + "\n" + now.replace("import_only_what_is_used({", "dict({")
-        timings = {"now": [], "before": []}
-        for _ in range(args.repeats):  # interleaved, so that a busy moment hits both
-            timings["now"].append(seconds(now))
-            timings["before"].append(seconds(before))
-        now_s, before_s = statistics.median(timings["now"]), statistics.median(timings["before"])
-        print(f"| {job} | {before_s:.2f} | {now_s:.2f} | {now_s / before_s:.2f} |")
+        codes = variants(now, before_extra)
+        timings = {name: [] for name in codes}
+        for _ in range(args.repeats):  # interleaved, so that a busy moment hits each
+            for name, code in codes.items():
+                timings[name].append(seconds(code))
+        median = {name: statistics.median(times) for name, times in timings.items()}
+        running = f"{median['collector running']:.2f}" if "collector running" in median else "-"
+        print(
+            f"| {job} | {median['before']:.2f} | {running} | {median['now']:.2f} "
+            f"| {median['now'] / median['before']:.2f} |"
+        )
     print("\nSlowest top-level imports of a LoRA fine-tune now (s, cumulative):\n")
     for spent, name in slowest_imports(JOBS["finetune (LoRA)"][0]):
         print(f"- {name}: {spent:.2f}")

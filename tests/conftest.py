@@ -8,6 +8,7 @@ SLURM test, a core would wait). The Makefile keeps this order (``--no-loadscope-
 otherwise order modules by their number of tests)."""
 
 import copy
+import gc
 import os
 
 import pytest
@@ -23,6 +24,13 @@ def pytest_configure(config):
     if hasattr(config, "workerinput"):
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[variable] = str(THREADS)
+
+
+def pytest_collection_finish(session):
+    """What collection imported (torch, transformers, PEFT, pandas: about a million objects) lives as long
+    as the worker. Frozen out of the garbage collector's later passes, which would walk it all again at each
+    full collection (a fifth of the in-process tests' time, benchmarks/README.md)."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftcode.jobs.startup import imports_done
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("finetune", "infer", "evaluate")
@@ -351,7 +353,9 @@ def cell_run(
 
 
 def job_run(job: Any, stage: str):
-    """``cell_run`` for a Snakemake job's script, from its ``snakemake`` object."""
+    """``cell_run`` for a Snakemake job's script, from its ``snakemake`` object. The job's work begins
+    here, its imports done (see peftcode.jobs.startup)."""
+    imports_done()
     return cell_run(
         job.config.get("tracking"),
         job.config["results"],
