@@ -34,18 +34,16 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (not starts_the_run(item), -slow_minutes(item)))
+    items.sort(key=run_order)
 
 
-def starts_the_run(item) -> bool:
+def run_order(item) -> tuple[bool, float]:
+    """The modules marked ``start=True`` first, then the slow tests by their module's minutes (at least a few
+    seconds), longest first, then the rest."""
     mark = item.get_closest_marker("slow")
-    return mark is not None and mark.kwargs.get("start", False)
-
-
-def slow_minutes(item) -> float:
-    """How long a slow test's module takes (its mark's ``minutes``, at least a few seconds); 0 if not slow."""
-    mark = item.get_closest_marker("slow")
-    return 0.0 if mark is None else max(mark.kwargs.get("minutes", 0.1), 0.1)
+    if mark is None:
+        return True, 0.0
+    return not mark.kwargs.get("start", False), -max(mark.kwargs.get("minutes", 0.1), 0.1)
 
 
 @pytest.fixture
